@@ -1,0 +1,93 @@
+/**
+ * Contracts between the parts of the diffusion pipeline. Each part (tokenizer, schedulers,
+ * random numbers, ONNX sessions) lives in its own file and is tested alone; `index.ts`
+ * re-exports the public surface that DESIGN.md names.
+ */
+
+/** A denoising scheduler with diffusers' semantics (samples are flat Float32Arrays). */
+export interface Scheduler {
+  /** Prepares `timesteps` for a run of `numInferenceSteps` steps. */
+  setTimesteps(numInferenceSteps: number): void;
+  /** Timesteps of the current run, in the order the loop visits them. */
+  readonly timesteps: number[];
+  /** Standard deviation of the initial noise: initial latents are `randn × initNoiseSigma`. */
+  readonly initNoiseSigma: number;
+  /** Scales the denoising model's input for timestep `t` (identity for most schedulers). */
+  scaleModelInput(sample: Float32Array, t: number): Float32Array;
+  /**
+   * One reverse-diffusion step. `noise`, when given, replaces the standard-normal draw of a
+   * stochastic step (Euler ancestral, LCM); deterministic schedulers ignore it.
+   */
+  step(
+    modelOutput: Float32Array,
+    t: number,
+    sample: Float32Array,
+    noise?: Float32Array,
+  ): { prevSample: Float32Array; denoised?: Float32Array };
+}
+
+/** scheduler_config.json as diffusers writes it (snake_case keys). */
+export type SchedulerConfig = Record<string, unknown>;
+
+/** RGB image, 8 bits per channel, rows top to bottom, pixels interleaved (HWC). */
+export interface RgbImage {
+  width: number;
+  height: number;
+  data: Uint8Array;
+  /** The seed whose latents produced this image (request seed + image index). */
+  seed: number;
+}
+
+export interface GenerateRequest {
+  prompt: string;
+  negativePrompt?: string;
+  width: number;
+  height: number;
+  numInferenceSteps: number;
+  guidanceScale: number;
+  seed: number;
+  numImages: number;
+  /** diffusers class name or an alias (`euler_a`, `dpmpp_2m_karras`, …); default: the model's. */
+  scheduler?: string;
+}
+
+export interface GenerateOptions {
+  signal?: AbortSignal;
+  /** Called after each denoising step: step counts from 1 to total (over all images). */
+  onStep?: (step: number, total: number) => void;
+}
+
+/** Milliseconds spent in each stage of one `generate` call. */
+export interface StageTimings {
+  tokenize: number;
+  textEncoder: number;
+  unet: number;
+  scheduler: number;
+  vae: number;
+  total: number;
+}
+
+/** What a loaded model can do; the API validates requests against it. */
+export interface ModelCapabilities {
+  name: string;
+  /** Image sides must be multiples of this (the VAE's downscale factor). */
+  sizeMultiple: number;
+  minSize: number;
+  maxSize: number;
+  defaultSize: number;
+  /** Set when the export has static spatial shapes: the only size it takes. */
+  fixedSize?: { width: number; height: number };
+  defaultScheduler: string;
+  /** Set when the export's batch dimension is static. */
+  fixedBatch?: number;
+  dtype: 'float32' | 'float16';
+}
+
+export interface Pipeline {
+  readonly capabilities: ModelCapabilities;
+  generate(
+    request: GenerateRequest,
+    options?: GenerateOptions,
+  ): Promise<{ images: RgbImage[]; timings: StageTimings }>;
+  release(): Promise<void>;
+}
