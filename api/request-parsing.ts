@@ -1,0 +1,54 @@
+import { randomInt } from 'node:crypto';
+import type { Request } from 'express';
+import {
+  describeIssues,
+  makeGenerationRequestSchema,
+  MAX_SEED,
+  toJobPayload,
+  type JobPayload,
+} from '../shared/job-schema.js';
+import { HttpError, invalidRequest } from './http-errors.js';
+import type { AppDeps } from './app.js';
+
+export const drawSeed = () => randomInt(0, MAX_SEED);
+
+/** Validates a generation request against the schema and the served model; 400s name the field. */
+export async function parseGenerationRequest(deps: AppDeps, input: unknown, where: 'body' | 'query'): Promise<JobPayload> {
+  if (where === 'body' && (input === undefined || input === null || typeof input !== 'object' || Array.isArray(input))) {
+    throw new HttpError(400, 'invalid_request', 'The body must be a JSON object with at least a prompt.', 'body');
+  }
+  const schema = makeGenerationRequestSchema(deps.config.limits);
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) throw invalidRequest(describeIssues(parsed.error));
+
+  const served = deps.config.model.name;
+  if (parsed.data.model !== undefined && parsed.data.model !== served) {
+    throw invalidRequest([{ field: 'model', message: `unknown model ${JSON.stringify(parsed.data.model)}; this service serves ${JSON.stringify(served)}` }]);
+  }
+  const model = await deps.models.get(served);
+  const payload = toJobPayload(parsed.data, deps.config.limits, { name: served, defaultSize: model?.defaultSize ?? 512 }, deps.drawSeed ?? drawSeed);
+
+  if (model) {
+    const problems = [];
+    for (const field of ['width', 'height'] as const) {
+      const value = payload[field];
+      const named = parsed.data.img_size !== undefined ? 'img_size' : field;
+      const fixed = model.fixedSize?.[field];
+      if (fixed !== undefined && value !== fixed) {
+        problems.push({ field: named, message: `${named} must be ${fixed}: this model's export has a fixed ${field}` });
+      } else if (value % model.sizeMultiple !== 0 || value < model.minSize || value > model.maxSize) {
+        problems.push({
+          field: named,
+          message: `${named} must be a multiple of ${model.sizeMultiple} between ${model.minSize} and ${model.maxSize} for this model`,
+        });
+      }
+    }
+    if (problems.length > 0) throw invalidRequest(problems.slice(0, parsed.data.img_size !== undefined ? 1 : 2));
+  }
+  return payload;
+}
+
+/** Absolute base URL for links: the configured public URL, else the one this request came in on. */
+export function baseUrlOf(deps: AppDeps, req: Request): string {
+  return deps.config.publicUrl ?? `${req.protocol}://${req.get('host') ?? `localhost:${deps.config.port}`}`;
+}

@@ -1,0 +1,53 @@
+import { Router, type Request, type Response } from 'express';
+import { coerceQuery } from '../../shared/job-schema.js';
+import { HttpError } from '../http-errors.js';
+import { jobView } from '../job-view.js';
+import type { AppDeps } from '../app.js';
+import { baseUrlOf, parseGenerationRequest } from '../request-parsing.js';
+import { streamImage } from './images.js';
+
+/**
+ * The synchronous wrapper: enqueue, wait on the shared event subscription, answer the PNG.
+ * On timeout the job keeps running and the client gets 202 with where to poll it.
+ */
+export function generateRouter(deps: AppDeps): Router {
+  const router = Router();
+
+  const handle = async (req: Request, res: Response) => {
+    const query = coerceQuery(req.query as Record<string, unknown>);
+    const payload = await parseGenerationRequest(deps, query, 'query');
+    if (payload.numImages !== 1) {
+      throw new HttpError(400, 'invalid_request', 'num_images must be 1 here; use POST /v1/jobs for several images', 'num_images');
+    }
+    const queued = await deps.queue.enqueue(payload);
+    const log = deps.logger.child({ jobId: queued.id, model: payload.model });
+    log.info('sync job queued');
+    const base = baseUrlOf(deps, req);
+    const finished = await deps.queue.waitForFinish(queued.id, deps.config.syncTimeoutS * 1000);
+    if (!finished) {
+      const current = (await deps.queue.get(queued.id)) ?? queued;
+      const view = jobView(current, base);
+      res.status(202).location(view.links.self).setHeader('Retry-After', '2').json(view);
+      return;
+    }
+    const view = jobView(finished, base);
+    const image = finished.result?.images[0];
+    if (finished.status !== 'succeeded' || !image) {
+      res.status(finished.status === 'canceled' ? 409 : 500).location(view.links.self).json({
+        error: finished.error ?? { code: 'internal_error', message: 'the job did not produce an image' },
+        job: view,
+      });
+      return;
+    }
+    await streamImage(deps, image.key, res, {
+      'X-Job-Id': finished.id,
+      'X-Seed': String(image.seed),
+      'Content-Location': view.outputs?.images[0]?.url ?? view.links.self,
+    });
+  };
+
+  router.get('/v1/generate', handle);
+  // The tutorial's route: GET /dreambooth?prompt=…&img_size=512
+  router.get('/dreambooth', handle);
+  return router;
+}

@@ -1,0 +1,59 @@
+import type { Server } from 'node:http';
+import type { Config } from '../shared/config.js';
+import { BullJobQueue } from '../shared/job-queue.js';
+import type { Logger } from '../shared/logger.js';
+import { readModel } from '../shared/model-registry.js';
+import { createRedis } from '../shared/redis.js';
+import { createImageStore } from '../shared/storage/index.js';
+import { createApp } from './app.js';
+
+export interface RunningApi {
+  server: Server;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Builds the API's real dependencies from config and listens. `close` runs every step once. */
+export async function startApi(config: Readonly<Config>, logger: Logger): Promise<RunningApi> {
+  const connection = createRedis(config.redisUrl, 'api');
+  const eventsConnection = createRedis(config.redisUrl, 'subscriber');
+  connection.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
+  eventsConnection.on('error', (err) => logger.debug({ err: err.message }, 'redis events connection error'));
+  const queue = new BullJobQueue({ connection, eventsConnection, prefix: config.queuePrefix, jobs: config.jobs });
+  const store = createImageStore(config.storage);
+  const app = createApp({
+    config,
+    queue,
+    store,
+    logger,
+    presignImages: config.storage.driver === 's3' && config.storage.presignUrls,
+    models: { get: (name) => readModel(connection, config.queuePrefix, name).catch(() => null) },
+  });
+  const server = await new Promise<Server>((resolve, reject) => {
+    const s = app.listen(config.port, config.host, () => resolve(s));
+    s.once('error', reject);
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      const steps = [
+        () => new Promise<void>((resolve) => server.close(() => resolve())),
+        () => queue.close(),
+        () => store.close?.(),
+        () => connection.quit(),
+        () => eventsConnection.quit(),
+      ];
+      for (const step of steps) {
+        try {
+          await step();
+        } catch (err) {
+          logger.error({ err }, 'api shutdown step failed');
+        }
+      }
+    })());
+  return { server, url, close };
+}

@@ -1,0 +1,40 @@
+/**
+ * Errors with a stable `code` that the API returns and that decide retries: `retryable` false
+ * means the job fails at once (bad input, canceled); true means storage or network faults
+ * worth another attempt with backoff.
+ */
+export class ServiceError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly retryable: boolean,
+    readonly field?: string,
+  ) {
+    super(message);
+    this.name = 'ServiceError';
+  }
+}
+
+export class StorageError extends ServiceError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('storage_error', message, true);
+    this.name = 'StorageError';
+    if (options?.cause !== undefined) this.cause = options.cause;
+  }
+}
+
+export class QueueUnavailableError extends ServiceError {
+  constructor(message = 'The job queue (Redis) is unreachable; try again shortly.') {
+    super('queue_unavailable', message, true);
+    this.name = 'QueueUnavailableError';
+  }
+}
+
+/** Resolves `promise` or rejects after `ms` with `onTimeout()`; used to fail fast on a dead Redis. */
+export function withDeadline<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(onTimeout()), ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,177 @@
+import { z } from 'zod';
+import type { Config } from './config.js';
+
+/**
+ * The generation request as clients send it (snake_case, like diffusers' argument names), and
+ * the normalised payload the API enqueues and the worker trusts. One schema for both sides.
+ */
+
+/** Scheduler names a request may give: diffusers class names and their short aliases. */
+export const SCHEDULER_NAMES = [
+  'pndm',
+  'ddim',
+  'euler',
+  'euler_a',
+  'dpmpp_2m',
+  'dpmpp_2m_karras',
+  'lcm',
+  'PNDMScheduler',
+  'DDIMScheduler',
+  'EulerDiscreteScheduler',
+  'EulerAncestralDiscreteScheduler',
+  'DPMSolverMultistepScheduler',
+  'LCMScheduler',
+] as const;
+
+export const MAX_SEED = 2 ** 32 - 1;
+
+export type RequestLimits = Config['limits'];
+
+const NUMERIC_FIELDS = new Set([
+  'width',
+  'height',
+  'img_size',
+  'num_inference_steps',
+  'guidance_scale',
+  'seed',
+  'num_images',
+]);
+
+export function makeGenerationRequestSchema(limits: RequestLimits) {
+  const side = (field: string) =>
+    z
+      .number({ error: `${field} must be a number` })
+      .int({ error: `${field} must be a whole number of pixels` })
+      .multipleOf(8, { error: `${field} must be a multiple of 8` })
+      .min(limits.minImageSize, { error: `${field} must be at least ${limits.minImageSize}` })
+      .max(limits.maxImageSize, { error: `${field} must be at most ${limits.maxImageSize}` });
+
+  return z
+    .strictObject(
+      {
+        prompt: z
+          .string({ error: (i) => (i.input === undefined ? 'prompt is required' : 'prompt must be a string') })
+          .trim()
+          .min(1, { error: 'prompt must not be empty' })
+          .max(limits.maxPromptChars, { error: `prompt must be at most ${limits.maxPromptChars} characters` }),
+        negative_prompt: z
+          .string({ error: 'negative_prompt must be a string' })
+          .max(limits.maxPromptChars, { error: `negative_prompt must be at most ${limits.maxPromptChars} characters` })
+          .optional(),
+        width: side('width').optional(),
+        height: side('height').optional(),
+        img_size: side('img_size').optional(),
+        num_inference_steps: z
+          .number({ error: 'num_inference_steps must be a number' })
+          .int({ error: 'num_inference_steps must be a whole number' })
+          .min(1, { error: 'num_inference_steps must be at least 1' })
+          .max(limits.maxSteps, { error: `num_inference_steps must be at most ${limits.maxSteps}` })
+          .optional(),
+        guidance_scale: z
+          .number({ error: 'guidance_scale must be a number' })
+          .min(0, { error: 'guidance_scale must be at least 0' })
+          .max(50, { error: 'guidance_scale must be at most 50' })
+          .optional(),
+        seed: z
+          .number({ error: 'seed must be a number' })
+          .int({ error: 'seed must be a whole number' })
+          .min(0, { error: 'seed must be at least 0' })
+          .max(MAX_SEED, { error: `seed must be at most ${MAX_SEED}` })
+          .optional(),
+        num_images: z
+          .number({ error: 'num_images must be a number' })
+          .int({ error: 'num_images must be a whole number' })
+          .min(1, { error: 'num_images must be at least 1' })
+          .max(limits.maxNumImages, { error: `num_images must be at most ${limits.maxNumImages}` })
+          .optional(),
+        scheduler: z
+          .enum(SCHEDULER_NAMES, { error: `scheduler must be one of: ${SCHEDULER_NAMES.join(', ')}` })
+          .optional(),
+        model: z.string({ error: 'model must be a string' }).min(1, { error: 'model must not be empty' }).optional(),
+      },
+      { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field: ${i.keys.join(', ')}` : 'the body must be a JSON object') },
+    )
+    .superRefine((r, ctx) => {
+      if (r.img_size !== undefined && (r.width !== undefined || r.height !== undefined)) {
+        ctx.addIssue({ code: 'custom', path: ['img_size'], message: 'img_size cannot be combined with width or height' });
+      }
+    });
+}
+
+export type GenerationRequest = z.infer<ReturnType<typeof makeGenerationRequestSchema>>;
+
+/** What the queue carries: every default resolved, so a retry runs exactly the same job. */
+export const JobPayloadSchema = z.object({
+  prompt: z.string().min(1),
+  negativePrompt: z.string(),
+  width: z.number().int().positive(),
+  height: z.number().int().positive(),
+  numInferenceSteps: z.number().int().positive(),
+  guidanceScale: z.number().min(0),
+  seed: z.number().int().min(0).max(MAX_SEED),
+  numImages: z.number().int().positive(),
+  scheduler: z.string().optional(),
+  model: z.string(),
+  /** The seed was drawn by the service, not given by the client. */
+  randomSeed: z.boolean(),
+});
+export type JobPayload = z.infer<typeof JobPayloadSchema>;
+
+export interface ModelDefaults {
+  name: string;
+  defaultSize: number;
+}
+
+export function toJobPayload(
+  request: GenerationRequest,
+  limits: RequestLimits,
+  model: ModelDefaults,
+  drawSeed: () => number,
+): JobPayload {
+  const size = request.img_size;
+  const seed = request.seed ?? drawSeed();
+  return {
+    prompt: request.prompt,
+    negativePrompt: request.negative_prompt ?? '',
+    width: size ?? request.width ?? model.defaultSize,
+    height: size ?? request.height ?? model.defaultSize,
+    numInferenceSteps: request.num_inference_steps ?? limits.defaultSteps,
+    guidanceScale: request.guidance_scale ?? limits.defaultGuidance,
+    seed,
+    numImages: request.num_images ?? 1,
+    scheduler: request.scheduler,
+    model: request.model ?? model.name,
+    randomSeed: request.seed === undefined,
+  };
+}
+
+/**
+ * Query strings carry text only: numbers in numeric fields become numbers, anything else is left
+ * for the schema to reject by name. A repeated parameter is kept as an array and rejected too.
+ */
+export function coerceQuery(query: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(query)) {
+    if (NUMERIC_FIELDS.has(key) && typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value))) {
+      out[key] = Number(value);
+    } else {
+      out[key] = value;
+    }
+  }
+  return out;
+}
+
+export interface FieldProblem {
+  field: string;
+  message: string;
+}
+
+/** Turns a zod error into the field-by-field problems the API answers with. */
+export function describeIssues(error: z.ZodError): FieldProblem[] {
+  return error.issues.map((issue) => {
+    if (issue.code === 'unrecognized_keys') {
+      return { field: issue.keys[0] ?? '', message: issue.message };
+    }
+    return { field: issue.path.map(String).join('.'), message: issue.message };
+  });
+}

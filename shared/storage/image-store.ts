@@ -1,0 +1,29 @@
+import type { Readable } from 'node:stream';
+
+/** Where finished images live. Keys look like `jobs/<jobId>/<n>.png`; a put overwrites. */
+export interface StoredObject {
+  body: Readable;
+  contentType: string;
+  contentLength: number | undefined;
+}
+
+export interface ImageStore {
+  readonly kind: string;
+  put(key: string, bytes: Uint8Array, contentType: string): Promise<void>;
+  /** null when there is no such object. */
+  get(key: string): Promise<StoredObject | null>;
+  /** A time-limited URL a client can fetch directly, where the store supports it. */
+  presignedUrl?(key: string): Promise<string>;
+  /** Throws when the store is unreachable or not writable; used by readiness checks. */
+  check(): Promise<void>;
+  close?(): Promise<void>;
+}
+
+/** Keys are made by the service; refuse anything that could escape a folder or bucket prefix. */
+export function assertSafeKey(key: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._/-]*$/.test(key) || key.split('/').some((part) => part === '..' || part === '')) {
+    throw new Error(`unsafe storage key: ${JSON.stringify(key)}`);
+  }
+}
+
+export const imageKey = (jobId: string, index: number) => `jobs/${jobId}/${index}.png`;

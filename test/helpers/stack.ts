@@ -1,0 +1,83 @@
+import { randomUUID } from 'node:crypto';
+import { Queue } from 'bullmq';
+import { pino } from 'pino';
+import { startApi, type RunningApi } from '../../api/server.js';
+import { loadConfig, type Config } from '../../shared/config.js';
+import { publishModel } from '../../shared/model-registry.js';
+import { GENERATE_QUEUE } from '../../shared/queues.js';
+import { createRedis } from '../../shared/redis.js';
+import { createImageStore, type ImageStore } from '../../shared/storage/index.js';
+import { JobConsumer } from '../../worker/consumer.js';
+import { loadPipeline } from '../../worker/pipeline/index.js';
+import type { Pipeline } from '../../worker/pipeline/types.js';
+import { createProcessor } from '../../worker/processor.js';
+
+export const silentLogger = pino({ level: 'silent' });
+
+export interface TestStack {
+  config: Readonly<Config>;
+  api: RunningApi;
+  store: ImageStore;
+  /** A BullMQ handle on the test's own queue, for inspecting counts. */
+  queue: Queue;
+  close(): Promise<void>;
+}
+
+/**
+ * The API on a random port plus one in-process worker, on a queue prefix of their own so test
+ * files never see each other's jobs on the shared Redis.
+ */
+export async function startStack(env: Record<string, string>, options: { worker?: boolean; pipeline?: Pipeline } = {}): Promise<TestStack> {
+  const config = loadConfig({
+    PORT: '0',
+    QUEUE_PREFIX: `test-${randomUUID().slice(0, 8)}`,
+    LOG_LEVEL: 'silent',
+    JOB_BACKOFF_MS: '50',
+    ...env,
+  });
+  const api = await startApi(config, silentLogger);
+  const store = createImageStore(config.storage);
+  const queueConnection = createRedis(config.redisUrl, 'worker');
+  const queue = new Queue(GENERATE_QUEUE, { connection: queueConnection, prefix: config.queuePrefix });
+  let consumer: JobConsumer | undefined;
+  let workerConnection: ReturnType<typeof createRedis> | undefined;
+  let ownPipeline: Pipeline | undefined;
+  if (options.worker !== false) {
+    const pipeline = options.pipeline ?? (ownPipeline = await loadPipeline(config.model.dir, { cpuThreads: 1 }));
+    workerConnection = createRedis(config.redisUrl, 'worker');
+    await publishModel(workerConnection, config.queuePrefix, { ...pipeline.capabilities, name: config.model.name, publishedAt: Date.now() });
+    consumer = new JobConsumer({
+      connection: workerConnection,
+      prefix: config.queuePrefix,
+      processor: createProcessor({ pipeline, store, logger: silentLogger, workerId: 'test-worker' }),
+      logger: silentLogger,
+    });
+    await consumer.start();
+  }
+  return {
+    config,
+    api,
+    store,
+    queue,
+    close: async () => {
+      await consumer?.close();
+      await api.close();
+      await queue.obliterate({ force: true }).catch(() => undefined);
+      await queue.close();
+      await queueConnection.quit();
+      await workerConnection?.quit();
+      await ownPipeline?.release();
+      await store.close?.();
+    },
+  };
+}
+
+/** Polls a job until it is finished (or the test times out). */
+export async function pollJob(baseUrl: string, id: string, intervalMs = 50): Promise<Record<string, any>> {
+  for (;;) {
+    const res = await fetch(`${baseUrl}/v1/jobs/${id}`);
+    const body = (await res.json()) as Record<string, any>;
+    if (['succeeded', 'failed', 'canceled'].includes(body.status)) return body;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

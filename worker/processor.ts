@@ -1,0 +1,111 @@
+import { encodeFailure, type JobResult } from '../shared/job-queue.js';
+import { JobPayloadSchema, type JobPayload } from '../shared/job-schema.js';
+import type { Logger } from '../shared/logger.js';
+import { imageKey, type ImageStore } from '../shared/storage/index.js';
+import { ServiceError } from '../shared/errors.js';
+import { encodePng } from './image-encoding.js';
+import type { Pipeline } from './pipeline/types.js';
+
+/** What the processor needs to know about the job it runs; BullMQ's Job satisfies it. */
+export interface RunningJob {
+  id?: string | undefined;
+  data: unknown;
+  attemptsMade: number;
+  updateProgress(progress: object): Promise<void>;
+}
+
+/**
+ * A job failure with the stable code the API shows. `retryable: false` tells the consumer to fail
+ * the job at once instead of trying again.
+ */
+export class JobFailure extends Error {
+  constructor(
+    readonly code: string,
+    detail: string,
+    readonly retryable: boolean,
+  ) {
+    super(encodeFailure(code, detail));
+    this.name = 'JobFailure';
+  }
+}
+
+export interface ProcessorDeps {
+  pipeline: Pipeline;
+  store: ImageStore;
+  logger: Logger;
+  workerId: string;
+  /** Minimum milliseconds between progress writes to Redis (the last step always goes). */
+  progressIntervalMs?: number;
+}
+
+export type Processor = (job: RunningJob, signal?: AbortSignal) => Promise<JobResult>;
+
+export function createProcessor(deps: ProcessorDeps): Processor {
+  const interval = deps.progressIntervalMs ?? 100;
+  return async (job, signal) => {
+    const jobId = job.id ?? 'unknown';
+    const log = deps.logger.child({ jobId, model: deps.pipeline.capabilities.name });
+    const parsed = JobPayloadSchema.safeParse(job.data);
+    if (!parsed.success) throw new JobFailure('invalid_request', `malformed job payload: ${parsed.error.message}`, false);
+    const payload: JobPayload = parsed.data;
+    log.info({ attempt: job.attemptsMade + 1, width: payload.width, height: payload.height, steps: payload.numInferenceSteps }, 'job started');
+
+    let lastWrite = 0;
+    let pending: Promise<void> = Promise.resolve();
+    const onStep = (step: number, total: number) => {
+      const now = Date.now();
+      if (step < total && now - lastWrite < interval) return;
+      lastWrite = now;
+      // Progress is advisory: a failed write must not fail the job.
+      pending = job.updateProgress({ step, total }).catch((err: unknown) => log.warn({ err }, 'progress update failed'));
+    };
+
+    let generated;
+    try {
+      generated = await deps.pipeline.generate(
+        {
+          prompt: payload.prompt,
+          negativePrompt: payload.negativePrompt,
+          width: payload.width,
+          height: payload.height,
+          numInferenceSteps: payload.numInferenceSteps,
+          guidanceScale: payload.guidanceScale,
+          seed: payload.seed,
+          numImages: payload.numImages,
+          scheduler: payload.scheduler,
+        },
+        signal ? { signal, onStep } : { onStep },
+      );
+    } catch (err) {
+      throw toJobFailure(err);
+    }
+    await pending;
+
+    const images = [];
+    for (const [index, image] of generated.images.entries()) {
+      const png = await encodePng(image);
+      const key = imageKey(jobId, index);
+      try {
+        await deps.store.put(key, png, 'image/png');
+      } catch (err) {
+        throw new JobFailure('storage_error', err instanceof Error ? err.message : String(err), true);
+      }
+      images.push({ key, width: image.width, height: image.height, seed: image.seed });
+    }
+    log.info({ ms: Math.round(generated.timings.total), images: images.length }, 'job succeeded');
+    return { images, seed: payload.seed, workerId: deps.workerId, timingsMs: { ...generated.timings } };
+  };
+}
+
+/** Pipeline errors carry a `code`; unknown errors are internal and worth one more attempt. */
+export function toJobFailure(err: unknown): JobFailure {
+  if (err instanceof JobFailure) return err;
+  const e = err as { code?: unknown; name?: unknown; message?: unknown; retryable?: unknown; field?: unknown };
+  const message = typeof e?.message === 'string' ? e.message : String(err);
+  if (e?.name === 'AbortError' || e?.code === 'canceled') return new JobFailure('canceled', 'the job was canceled', false);
+  if (err instanceof ServiceError) return new JobFailure(err.code, message, err.retryable);
+  if (e?.code === 'invalid_request' || e?.code === 'unknown_scheduler') {
+    return new JobFailure('invalid_request', message, false);
+  }
+  return new JobFailure('internal_error', message, true);
+}
