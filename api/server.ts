@@ -3,7 +3,8 @@ import type { Config } from '../shared/config.js';
 import { BullJobQueue } from '../shared/job-queue.js';
 import type { Logger } from '../shared/logger.js';
 import { readModel } from '../shared/model-registry.js';
-import { createRedis } from '../shared/redis.js';
+import { closeRedis, createRedis } from '../shared/redis.js';
+import { withDeadline } from '../shared/errors.js';
 import { createImageStore } from '../shared/storage/index.js';
 import { createApp } from './app.js';
 
@@ -44,16 +45,18 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
         () => new Promise<void>((resolve) => server.close(() => resolve())),
         () => queue.close(),
         () => store.close?.(),
-        () => connection.quit(),
-        () => eventsConnection.quit(),
+        () => closeRedis(connection),
+        () => closeRedis(eventsConnection),
       ];
       for (const step of steps) {
         try {
-          await step();
+          // A dead Redis must not hold shutdown hostage.
+          await withDeadline(Promise.resolve(step()), 3000, () => new Error('timed out'));
         } catch (err) {
           logger.error({ err }, 'api shutdown step failed');
         }
       }
+      server.closeAllConnections();
     })());
   return { server, url, close };
 }

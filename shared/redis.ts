@@ -19,3 +19,12 @@ export function createRedis(url: string, role: RedisRole, extra: RedisOptions = 
   }
   return new Redis(url, { ...common, maxRetriesPerRequest: null, enableReadyCheck: false });
 }
+
+/** QUIT when connected (pending replies arrive), drop the socket otherwise (nothing to wait for). */
+export async function closeRedis(redis: Redis): Promise<void> {
+  if (redis.status === 'ready') {
+    await redis.quit();
+  } else {
+    redis.disconnect();
+  }
+}

@@ -15,7 +15,7 @@ export class LocalImageStore implements ImageStore {
     return path.join(this.root, ...key.split('/'));
   }
 
-  async put(key: string, bytes: Uint8Array): Promise<void> {
+  async put(key: string, bytes: Uint8Array, _contentType?: string): Promise<void> {
     const target = this.pathOf(key);
     // Write then rename, so a reader never sees half a PNG and a retry replaces the file whole.
     const temp = `${target}.${process.pid}.${Date.now()}.tmp`;

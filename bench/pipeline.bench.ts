@@ -1,0 +1,90 @@
+/**
+ * Where a generation's time goes on the tiny model (CPU): per-image milliseconds for each stage
+ * and the JavaScript overhead around ONNX Runtime. A benchmark, not a test: no assertions.
+ *
+ *   npm run bench:pipeline            # sizes 64, 256, 512
+ *   BENCH_SIZES=512 BENCH_STEPS=20 BENCH_WARMUP=5 BENCH_RUNS=10 npm run bench:pipeline
+ *
+ * JS overhead = generate's total − time inside ONNX Runtime (text encoder + UNet + VAE runs):
+ * tokenizing, tensor marshalling and float16 conversion, scheduler math, guidance, postprocessing.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import path from 'node:path';
+import sharp from 'sharp';
+import { writeTinyModel } from '../scripts/tiny-model/index.js';
+import { loadPipeline, type GenerateRequest, type StageTimings } from '../worker/pipeline/index.js';
+
+const SIZES = (process.env['BENCH_SIZES'] ?? '64,256,512').split(',').map(Number);
+const STEPS = Number(process.env['BENCH_STEPS'] ?? 10);
+const WARMUP = Number(process.env['BENCH_WARMUP'] ?? 5);
+const RUNS = Number(process.env['BENCH_RUNS'] ?? 10);
+
+interface Sample extends StageTimings {
+  png: number;
+}
+
+const median = (values: number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'sd-bench-'));
+  try {
+    await writeTinyModel(dir);
+    const pipeline = await loadPipeline(dir, { provider: 'cpu' });
+    const rows: string[][] = [];
+    for (const size of SIZES) {
+      const request: GenerateRequest = {
+        prompt: 'a photograph of an astronaut riding a horse on mars',
+        width: size,
+        height: size,
+        numInferenceSteps: STEPS,
+        guidanceScale: 7.5,
+        seed: 1234,
+        numImages: 1,
+      };
+      const samples: Sample[] = [];
+      for (let run = 0; run < WARMUP + RUNS; run++) {
+        const { images, timings } = await pipeline.generate({ ...request, seed: request.seed + run });
+        const image = images[0]!;
+        const pngStart = performance.now();
+        await sharp(Buffer.from(image.data.buffer, image.data.byteOffset, image.data.byteLength), {
+          raw: { width: image.width, height: image.height, channels: 3 },
+        })
+          .png()
+          .toBuffer();
+        const png = performance.now() - pngStart;
+        if (run >= WARMUP) samples.push({ ...timings, png });
+      }
+      const m = (key: keyof Sample) => median(samples.map((s) => s[key]));
+      const onnx = median(samples.map((s) => s.textEncoder + s.unet + s.vae));
+      const overhead = median(samples.map((s) => s.total - s.textEncoder - s.unet - s.vae));
+      rows.push([
+        `${size}×${size}`,
+        ...(['tokenize', 'textEncoder', 'unet', 'scheduler', 'vae', 'png', 'total'] as const).map((k) => m(k).toFixed(2)),
+        onnx.toFixed(2),
+        overhead.toFixed(2),
+        `${((overhead / onnx) * 100).toFixed(1)}%`,
+      ]);
+    }
+    await pipeline.release();
+
+    const header = ['size', 'tokenize', 'text enc', `unet (${STEPS} steps)`, 'scheduler', 'vae', 'png', 'total', 'in ORT', 'JS overhead', 'overhead/ORT'];
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    const line = (cells: string[]) => `| ${cells.map((c, i) => c.padStart(widths[i]!)).join(' | ')} |`;
+    console.log(
+      `Tiny model, CPU (${cpus().length} cores, ${cpus()[0]?.model ?? 'unknown'}), ${STEPS} steps, guidance 7.5 (batch 2), ` +
+        `median of ${RUNS} runs after ${WARMUP} warm-up (each column its own median); ms per image; total = generate() without PNG.`,
+    );
+    console.log(line(header));
+    console.log(`| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`);
+    for (const row of rows) console.log(line(row));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

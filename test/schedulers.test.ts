@@ -1,0 +1,492 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import type { Scheduler, SchedulerConfig } from '../worker/pipeline/types.js';
+import {
+  createScheduler,
+  resolveScheduler,
+  SCHEDULER_ALIASES,
+  SchedulerConfigError,
+  SUPPORTED_SCHEDULERS,
+  UnknownSchedulerError,
+} from '../worker/pipeline/schedulers/index.js';
+import { arange, interp, linspace, roundHalfEven } from '../worker/pipeline/schedulers/numpy-like.js';
+import { indexForTimestep } from '../worker/pipeline/schedulers/timestep-schedule.js';
+
+interface TrajectoryCase {
+  class_name: string;
+  config: SchedulerConfig;
+  steps: number;
+  timesteps: number[];
+  init_noise_sigma: number;
+  checkpoints: Record<string, number[]>;
+  final: number[];
+  final_denoised?: number[];
+}
+
+const fixture = JSON.parse(
+  readFileSync(new URL('./fixtures/scheduler-trajectories.json', import.meta.url), 'utf8'),
+) as { shape: number[]; cases: TrajectoryCase[] };
+const SIZE = fixture.shape.reduce((a, b) => a * b, 1);
+
+/** Stable Diffusion 1.5's scheduler_config.json. */
+const SD15: SchedulerConfig = {
+  _class_name: 'PNDMScheduler',
+  beta_start: 0.00085,
+  beta_end: 0.012,
+  beta_schedule: 'scaled_linear',
+  num_train_timesteps: 1000,
+  steps_offset: 1,
+  set_alpha_to_one: false,
+  skip_prk_steps: true,
+  clip_sample: false,
+  trained_betas: null,
+};
+
+/**
+ * The fixture's loop (its `about` field): x = x0·init_noise_sigma, then per step k with
+ * timestep t: eps = 0.8·tanh(scale_model_input(x, t)) + 0.1·sin(0.01t + 0.3i), noise for
+ * stochastic steps 1.1·cos(0.9i + 1.3k), x = step(eps, t, x).prev_sample.
+ */
+function runLoop(
+  scheduler: Scheduler,
+  onStep?: (k: number, x: Float32Array, denoised: Float32Array | undefined) => void,
+): { x: Float32Array; denoised: Float32Array | undefined } {
+  let x: Float32Array = new Float32Array(SIZE);
+  for (let i = 0; i < SIZE; i++) x[i] = 1.2 * Math.sin(1.7 * i + 0.5) * scheduler.initNoiseSigma;
+  let denoised: Float32Array | undefined;
+  scheduler.timesteps.forEach((t, k) => {
+    const xin = scheduler.scaleModelInput(x, t);
+    const eps = new Float32Array(SIZE);
+    const noise = new Float32Array(SIZE);
+    for (let i = 0; i < SIZE; i++) {
+      eps[i] = 0.8 * Math.tanh(xin[i]!) + 0.1 * Math.sin(0.01 * t + 0.3 * i);
+      noise[i] = 1.1 * Math.cos(0.9 * i + 1.3 * k);
+    }
+    const out = scheduler.step(eps, t, x, noise);
+    x = out.prevSample;
+    denoised = out.denoised;
+    onStep?.(k, x, denoised);
+  });
+  return { x, denoised };
+}
+
+function run(className: string, config: SchedulerConfig, steps: number): Float32Array {
+  const scheduler = createScheduler(className, config);
+  scheduler.setTimesteps(steps);
+  return runLoop(scheduler).x;
+}
+
+/** max|a − b| / max|b|. */
+function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  expect(actual.length).toBe(expected.length);
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < expected.length; i++) {
+    diff = Math.max(diff, Math.abs(actual[i]! - expected[i]!));
+    scale = Math.max(scale, Math.abs(expected[i]!));
+  }
+  expect(scale).toBeGreaterThan(0);
+  return diff / scale;
+}
+
+function allFinite(values: Float32Array): boolean {
+  return values.every((v) => Number.isFinite(v));
+}
+
+describe('schedulers replay diffusers trajectories', () => {
+  it('covers every case of the fixture', () => {
+    expect(fixture.cases.map((c) => c.class_name).sort()).toEqual([...SUPPORTED_SCHEDULERS].sort());
+  });
+
+  for (const c of fixture.cases) {
+    it(`${c.class_name} (${c.steps} steps) matches within 1e-4`, () => {
+      const scheduler = createScheduler(c.class_name, c.config);
+      scheduler.setTimesteps(c.steps);
+      expect(scheduler.timesteps).toEqual(c.timesteps);
+      // the fixture's σ_max came from a torch build whose ᾱ differs by a few float32 ulps
+      expect(Math.abs(scheduler.initNoiseSigma - c.init_noise_sigma) / c.init_noise_sigma).toBeLessThan(1e-6);
+
+      const seen: string[] = [];
+      const { x, denoised } = runLoop(scheduler, (k, sample) => {
+        const reference = c.checkpoints[String(k)];
+        if (reference === undefined) return;
+        seen.push(String(k));
+        expect(relativeError(sample, reference), `step ${k}`).toBeLessThanOrEqual(1e-4);
+      });
+      expect(seen.sort()).toEqual(Object.keys(c.checkpoints).sort());
+      expect(relativeError(x, c.final)).toBeLessThanOrEqual(1e-4);
+      if (c.final_denoised) {
+        expect(denoised).toBeDefined();
+        expect(relativeError(denoised!, c.final_denoised)).toBeLessThanOrEqual(1e-4);
+      }
+    });
+  }
+});
+
+describe('timesteps for Stable Diffusion 1.5', () => {
+  // "leading" spacing: step_ratio = 1000 // 50 = 20, so diffusers' `_timesteps` are
+  // arange(50)·20 + steps_offset = [1, 21, …, 981].
+  const leading50 = Array.from({ length: 50 }, (_, i) => 981 - 20 * i);
+
+  it('PNDM (PLMS) visits 981, 961, 961, 941, …, 1: 51 timesteps', () => {
+    // skip_prk_steps: plms_timesteps = concat(_timesteps[:-1], _timesteps[-2:-1], _timesteps[-1:])[::-1],
+    // i.e. the second timestep (961) twice, for the warm-up step that averages two ε.
+    const pndm = createScheduler('PNDMScheduler', SD15);
+    pndm.setTimesteps(50);
+    expect(pndm.timesteps.slice(0, 4)).toEqual([981, 961, 961, 941]);
+    expect(pndm.timesteps).toEqual([981, ...leading50.slice(1, 2), ...leading50.slice(1)]);
+    expect(pndm.timesteps).toHaveLength(51);
+  });
+
+  it('PNDM with Runge–Kutta warm-up (skip_prk_steps false) puts 12 PRK timesteps first', () => {
+    // prk_timesteps from the last four _timesteps and their midpoints (+ 20 // 2), then PLMS
+    // from _timesteps[:-3] reversed, as diffusers builds them.
+    const pndm = createScheduler('PNDMScheduler', { ...SD15, skip_prk_steps: false });
+    pndm.setTimesteps(50);
+    expect(pndm.timesteps.slice(0, 13)).toEqual([981, 971, 971, 961, 961, 951, 951, 941, 941, 931, 931, 921, 921]);
+    expect(pndm.timesteps).toEqual([
+      981, 971, 971, 961, 961, 951, 951, 941, 941, 931, 931, 921,
+      ...leading50.slice(3),
+    ]);
+    const x = runLoop(pndm).x;
+    expect(allFinite(x)).toBe(true);
+    expect(relativeError(x, run('PNDMScheduler', SD15, 50))).toBeGreaterThan(1e-4);
+  });
+
+  it('DDIM visits 981, 961, …, 1', () => {
+    const ddim = createScheduler('DDIMScheduler', SD15);
+    ddim.setTimesteps(50);
+    expect(ddim.timesteps).toEqual(leading50);
+    expect(ddim.timesteps.at(-1)).toBe(1);
+  });
+
+  it('honours timestep_spacing linspace and trailing', () => {
+    const linspace = createScheduler('DDIMScheduler', { ...SD15, timestep_spacing: 'linspace' });
+    linspace.setTimesteps(10);
+    // np.linspace(0, 999, 10).round()[::-1]
+    expect(linspace.timesteps).toEqual([999, 888, 777, 666, 555, 444, 333, 222, 111, 0]);
+
+    const trailing = createScheduler('EulerDiscreteScheduler', { ...SD15, timestep_spacing: 'trailing' });
+    trailing.setTimesteps(30);
+    // np.round(np.arange(1000, 0, -1000 / 30)) - 1
+    expect(trailing.timesteps).toEqual([
+      999, 966, 932, 899, 866, 832, 799, 766, 732, 699, 666, 632, 599, 566, 532, 499, 466, 432, 399, 366, 332,
+      299, 266, 232, 199, 166, 132, 99, 66, 32,
+    ]);
+  });
+
+  it('DPM-Solver++: linspace over 26 points without the last, leading with steps_offset', () => {
+    const dpm = createScheduler('DPMSolverMultistepScheduler', SD15);
+    dpm.setTimesteps(25);
+    expect(dpm.timesteps.slice(0, 3)).toEqual([999, 959, 919]);
+    expect(dpm.timesteps.slice(12, 14)).toEqual([519, 480]);
+    expect(dpm.timesteps).toHaveLength(25);
+
+    const leading = createScheduler('DPMSolverMultistepScheduler', { ...SD15, timestep_spacing: 'leading' });
+    leading.setTimesteps(25);
+    // step_ratio = 1000 // 26 = 38: arange(26)·38 reversed, without 0, + 1
+    expect(leading.timesteps).toEqual(Array.from({ length: 25 }, (_, i) => (25 - i) * 38 + 1));
+  });
+
+  it('DPM-Solver++ with Karras sigmas maps σ back to rounded timesteps', () => {
+    const dpm = createScheduler('DPMSolverMultistepScheduler', { ...SD15, use_karras_sigmas: true });
+    dpm.setTimesteps(25);
+    // diffusers' _convert_to_karras + _sigma_to_t(...).round(), evaluated with numpy and torch
+    expect(dpm.timesteps).toEqual([
+      999, 970, 938, 905, 868, 829, 786, 739, 687, 630, 568, 500, 427, 352, 278, 207, 146, 96, 59, 34, 18, 9, 4, 1, 0,
+    ]);
+    const x = runLoop(dpm).x;
+    expect(allFinite(x)).toBe(true);
+    expect(relativeError(x, run('DPMSolverMultistepScheduler', SD15, 25))).toBeGreaterThan(1e-3);
+  });
+
+  it('Euler with Karras sigmas keeps fractional timesteps', () => {
+    const euler = createScheduler('EulerDiscreteScheduler', { ...SD15, use_karras_sigmas: true });
+    euler.setTimesteps(25);
+    // _sigma_to_t of the Karras sigmas, cast to float32 (numpy/torch evaluation of diffusers' code)
+    expect(euler.timesteps.slice(0, 5)).toEqual([999, 969.7611083984375, 938.4488525390625, 904.779296875, 868.4156494140625]);
+    expect(euler.timesteps.every((t, i) => i === 0 || t < euler.timesteps[i - 1]!)).toBe(true);
+    expect(allFinite(runLoop(euler).x)).toBe(true);
+  });
+
+  it('LCM selects evenly spaced entries of its 50-step distillation schedule', () => {
+    const lcm = createScheduler('LCMScheduler', SD15);
+    lcm.setTimesteps(8);
+    // k = 1000 // 50 = 20; origin = [999, 979, …, 19]; indices floor(linspace(0, 50, 8, endpoint=False))
+    expect(lcm.timesteps).toEqual([999, 879, 759, 639, 499, 379, 259, 139]);
+    expect(() => lcm.setTimesteps(51)).toThrow(SchedulerConfigError);
+  });
+});
+
+describe('scheduler behaviour', () => {
+  const everyClass = SUPPORTED_SCHEDULERS.map((name) => [name] as const);
+  const STEPS: Record<string, number> = {
+    PNDMScheduler: 20,
+    DDIMScheduler: 20,
+    EulerDiscreteScheduler: 20,
+    EulerAncestralDiscreteScheduler: 20,
+    DPMSolverMultistepScheduler: 20,
+    LCMScheduler: 4,
+  };
+
+  it.each(everyClass)('%s: v_prediction and sample run and differ from epsilon', (name) => {
+    const epsilon = run(name, SD15, STEPS[name]!);
+    const v = run(name, { ...SD15, prediction_type: 'v_prediction' }, STEPS[name]!);
+    const sample = run(name, { ...SD15, prediction_type: 'sample' }, STEPS[name]!);
+    expect(allFinite(epsilon) && allFinite(v) && allFinite(sample)).toBe(true);
+    expect(relativeError(v, epsilon)).toBeGreaterThan(1e-2);
+    expect(relativeError(sample, epsilon)).toBeGreaterThan(1e-2);
+  });
+
+  it.each(everyClass)('%s: setTimesteps resets the step state', (name) => {
+    const scheduler = createScheduler(name, SD15);
+    scheduler.setTimesteps(STEPS[name]!);
+    const first = runLoop(scheduler).x;
+    scheduler.setTimesteps(STEPS[name]!);
+    const again = runLoop(scheduler).x;
+    expect(Array.from(again)).toEqual(Array.from(first));
+  });
+
+  it('Euler divides the model input by √(σ² + 1), σ taken from the step index', () => {
+    const euler = createScheduler('EulerDiscreteScheduler', { ...SD15, timestep_spacing: 'linspace' });
+    euler.setTimesteps(30);
+    const sigmaMax = euler.initNoiseSigma;
+    expect(sigmaMax).toBeCloseTo(14.6146, 3);
+    const x = new Float32Array([1, -2, 3]);
+    const scaled = euler.scaleModelInput(x, euler.timesteps[0]!);
+    const expected = Array.from(x, (v) => v / Math.sqrt(sigmaMax ** 2 + 1));
+    expect(relativeError(scaled, expected)).toBeLessThan(1e-6);
+    expect(() => euler.scaleModelInput(x, 123.25)).not.toThrow(); // the index is already fixed
+    const fresh = createScheduler('EulerDiscreteScheduler', SD15);
+    fresh.setTimesteps(30);
+    expect(() => fresh.step(x, 123.25, x)).toThrow(/not one of/);
+  });
+
+  it('Euler from a "leading" config scales the initial noise by √(σ_max² + 1)', () => {
+    const { className, config } = resolveScheduler('euler', SD15);
+    const euler = createScheduler(className, config);
+    euler.setTimesteps(30);
+    // PNDM's default spacing travels with the model's config, as in diffusers' from_config
+    expect(euler.timesteps[0]).toBe(958);
+    expect(euler.timesteps.at(-1)).toBe(1);
+    const linspace = createScheduler('EulerDiscreteScheduler', { ...SD15, timestep_spacing: 'linspace' });
+    linspace.setTimesteps(30);
+    expect(euler.initNoiseSigma).toBeGreaterThan(1);
+    expect(euler.initNoiseSigma).toBeLessThan(linspace.initNoiseSigma);
+  });
+
+  it('Euler ancestral and LCM use the given noise and draw their own otherwise', () => {
+    for (const name of ['EulerAncestralDiscreteScheduler', 'LCMScheduler']) {
+      const steps = STEPS[name]!;
+      const a = run(name, SD15, steps);
+      const b = run(name, SD15, steps);
+      expect(Array.from(a)).toEqual(Array.from(b));
+
+      const drawOwn = (): Float32Array => {
+        const scheduler = createScheduler(name, SD15);
+        scheduler.setTimesteps(steps);
+        let x: Float32Array = new Float32Array(SIZE).fill(0.5);
+        for (const t of scheduler.timesteps.slice(0, 2)) {
+          const eps = scheduler.scaleModelInput(x, t).map((v) => 0.8 * Math.tanh(v));
+          x = scheduler.step(eps, t, x).prevSample;
+        }
+        return x;
+      };
+      const own1 = drawOwn();
+      const own2 = drawOwn();
+      expect(allFinite(own1)).toBe(true);
+      expect(Array.from(own1)).not.toEqual(Array.from(own2));
+    }
+  });
+
+  it('LCM returns the denoised estimate, which is the final sample on the last step', () => {
+    const lcm = createScheduler('LCMScheduler', SD15);
+    lcm.setTimesteps(4);
+    const { x, denoised } = runLoop(lcm);
+    expect(Array.from(x)).toEqual(Array.from(denoised!));
+  });
+
+  it('DDIM honours clip_sample', () => {
+    const unclipped = run('DDIMScheduler', SD15, 10);
+    const clipped = run('DDIMScheduler', { ...SD15, clip_sample: true, clip_sample_range: 0.5 }, 10);
+    expect(allFinite(clipped)).toBe(true);
+    expect(relativeError(clipped, unclipped)).toBeGreaterThan(1e-2);
+    expect(Math.max(...Array.from(clipped, Math.abs))).toBeLessThan(Math.max(...Array.from(unclipped, Math.abs)));
+  });
+
+  it('DDIM set_alpha_to_one changes only the last step', () => {
+    const final = (setAlphaToOne: boolean): Float32Array =>
+      run('DDIMScheduler', { ...SD15, set_alpha_to_one: setAlphaToOne }, 10);
+    expect(relativeError(final(true), final(false))).toBeGreaterThan(1e-4);
+  });
+
+  it('DPM-Solver++ final_sigmas_type sigma_min, solver_order 3 and heun each change the result', () => {
+    const base = run('DPMSolverMultistepScheduler', SD15, 20);
+    const sigmaMin = run('DPMSolverMultistepScheduler', { ...SD15, final_sigmas_type: 'sigma_min' }, 20);
+    const third = run('DPMSolverMultistepScheduler', { ...SD15, solver_order: 3 }, 20);
+    const heun = run('DPMSolverMultistepScheduler', { ...SD15, solver_type: 'heun' }, 20);
+    for (const other of [sigmaMin, third, heun]) {
+      expect(allFinite(other)).toBe(true);
+      expect(relativeError(other, base)).toBeGreaterThan(1e-5);
+    }
+  });
+
+  it('builds cosine and linear schedules and rescales to zero terminal SNR', () => {
+    const cosine = run('DDIMScheduler', { ...SD15, beta_schedule: 'squaredcos_cap_v2' }, 20);
+    const linear = run('DDIMScheduler', { ...SD15, beta_schedule: 'linear', beta_start: 0.0001, beta_end: 0.02 }, 20);
+    const base = run('DDIMScheduler', SD15, 20);
+    expect(allFinite(cosine) && allFinite(linear)).toBe(true);
+    expect(relativeError(cosine, base)).toBeGreaterThan(1e-3);
+    expect(relativeError(linear, base)).toBeGreaterThan(1e-3);
+
+    // Lin et al. 2023: ᾱ_T = 0; the Euler schedulers then set ᾱ_T = 2⁻²⁴, so σ_max ≈ 4096
+    const euler = createScheduler('EulerDiscreteScheduler', {
+      ...SD15,
+      rescale_betas_zero_snr: true,
+      timestep_spacing: 'trailing',
+    });
+    euler.setTimesteps(10);
+    expect(euler.initNoiseSigma).toBeCloseTo(4096, 2);
+    // at ᾱ_T = 0 only v (or x₀) prediction is defined, as the paper prescribes
+    const rescaledConfig = { ...SD15, rescale_betas_zero_snr: true, timestep_spacing: 'trailing' };
+    const rescaled = run('DDIMScheduler', { ...rescaledConfig, prediction_type: 'v_prediction' }, 10);
+    expect(allFinite(rescaled)).toBe(true);
+    const plain = run('DDIMScheduler', { ...SD15, prediction_type: 'v_prediction', timestep_spacing: 'trailing' }, 10);
+    expect(relativeError(rescaled, plain)).toBeGreaterThan(1e-3);
+  });
+
+  it('rejects bad config values with a typed error', () => {
+    expect(() => createScheduler('DDIMScheduler', { beta_schedule: 'cubic' })).toThrow(SchedulerConfigError);
+    expect(() => createScheduler('EulerDiscreteScheduler', { use_karras_sigmas: 'yes' })).toThrow(/use_karras_sigmas/);
+    expect(() => createScheduler('DPMSolverMultistepScheduler', { algorithm_type: 'sde-dpmsolver++' })).toThrow(
+      SchedulerConfigError,
+    );
+    expect(() => createScheduler('EulerDiscreteScheduler', { timestep_spacing: 'sideways' })).toThrow(
+      /timestep_spacing/,
+    );
+    const ddim = createScheduler('DDIMScheduler', SD15);
+    expect(() => ddim.setTimesteps(0)).toThrow(SchedulerConfigError);
+  });
+});
+
+describe('resolveScheduler and createScheduler', () => {
+  it.each([
+    ['pndm', 'PNDMScheduler'],
+    ['ddim', 'DDIMScheduler'],
+    ['euler', 'EulerDiscreteScheduler'],
+    ['euler_a', 'EulerAncestralDiscreteScheduler'],
+    ['dpmpp_2m', 'DPMSolverMultistepScheduler'],
+    ['dpmpp_2m_karras', 'DPMSolverMultistepScheduler'],
+    ['lcm', 'LCMScheduler'],
+    ['EulerDiscreteScheduler', 'EulerDiscreteScheduler'],
+    ['DDIMScheduler', 'DDIMScheduler'],
+  ])('%s resolves to %s on top of the model config', (alias, className) => {
+    const resolved = resolveScheduler(alias, SD15);
+    expect(resolved.className).toBe(className);
+    expect(resolved.config.beta_schedule).toBe('scaled_linear');
+    expect(resolved.config.beta_start).toBe(0.00085);
+    expect(resolved.config.steps_offset).toBe(1);
+    expect(createScheduler(resolved.className, resolved.config).initNoiseSigma).toBeGreaterThan(0);
+  });
+
+  it('dpmpp_2m_karras turns Karras sigmas on and dpmpp_2m turns them off', () => {
+    expect(resolveScheduler('dpmpp_2m_karras', SD15).config).toMatchObject({
+      algorithm_type: 'dpmsolver++',
+      solver_order: 2,
+      use_karras_sigmas: true,
+    });
+    const karrasModel = { ...SD15, _class_name: 'DPMSolverMultistepScheduler', use_karras_sigmas: true };
+    expect(resolveScheduler('dpmpp_2m', karrasModel).config.use_karras_sigmas).toBe(false);
+    expect(resolveScheduler('DPMSolverMultistepScheduler', karrasModel).config.use_karras_sigmas).toBe(true);
+  });
+
+  it('does not modify the model config', () => {
+    const model = { ...SD15 };
+    resolveScheduler('dpmpp_2m_karras', model);
+    expect(model).toEqual(SD15);
+  });
+
+  it('lists every alias and class name for validation', () => {
+    expect(SUPPORTED_SCHEDULERS).toEqual([
+      'PNDMScheduler',
+      'DDIMScheduler',
+      'EulerDiscreteScheduler',
+      'EulerAncestralDiscreteScheduler',
+      'DPMSolverMultistepScheduler',
+      'LCMScheduler',
+    ]);
+    for (const name of ['pndm', 'ddim', 'euler', 'euler_a', 'dpmpp_2m', 'dpmpp_2m_karras', 'lcm', ...SUPPORTED_SCHEDULERS]) {
+      expect(SCHEDULER_ALIASES).toContain(name);
+      expect(() => resolveScheduler(name, SD15)).not.toThrow();
+    }
+    expect(SCHEDULER_ALIASES).toHaveLength(7 + SUPPORTED_SCHEDULERS.length);
+  });
+
+  it('throws UnknownSchedulerError for unknown names', () => {
+    for (const name of ['heun', 'Euler', 'toString', '__proto__', '']) {
+      let error: unknown;
+      try {
+        resolveScheduler(name, SD15);
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(UnknownSchedulerError);
+      expect((error as UnknownSchedulerError).code).toBe('unknown_scheduler');
+      expect((error as Error).message).toContain('euler_a');
+    }
+  });
+
+  it('createScheduler names the unknown class and lists the supported ones', () => {
+    expect(() => createScheduler('KDPM2DiscreteScheduler', SD15)).toThrow(Error);
+    try {
+      createScheduler('KDPM2DiscreteScheduler', SD15);
+    } catch (e) {
+      const message = (e as Error).message;
+      expect(message).toContain('KDPM2DiscreteScheduler');
+      for (const name of SUPPORTED_SCHEDULERS) expect(message).toContain(name);
+    }
+  });
+});
+
+describe('numpy semantics the schedulers rely on', () => {
+  it('rounds half to even like np.round', () => {
+    expect([0.5, 1.5, 2.5, -0.5, -1.5, 3.4999].map((v) => roundHalfEven(v) + 0)).toEqual([0, 2, 2, 0, -2, 3]);
+  });
+
+  it('fills np.arange from (start + step) − start, not step', () => {
+    // np.arange(1000, 0, -1000 / 30)[7] == 766.6666666666664 (1000 + 7·step would be …666)
+    const values = arange(1000, 0, -1000 / 30);
+    expect(values).toHaveLength(30);
+    expect(values[7]).toBe(766.6666666666664);
+    expect(arange(1000, 0, -1000 / 7)[6]).toBe(142.85714285714266);
+  });
+
+  it('matches np.linspace and np.interp', () => {
+    expect(linspace(0, 1, 4, false)).toEqual([0, 0.25, 0.5, 0.75]);
+    expect(linspace(0, 999, 30)[29]).toBe(999);
+    expect(interp(2.5, [0, 1, 2, 3], [0, 10, 20, 40])).toBe(30);
+    expect(interp(-1, [0, 1], [5, 6])).toBe(5);
+  });
+
+  it('maps a timestep to its step index like diffusers index_for_timestep', () => {
+    // a repeated timestep maps to its second position, so img2img does not skip a sigma
+    expect(indexForTimestep([10, 5, 5, 1], 5, 'throw')).toBe(2);
+    expect(indexForTimestep([10, 5, 1], 5, 'throw')).toBe(1);
+    expect(indexForTimestep([10, 5, 1], 7, 'last')).toBe(2);
+    expect(() => indexForTimestep([10, 5, 1], 7, 'throw')).toThrow(SchedulerConfigError);
+  });
+
+  it('starts the step count at the first timestep the loop passes (img2img)', () => {
+    const full = createScheduler('EulerDiscreteScheduler', SD15);
+    full.setTimesteps(10);
+    const late = createScheduler('EulerDiscreteScheduler', SD15);
+    late.setTimesteps(10);
+    const x = new Float32Array([0.3, -0.7]);
+    const t = full.timesteps[4]!;
+    // the index comes from t on the first call, then counts steps regardless of t
+    const a = late.step(x, t, x).prevSample;
+    let b: Float32Array = x;
+    for (const s of full.timesteps.slice(0, 5)) b = full.step(x, s, x).prevSample;
+    expect(Array.from(a)).toEqual(Array.from(b));
+  });
+});

@@ -1,0 +1,200 @@
+/**
+ * ONNX Runtime sessions for the pipeline's models: the execution provider and its session
+ * options, tensor metadata read from the session (names, dtypes, shapes — never assumed), and
+ * timed runs so the pipeline can report where the time goes.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import ort from 'onnxruntime-node';
+import type { InferenceSession, Tensor } from 'onnxruntime-node';
+
+export type ExecutionProvider = 'cpu' | 'cuda';
+
+/** pino-compatible: `logger.warn({ …fields }, 'message')`. */
+export interface PipelineLogger {
+  info(fields: Record<string, unknown>, message: string): void;
+  warn(fields: Record<string, unknown>, message: string): void;
+}
+
+export interface ProviderOptions {
+  /** Default `cpu`. */
+  provider?: ExecutionProvider;
+  /** CUDA device (the worker's GPU slot). Default 0. */
+  deviceId?: number;
+  /** CPU intra-op threads; default: ONNX Runtime's choice (one per physical core). */
+  cpuThreads?: number;
+  /** When CUDA is requested but unusable, run on CPU (with a warning) instead of failing. */
+  allowCpuFallback?: boolean;
+  logger?: PipelineLogger;
+}
+
+/**
+ * A model that cannot be loaded or does not have the shape the pipeline needs. Unrecoverable:
+ * retrying the job will not help. `code` is `model_invalid` for a broken/mismatched model,
+ * `provider_unavailable` when the requested execution provider cannot run on this machine.
+ */
+export class ModelLoadError extends Error {
+  override readonly name = 'ModelLoadError';
+  readonly code: 'model_invalid' | 'provider_unavailable';
+  /** The model file at fault, relative to the model directory when known. */
+  readonly file: string | undefined;
+  /** The tensor at fault, when the problem is one tensor. */
+  readonly tensor: string | undefined;
+
+  constructor(
+    message: string,
+    details: { file?: string; tensor?: string; code?: ModelLoadError['code']; cause?: unknown } = {},
+  ) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.code = details.code ?? 'model_invalid';
+    this.file = details.file;
+    this.tensor = details.tensor;
+  }
+}
+
+/** An input or output of a session. `shape` entries are sizes, or names of dynamic axes. */
+export interface TensorSpec {
+  name: string;
+  type: Tensor.Type;
+  shape: readonly (number | string)[];
+  /** False when this ONNX Runtime gave no metadata (type and shape are then placeholders). */
+  declared: boolean;
+}
+
+const CUDA_PROVIDER_LIBRARY: Partial<Record<NodeJS.Platform, string>> = {
+  linux: 'libonnxruntime_providers_cuda.so',
+  win32: 'onnxruntime_providers_cuda.dll',
+};
+
+/**
+ * Whether the CUDA execution provider can be loaded: onnxruntime-node lists it with
+ * `bundled: false` because its libraries are downloaded at install time
+ * (`--onnxruntime-node-install=cuda12`); they then sit next to the native binding.
+ */
+export function cudaProviderInstalled(): boolean {
+  const cuda = ort.listSupportedBackends().find((backend) => backend.name === 'cuda');
+  if (!cuda) return false;
+  if (cuda.bundled) return true;
+  const library = CUDA_PROVIDER_LIBRARY[process.platform];
+  if (!library) return false;
+  const require = createRequire(import.meta.url);
+  const packageDir = path.dirname(require.resolve('onnxruntime-node/package.json'));
+  const bindingDir = path.join(packageDir, 'bin', 'napi-v6', process.platform, process.arch);
+  return existsSync(path.join(bindingDir, library));
+}
+
+const CUDA_INSTALL_HINT =
+  'install its libraries with `npm install --onnxruntime-node-install=cuda12` (CUDA 12 and cuDNN 9 ' +
+  'must be present), or set allowCpuFallback to run on CPU';
+
+/**
+ * The provider the sessions will use. Requesting CUDA where it is not installed is an error
+ * unless the caller opted into the CPU fallback.
+ */
+export function resolveExecutionProvider(options: ProviderOptions): ExecutionProvider {
+  const requested = options.provider ?? 'cpu';
+  if (requested === 'cpu' || cudaProviderInstalled()) return requested;
+  const message = `CUDA execution provider requested but onnxruntime-node's CUDA provider is not installed: ${CUDA_INSTALL_HINT}`;
+  if (!options.allowCpuFallback) throw new ModelLoadError(message, { code: 'provider_unavailable' });
+  options.logger?.warn({ provider: 'cuda', fallback: 'cpu' }, `${message}; falling back to CPU`);
+  return 'cpu';
+}
+
+/** Session options per provider. */
+export function sessionOptionsFor(provider: ExecutionProvider, options: ProviderOptions): InferenceSession.SessionOptions {
+  if (provider === 'cuda') {
+    return {
+      executionProviders: [{ name: 'cuda', deviceId: options.deviceId ?? 0 }, 'cpu'],
+      graphOptimizationLevel: 'all',
+      // Tensors live on the GPU; a CPU arena would only grow to the largest host copy and stay there.
+      enableCpuMemArena: false,
+      logSeverityLevel: 3,
+    };
+  }
+  return {
+    executionProviders: ['cpu'],
+    graphOptimizationLevel: 'all',
+    ...(options.cpuThreads ? { intraOpNumThreads: options.cpuThreads } : {}),
+    logSeverityLevel: 3,
+  };
+}
+
+/** A loaded model: its session, its tensor specs, timed runs. */
+export class OnnxModel {
+  readonly inputs: ReadonlyMap<string, TensorSpec>;
+  readonly outputs: ReadonlyMap<string, TensorSpec>;
+  private released = false;
+
+  constructor(
+    /** Path relative to the model directory, for messages. */
+    readonly file: string,
+    readonly provider: ExecutionProvider,
+    private readonly session: InferenceSession,
+  ) {
+    this.inputs = specsOf(session.inputNames, session.inputMetadata);
+    this.outputs = specsOf(session.outputNames, session.outputMetadata);
+  }
+
+  /** Runs the session (only `fetches` when given); `ms` is the time spent inside ONNX Runtime. */
+  async run(
+    feeds: Record<string, Tensor>,
+    fetches?: readonly string[],
+  ): Promise<{ outputs: InferenceSession.ReturnType; ms: number }> {
+    const start = performance.now();
+    const outputs = await (fetches ? this.session.run(feeds, fetches) : this.session.run(feeds));
+    return { outputs, ms: performance.now() - start };
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    await this.session.release();
+  }
+}
+
+function specsOf(
+  names: readonly string[],
+  metadata: readonly InferenceSession.ValueMetadata[] | undefined,
+): Map<string, TensorSpec> {
+  const specs = new Map<string, TensorSpec>();
+  for (const [index, name] of names.entries()) {
+    // onnxruntime-node ≥ 1.22 exposes metadata; without it only names are known.
+    const meta = metadata?.find((m) => m.name === name) ?? metadata?.[index];
+    if (meta?.isTensor) {
+      specs.set(name, { name, type: meta.type, shape: [...meta.shape], declared: true });
+    } else {
+      specs.set(name, { name, type: 'float32', shape: [], declared: false });
+    }
+  }
+  return specs;
+}
+
+/**
+ * Opens `modelDir/file` on `provider`. A CUDA session that fails to start (no GPU, missing
+ * CUDA/cuDNN libraries) falls back to CPU only when the caller allowed it.
+ */
+export async function openOnnxModel(
+  modelDir: string,
+  file: string,
+  provider: ExecutionProvider,
+  options: ProviderOptions,
+): Promise<OnnxModel> {
+  const fullPath = path.join(modelDir, file);
+  if (!existsSync(fullPath)) throw new ModelLoadError(`Model file ${file} is missing in ${modelDir}`, { file });
+  try {
+    const session = await ort.InferenceSession.create(fullPath, sessionOptionsFor(provider, options));
+    return new OnnxModel(file, provider, session);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    if (provider === 'cuda') {
+      const message = `Could not start a CUDA session for ${file} (device ${options.deviceId ?? 0}): ${reason}`;
+      if (!options.allowCpuFallback) {
+        throw new ModelLoadError(`${message}; ${CUDA_INSTALL_HINT}`, { file, code: 'provider_unavailable', cause: error });
+      }
+      options.logger?.warn({ file, provider: 'cuda', fallback: 'cpu' }, `${message}; falling back to CPU`);
+      return openOnnxModel(modelDir, file, 'cpu', options);
+    }
+    throw new ModelLoadError(`ONNX Runtime could not load ${file}: ${reason}`, { file, cause: error });
+  }
+}

@@ -1,0 +1,785 @@
+/**
+ * Stable Diffusion text-to-image on ONNX Runtime, after diffusers'
+ * `OnnxStableDiffusionPipeline` (pipeline_onnx_stable_diffusion.py):
+ *
+ *   checkInputs → encodePrompt → prepareLatents → denoise → decode → toImage
+ *
+ * Everything model-specific — tensor names, dtypes, static shapes, the VAE scaling factor, the
+ * latent channels and downscale factor — is read from the export (sessions and config files) at
+ * load time, validated once, and fails loudly with the file and tensor at fault.
+ */
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import ort from 'onnxruntime-node';
+import type { Tensor } from 'onnxruntime-node';
+import { float16ToFloat32, float32ToFloat16, toFloat16Bits } from './float16.js';
+import {
+  ModelLoadError,
+  openOnnxModel,
+  resolveExecutionProvider,
+  type OnnxModel,
+  type ProviderOptions,
+  type TensorSpec,
+} from './onnx-session.js';
+import { NumpyRandomState, randn } from './randn.js';
+import { createScheduler, resolveScheduler } from './schedulers/index.js';
+import { ClipTokenizer } from './tokenizer.js';
+import type {
+  GenerateOptions,
+  GenerateRequest,
+  ModelCapabilities,
+  Pipeline,
+  RgbImage,
+  Scheduler,
+  SchedulerConfig,
+  StageTimings,
+} from './types.js';
+
+export { ModelLoadError } from './onnx-session.js';
+export type { ExecutionProvider, PipelineLogger } from './onnx-session.js';
+
+/** `provider` (default cpu), `deviceId`, `cpuThreads`, `allowCpuFallback`, `logger`. */
+export type LoadPipelineOptions = ProviderOptions;
+
+/** A request the model cannot serve; `field` names the request field at fault. No retry. */
+export class InvalidRequestError extends Error {
+  override readonly name = 'InvalidRequestError';
+  readonly code = 'invalid_request';
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The caller's AbortSignal fired; named `AbortError` like the platform's own aborts. */
+export class JobCanceledError extends Error {
+  override readonly name = 'AbortError';
+  readonly code = 'canceled';
+  constructor(message = 'Generation canceled') {
+    super(message);
+  }
+}
+
+const FILES = {
+  modelIndex: 'model_index.json',
+  schedulerConfig: 'scheduler/scheduler_config.json',
+  tokenizerDir: 'tokenizer',
+  vocab: 'tokenizer/vocab.json',
+  merges: 'tokenizer/merges.txt',
+  textEncoder: 'text_encoder/model.onnx',
+  unet: 'unet/model.onnx',
+  unetConfig: 'unet/config.json',
+  vaeDecoder: 'vae_decoder/model.onnx',
+  vaeConfig: 'vae_decoder/config.json',
+} as const;
+
+/** Defaults of SD 1.x when a config file leaves them out. */
+const DEFAULT_VAE_SCALING_FACTOR = 0.18215;
+const DEFAULT_VAE_SCALE_FACTOR = 8;
+const DEFAULT_LATENT_CHANNELS = 4;
+const DEFAULT_GUIDANCE_EMBEDDING_DIM = 256;
+const MIN_SIZE = 64;
+const MAX_SIZE = 2048;
+const MAX_IMAGES = 16;
+const MAX_SEED = 2 ** 32 - 1; // numpy RandomState seeds are uint32
+
+/** Schedulers whose step draws fresh noise (diffusers' `generator` argument). */
+const STOCHASTIC_SCHEDULERS = new Set(['EulerAncestralDiscreteScheduler', 'LCMScheduler']);
+
+// ---------------------------------------------------------------------------------------------
+// Loading and validation
+
+interface ModelConfig {
+  name: string;
+  schedulerClass: string;
+  schedulerConfig: SchedulerConfig;
+  /** Latents are divided by this before decoding (`vae.config.scaling_factor`). */
+  vaeScalingFactor: number;
+  /** Pixels per latent cell: 2^(len(vae.block_out_channels) − 1). */
+  vaeScaleFactor: number;
+  latentChannels: number;
+  /** `unet.config.sample_size` in latent cells, when given. */
+  sampleSize: number | undefined;
+  guidanceEmbeddingDim: number | undefined;
+  trainTimesteps: number;
+}
+
+/** The tensors the pipeline feeds and fetches, as the sessions declare them. */
+interface Graph {
+  textEncoder: OnnxModel;
+  unet: OnnxModel;
+  vaeDecoder: OnnxModel;
+  inputIds: TensorSpec;
+  lastHiddenState: TensorSpec;
+  sample: TensorSpec;
+  timestep: TensorSpec;
+  encoderHiddenStates: TensorSpec;
+  timestepCond: TensorSpec | undefined;
+  outSample: TensorSpec;
+  latentSample: TensorSpec;
+  decoded: TensorSpec;
+}
+
+async function readJson(modelDir: string, file: string, required: boolean): Promise<Record<string, unknown> | undefined> {
+  const fullPath = path.join(modelDir, file);
+  if (!existsSync(fullPath)) {
+    if (!required) return undefined;
+    throw new ModelLoadError(`Model file ${file} is missing in ${modelDir}`, { file });
+  }
+  try {
+    const value: unknown = JSON.parse(await readFile(fullPath, 'utf8'));
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error('not a JSON object');
+    return value as Record<string, unknown>;
+  } catch (error) {
+    throw new ModelLoadError(`Model file ${file} is not valid JSON: ${(error as Error).message}`, { file, cause: error });
+  }
+}
+
+function numberField(config: Record<string, unknown> | undefined, key: string): number | undefined {
+  const value = config?.[key];
+  return typeof value === 'number' && Number.isFinite(value) ? value : undefined;
+}
+
+async function readModelConfig(modelDir: string): Promise<ModelConfig> {
+  await readJson(modelDir, FILES.modelIndex, true);
+  const schedulerConfig = (await readJson(modelDir, FILES.schedulerConfig, true))!;
+  const unetConfig = await readJson(modelDir, FILES.unetConfig, false);
+  const vaeConfig = await readJson(modelDir, FILES.vaeConfig, false);
+
+  const schedulerClass = schedulerConfig['_class_name'];
+  if (typeof schedulerClass !== 'string') {
+    throw new ModelLoadError(`${FILES.schedulerConfig} has no _class_name`, { file: FILES.schedulerConfig });
+  }
+  // diffusers: vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1). The UNet's
+  // block_out_channels count its own levels, not the VAE's: never a substitute.
+  const blocks = vaeConfig?.['block_out_channels'];
+  const vaeScaleFactor = Array.isArray(blocks) && blocks.length > 0 ? 2 ** (blocks.length - 1) : DEFAULT_VAE_SCALE_FACTOR;
+  return {
+    name: path.basename(path.resolve(modelDir)),
+    schedulerClass,
+    schedulerConfig,
+    vaeScalingFactor: numberField(vaeConfig, 'scaling_factor') ?? DEFAULT_VAE_SCALING_FACTOR,
+    vaeScaleFactor,
+    latentChannels:
+      numberField(unetConfig, 'in_channels') ?? numberField(vaeConfig, 'latent_channels') ?? DEFAULT_LATENT_CHANNELS,
+    sampleSize: numberField(unetConfig, 'sample_size'),
+    guidanceEmbeddingDim: numberField(unetConfig, 'time_cond_proj_dim'),
+    trainTimesteps: numberField(schedulerConfig, 'num_train_timesteps') ?? 1000,
+  };
+}
+
+const FLOAT_TYPES: readonly Tensor.Type[] = ['float32', 'float16'];
+const INT_TYPES: readonly Tensor.Type[] = ['int32', 'int64'];
+const TIMESTEP_TYPES: readonly Tensor.Type[] = ['int64', 'int32', 'float32', 'float16', 'float64'];
+
+function tensorOf(
+  model: OnnxModel,
+  kind: 'input' | 'output',
+  name: string,
+  ranks: readonly number[],
+  types: readonly Tensor.Type[],
+): TensorSpec {
+  const specs = kind === 'input' ? model.inputs : model.outputs;
+  const spec = specs.get(name);
+  if (spec && !spec.declared) {
+    // No metadata from this ONNX Runtime: assume what diffusers/optimum exports declare.
+    return { name, type: types[0]!, shape: Array.from({ length: ranks[0]! }, (_, i) => `${name}_${i}`), declared: false };
+  }
+  if (!spec) {
+    const has = [...specs.keys()].join(', ') || 'none';
+    throw new ModelLoadError(`${model.file} has no ${kind} tensor "${name}" (its ${kind}s: ${has})`, {
+      file: model.file,
+      tensor: name,
+    });
+  }
+  if (!ranks.includes(spec.shape.length)) {
+    throw new ModelLoadError(
+      `${model.file}: ${kind} "${name}" has rank ${spec.shape.length} [${spec.shape.join(', ')}], expected rank ${ranks.join(' or ')}`,
+      { file: model.file, tensor: name },
+    );
+  }
+  if (!types.includes(spec.type)) {
+    throw new ModelLoadError(`${model.file}: ${kind} "${name}" has type ${spec.type}, expected ${types.join(' or ')}`, {
+      file: model.file,
+      tensor: name,
+    });
+  }
+  return spec;
+}
+
+const staticDim = (spec: TensorSpec, axis: number): number | undefined => {
+  const dim = spec.shape[axis];
+  return typeof dim === 'number' && dim > 0 ? dim : undefined;
+};
+
+function expectDim(model: OnnxModel, spec: TensorSpec, axis: number, expected: number | undefined, what: string): void {
+  const actual = staticDim(spec, axis);
+  if (actual !== undefined && expected !== undefined && actual !== expected) {
+    throw new ModelLoadError(
+      `${model.file}: "${spec.name}" dimension ${axis} is ${actual} but ${what} is ${expected}`,
+      { file: model.file, tensor: spec.name },
+    );
+  }
+}
+
+function validateGraph(textEncoder: OnnxModel, unet: OnnxModel, vaeDecoder: OnnxModel, config: ModelConfig, seqLen: number): Graph {
+  const inputIds = tensorOf(textEncoder, 'input', 'input_ids', [2], INT_TYPES);
+  const lastHiddenState = tensorOf(textEncoder, 'output', 'last_hidden_state', [3], FLOAT_TYPES);
+  const sample = tensorOf(unet, 'input', 'sample', [4], FLOAT_TYPES);
+  const timestep = tensorOf(unet, 'input', 'timestep', [1, 0], TIMESTEP_TYPES);
+  const encoderHiddenStates = tensorOf(unet, 'input', 'encoder_hidden_states', [3], FLOAT_TYPES);
+  const timestepCond = unet.inputs.has('timestep_cond')
+    ? tensorOf(unet, 'input', 'timestep_cond', [2], FLOAT_TYPES)
+    : undefined;
+  const outSample = tensorOf(unet, 'output', 'out_sample', [4], FLOAT_TYPES);
+  const latentSample = tensorOf(vaeDecoder, 'input', 'latent_sample', [4], FLOAT_TYPES);
+  const decoded = tensorOf(vaeDecoder, 'output', 'sample', [4], FLOAT_TYPES);
+
+  for (const name of unet.inputs.keys()) {
+    if (!['sample', 'timestep', 'encoder_hidden_states', 'timestep_cond'].includes(name)) {
+      throw new ModelLoadError(`${unet.file} has an input "${name}" this pipeline cannot feed`, { file: unet.file, tensor: name });
+    }
+  }
+  for (const name of textEncoder.inputs.keys()) {
+    if (name !== 'input_ids') {
+      throw new ModelLoadError(`${textEncoder.file} has an input "${name}" this pipeline cannot feed`, {
+        file: textEncoder.file,
+        tensor: name,
+      });
+    }
+  }
+
+  // The text encoder's states feed the UNet's cross-attention: same length, same width.
+  expectDim(textEncoder, inputIds, 1, seqLen, 'the tokenizer max length');
+  expectDim(unet, encoderHiddenStates, 1, seqLen, 'the tokenizer max length');
+  const hidden = staticDim(lastHiddenState, 2);
+  const crossAttention = staticDim(encoderHiddenStates, 2);
+  if (hidden !== undefined && crossAttention !== undefined && hidden !== crossAttention) {
+    throw new ModelLoadError(
+      `Text encoder hidden size ${hidden} (${textEncoder.file} "last_hidden_state") does not match the UNet's ` +
+        `${crossAttention} (${unet.file} "encoder_hidden_states")`,
+      { file: unet.file, tensor: 'encoder_hidden_states' },
+    );
+  }
+  // Latents flow UNet → UNet → VAE decoder with the same channels and spatial size.
+  expectDim(unet, sample, 1, config.latentChannels, 'the latent channels');
+  expectDim(unet, outSample, 1, config.latentChannels, 'the latent channels');
+  expectDim(vaeDecoder, latentSample, 1, config.latentChannels, 'the latent channels');
+  expectDim(vaeDecoder, latentSample, 2, staticDim(sample, 2), `${unet.file} "sample" height`);
+  expectDim(vaeDecoder, latentSample, 3, staticDim(sample, 3), `${unet.file} "sample" width`);
+  expectDim(vaeDecoder, decoded, 1, 3, 'the RGB channels');
+  if (timestepCond) expectDim(unet, timestepCond, 1, config.guidanceEmbeddingDim, 'unet/config.json time_cond_proj_dim');
+
+  return {
+    textEncoder,
+    unet,
+    vaeDecoder,
+    inputIds,
+    lastHiddenState,
+    sample,
+    timestep,
+    encoderHiddenStates,
+    timestepCond,
+    outSample,
+    latentSample,
+    decoded,
+  };
+}
+
+async function loadTokenizer(modelDir: string): Promise<ClipTokenizer> {
+  for (const file of [FILES.vocab, FILES.merges]) {
+    if (!existsSync(path.join(modelDir, file))) throw new ModelLoadError(`Model file ${file} is missing in ${modelDir}`, { file });
+  }
+  try {
+    return await ClipTokenizer.fromDir(path.join(modelDir, FILES.tokenizerDir));
+  } catch (error) {
+    throw new ModelLoadError(`Could not read the tokenizer in ${FILES.tokenizerDir}/: ${(error as Error).message}`, {
+      file: FILES.tokenizerDir,
+      cause: error,
+    });
+  }
+}
+
+/**
+ * Loads and validates a diffusers/optimum ONNX export. Sessions are created once here and
+ * reused by every `generate`.
+ */
+export async function loadPipeline(modelDir: string, options: LoadPipelineOptions = {}): Promise<Pipeline> {
+  const config = await readModelConfig(modelDir);
+  const tokenizer = await loadTokenizer(modelDir);
+  for (const file of [FILES.textEncoder, FILES.unet, FILES.vaeDecoder]) {
+    if (!existsSync(path.join(modelDir, file))) throw new ModelLoadError(`Model file ${file} is missing in ${modelDir}`, { file });
+  }
+  const provider = resolveExecutionProvider(options);
+  const opened: OnnxModel[] = [];
+  try {
+    for (const file of [FILES.textEncoder, FILES.unet, FILES.vaeDecoder]) {
+      opened.push(await openOnnxModel(modelDir, file, provider, options));
+    }
+    const [textEncoder, unet, vaeDecoder] = opened as [OnnxModel, OnnxModel, OnnxModel];
+    const graph = validateGraph(textEncoder, unet, vaeDecoder, config, tokenizer.maxLength);
+    options.logger?.info(
+      { model: config.name, provider: unet.provider, dtype: graph.sample.type },
+      'Stable Diffusion pipeline loaded',
+    );
+    return new OnnxStableDiffusionPipeline(config, tokenizer, graph);
+  } catch (error) {
+    await Promise.allSettled(opened.map((model) => model.release()));
+    throw error;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensors at the session boundary: the pipeline computes in float32, sessions get their dtype.
+
+function toTensor(spec: TensorSpec, data: Float32Array | Int32Array, dims: readonly number[]): Tensor {
+  switch (spec.type) {
+    case 'float32':
+      return new ort.Tensor('float32', data instanceof Float32Array ? data : Float32Array.from(data), dims);
+    case 'float16':
+      return new ort.Tensor('float16', float32ToFloat16(data instanceof Float32Array ? data : Float32Array.from(data)), dims);
+    case 'float64':
+      return new ort.Tensor('float64', Float64Array.from(data), dims);
+    case 'int32':
+      return new ort.Tensor('int32', data instanceof Int32Array ? data : Int32Array.from(data, Math.trunc), dims);
+    case 'int64':
+      return new ort.Tensor('int64', BigInt64Array.from(data, (v) => BigInt(Math.trunc(v))), dims);
+    default:
+      throw new Error(`Unsupported tensor type ${spec.type} for "${spec.name}"`);
+  }
+}
+
+function fromTensor(tensor: Tensor): Float32Array {
+  const data = tensor.data;
+  if (data instanceof Float32Array) return data;
+  if (tensor.type === 'float16' && data instanceof Uint16Array) return float16ToFloat32(data);
+  if (ArrayBuffer.isView(data) && !(data instanceof BigInt64Array) && !(data instanceof BigUint64Array)) {
+    return Float32Array.from(data as ArrayLike<number>);
+  }
+  throw new Error(`Unexpected output type ${tensor.type}`);
+}
+
+/** `timestep` as the UNet declares it: a scalar, or one value per batch row. */
+function timestepTensor(spec: TensorSpec, t: number, rows: number): Tensor {
+  const length = spec.shape.length === 0 ? 1 : (staticDim(spec, 0) ?? rows);
+  const dims = spec.shape.length === 0 ? [] : [length];
+  switch (spec.type) {
+    // numpy's astype(int64) truncates fractional (Karras / Euler) timesteps, as diffusers' ONNX pipeline does.
+    case 'int64':
+      return new ort.Tensor('int64', new BigInt64Array(length).fill(BigInt(Math.trunc(t))), dims);
+    case 'int32':
+      return new ort.Tensor('int32', new Int32Array(length).fill(Math.trunc(t)), dims);
+    case 'float16':
+      return new ort.Tensor('float16', new Uint16Array(length).fill(toFloat16Bits(t)), dims);
+    case 'float64':
+      return new ort.Tensor('float64', new Float64Array(length).fill(t), dims);
+    default:
+      return new ort.Tensor('float32', new Float32Array(length).fill(t), dims);
+  }
+}
+
+interface BatchedFeed {
+  spec: TensorSpec;
+  /** `batch` rows of `data.length / batch` values each. */
+  data: Float32Array | Int32Array;
+  dims: readonly number[];
+}
+
+function concat(parts: readonly Float32Array[]): Float32Array {
+  if (parts.length === 1) return parts[0]!;
+  const out = new Float32Array(parts.reduce((sum, p) => sum + p.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/**
+ * Runs `model` on `batch` rows. An export with a static batch size gets chunks of exactly that
+ * size (the last one padded by repeating its last row, the padding dropped from the output).
+ */
+async function runRows(
+  model: OnnxModel,
+  batch: number,
+  feeds: readonly BatchedFeed[],
+  output: TensorSpec,
+  perChunk: (rows: number) => Record<string, Tensor> = () => ({}),
+): Promise<{ data: Float32Array; dims: number[]; ms: number }> {
+  const chunk = staticDim(feeds[0]!.spec, 0) ?? batch;
+  const parts: Float32Array[] = [];
+  let outDims: readonly number[] = [];
+  let ms = 0;
+  for (let start = 0; start < batch; start += chunk) {
+    const rows = Math.min(chunk, batch - start);
+    const tensors: Record<string, Tensor> = perChunk(chunk);
+    for (const feed of feeds) {
+      const rowSize = feed.data.length / batch;
+      let data = feed.data.subarray(start * rowSize, (start + rows) * rowSize);
+      if (rows < chunk) {
+        const padded = new (data.constructor as typeof Float32Array | typeof Int32Array)(chunk * rowSize);
+        padded.set(data);
+        for (let r = rows; r < chunk; r++) padded.set(data.subarray((rows - 1) * rowSize), r * rowSize);
+        data = padded;
+      }
+      tensors[feed.spec.name] = toTensor(feed.spec, data, [chunk, ...feed.dims.slice(1)]);
+    }
+    const result = await model.run(tensors, [output.name]);
+    ms += result.ms;
+    const tensor = result.outputs[output.name]!;
+    outDims = tensor.dims;
+    const values = fromTensor(tensor);
+    parts.push(values.subarray(0, (values.length / chunk) * rows));
+  }
+  return { data: concat(parts), dims: [batch, ...outDims.slice(1)], ms };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pipeline
+
+interface Plan {
+  request: GenerateRequest;
+  schedulerClass: string;
+  schedulerConfig: SchedulerConfig;
+  latentShape: [number, number, number, number]; // one image: [1, C, h, w]
+  /** Classifier-free guidance: an unconditional batch next to the conditional one. */
+  guided: boolean;
+}
+
+interface DenoiseContext {
+  plan: Plan;
+  timings: StageTimings;
+  options: GenerateOptions;
+  progress: { step: number; total: number };
+}
+
+class OnnxStableDiffusionPipeline implements Pipeline {
+  readonly capabilities: ModelCapabilities;
+  /** Static batch size of any of the three models: then images are generated one by one. */
+  private readonly fixedBatch: number | undefined;
+  private released = false;
+
+  constructor(
+    private readonly config: ModelConfig,
+    private readonly tokenizer: ClipTokenizer,
+    private readonly graph: Graph,
+  ) {
+    const scale = config.vaeScaleFactor;
+    const h = staticDim(graph.sample, 2);
+    const w = staticDim(graph.sample, 3);
+    const fixedSize = h !== undefined && w !== undefined ? { width: w * scale, height: h * scale } : undefined;
+    this.fixedBatch =
+      staticDim(graph.sample, 0) ?? staticDim(graph.inputIds, 0) ?? staticDim(graph.latentSample, 0);
+    const defaultSize = fixedSize?.width ?? (config.sampleSize !== undefined ? config.sampleSize * scale : 512);
+    this.capabilities = {
+      name: config.name,
+      sizeMultiple: scale,
+      minSize: fixedSize ? Math.min(fixedSize.width, fixedSize.height) : Math.max(MIN_SIZE, scale),
+      maxSize: fixedSize ? Math.max(fixedSize.width, fixedSize.height) : Math.max(MAX_SIZE, defaultSize),
+      defaultSize,
+      ...(fixedSize ? { fixedSize } : {}),
+      defaultScheduler: config.schedulerClass,
+      ...(this.fixedBatch !== undefined ? { fixedBatch: this.fixedBatch } : {}),
+      dtype: graph.sample.type === 'float16' ? 'float16' : 'float32',
+    };
+  }
+
+  async generate(
+    request: GenerateRequest,
+    options: GenerateOptions = {},
+  ): Promise<{ images: RgbImage[]; timings: StageTimings }> {
+    if (this.released) throw new Error('Pipeline was released');
+    const started = performance.now();
+    const timings: StageTimings = { tokenize: 0, textEncoder: 0, unet: 0, scheduler: 0, vae: 0, total: 0 };
+    throwIfAborted(options.signal);
+
+    const plan = this.checkInputs(request);
+    const text = await this.encodePrompt(plan, timings);
+
+    // A static batch means one image per denoising loop; otherwise all images share one loop.
+    const seeds = Array.from({ length: request.numImages }, (_, i) => request.seed + i);
+    const groups = this.fixedBatch !== undefined ? seeds.map((seed) => [seed]) : [seeds];
+    const schedulers = groups.map(() => this.newScheduler(plan));
+    const progress = { step: 0, total: schedulers.reduce((sum, s) => sum + s.timesteps.length, 0) };
+
+    const images: RgbImage[] = [];
+    for (const [index, group] of groups.entries()) {
+      throwIfAborted(options.signal);
+      const scheduler = schedulers[index]!;
+      const latents = this.prepareLatents(plan, group, scheduler);
+      const final = await this.denoise(latents, group, text, scheduler, { plan, timings, options, progress });
+      images.push(...(await this.decode(final, group, plan, timings, options.signal)));
+    }
+    timings.total = performance.now() - started;
+    return { images, timings };
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    const results = await Promise.allSettled([
+      this.graph.textEncoder.release(),
+      this.graph.unet.release(),
+      this.graph.vaeDecoder.release(),
+    ]);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  /** Validates the request against the model; resolves the scheduler. */
+  private checkInputs(request: GenerateRequest): Plan {
+    const caps = this.capabilities;
+    if (typeof request.prompt !== 'string') throw new InvalidRequestError('prompt', 'prompt must be a string');
+    if (request.negativePrompt !== undefined && typeof request.negativePrompt !== 'string') {
+      throw new InvalidRequestError('negativePrompt', 'negativePrompt must be a string');
+    }
+    for (const field of ['width', 'height'] as const) {
+      const size = request[field];
+      if (!Number.isInteger(size) || size % caps.sizeMultiple !== 0) {
+        throw new InvalidRequestError(field, `${field} must be a multiple of ${caps.sizeMultiple}, got ${size}`);
+      }
+      if (caps.fixedSize && size !== caps.fixedSize[field]) {
+        throw new InvalidRequestError(
+          field,
+          `${field} must be ${caps.fixedSize[field]}: model ${caps.name} was exported for ${caps.fixedSize.width}×${caps.fixedSize.height} only`,
+        );
+      }
+      if (size < caps.minSize || size > caps.maxSize) {
+        throw new InvalidRequestError(field, `${field} must be between ${caps.minSize} and ${caps.maxSize}, got ${size}`);
+      }
+    }
+    const steps = request.numInferenceSteps;
+    if (!Number.isInteger(steps) || steps < 1 || steps > this.config.trainTimesteps) {
+      throw new InvalidRequestError(
+        'numInferenceSteps',
+        `numInferenceSteps must be an integer from 1 to ${this.config.trainTimesteps}, got ${steps}`,
+      );
+    }
+    if (typeof request.guidanceScale !== 'number' || !Number.isFinite(request.guidanceScale) || request.guidanceScale < 0) {
+      throw new InvalidRequestError('guidanceScale', `guidanceScale must be a finite number ≥ 0, got ${request.guidanceScale}`);
+    }
+    if (!Number.isInteger(request.numImages) || request.numImages < 1 || request.numImages > MAX_IMAGES) {
+      throw new InvalidRequestError('numImages', `numImages must be an integer from 1 to ${MAX_IMAGES}, got ${request.numImages}`);
+    }
+    if (!Number.isInteger(request.seed) || request.seed < 0 || request.seed + request.numImages - 1 > MAX_SEED) {
+      throw new InvalidRequestError('seed', `seed must be an integer from 0 to ${MAX_SEED - request.numImages + 1}`);
+    }
+    // Throws UnknownSchedulerError (code 'unknown_scheduler') for a name it does not know.
+    const resolved = resolveScheduler(request.scheduler ?? this.config.schedulerClass, this.config.schedulerConfig);
+    const scale = this.config.vaeScaleFactor;
+    return {
+      request,
+      schedulerClass: resolved.className,
+      schedulerConfig: resolved.config,
+      latentShape: [1, this.config.latentChannels, request.height / scale, request.width / scale],
+      // LCM-distilled UNets take the guidance scale as an embedding instead (no second batch).
+      guided: request.guidanceScale > 1 && this.graph.timestepCond === undefined,
+    };
+  }
+
+  private newScheduler(plan: Plan): Scheduler {
+    const scheduler = createScheduler(plan.schedulerClass, plan.schedulerConfig);
+    scheduler.setTimesteps(plan.request.numInferenceSteps);
+    return scheduler;
+  }
+
+  /**
+   * CLIP text states of the prompt and, for classifier-free guidance, of the negative prompt
+   * (or ""): `[cond]` or `[cond, uncond]`, each `seqLen × hidden`.
+   */
+  private async encodePrompt(plan: Plan, timings: StageTimings): Promise<{ cond: Float32Array; uncond?: Float32Array }> {
+    const { request } = plan;
+    const tokenizeStart = performance.now();
+    const prompts = plan.guided ? [request.prompt, request.negativePrompt ?? ''] : [request.prompt];
+    const ids = prompts.map((prompt) => this.tokenizer.encodePadded(prompt));
+    const seqLen = this.tokenizer.maxLength;
+    const flat = new Int32Array(prompts.length * seqLen);
+    ids.forEach((row, i) => flat.set(row.slice(0, seqLen), i * seqLen));
+    timings.tokenize += performance.now() - tokenizeStart;
+
+    const { textEncoder, inputIds, lastHiddenState } = this.graph;
+    const states = await runRows(textEncoder, prompts.length, [{ spec: inputIds, data: flat, dims: [prompts.length, seqLen] }], lastHiddenState);
+    timings.textEncoder += states.ms;
+    const rowSize = states.data.length / prompts.length;
+    const cond = states.data.subarray(0, rowSize);
+    return plan.guided ? { cond, uncond: states.data.subarray(rowSize, 2 * rowSize) } : { cond };
+  }
+
+  /** Initial latents: image i draws `randn(seed_i, [1, C, h, w])`, scaled by the scheduler's σ_max. */
+  private prepareLatents(plan: Plan, seeds: readonly number[], scheduler: Scheduler): Float32Array {
+    const latents = concat(seeds.map((seed) => randn(seed, plan.latentShape)));
+    const sigma = scheduler.initNoiseSigma;
+    if (sigma !== 1) for (let i = 0; i < latents.length; i++) latents[i]! *= sigma;
+    return latents;
+  }
+
+  /**
+   * The reverse-diffusion loop. With guidance the UNet sees `[uncond; cond]` in one batch and
+   * ε = ε_uncond + g·(ε_cond − ε_uncond) (Ho & Salimans 2022, eq. 6). Returns the latents to
+   * decode: the last sample, or for LCM the last denoised estimate (Luo et al. 2023, alg. 3).
+   */
+  private async denoise(
+    initial: Float32Array,
+    seeds: readonly number[],
+    text: { cond: Float32Array; uncond?: Float32Array },
+    scheduler: Scheduler,
+    ctx: DenoiseContext,
+  ): Promise<Float32Array> {
+    const { plan, timings, options, progress } = ctx;
+    const { unet, sample, timestep, outSample } = this.graph;
+    const n = seeds.length;
+    const rows = plan.guided ? 2 * n : n;
+    const perImage = initial.length / n;
+    const [, channels, height, width] = plan.latentShape;
+    const conditioning = this.conditioning(plan, text, n);
+    const noiseStreams = STOCHASTIC_SCHEDULERS.has(plan.schedulerClass) ? noiseStreamsAfterLatents(seeds, perImage) : undefined;
+
+    let latents = initial;
+    let denoised: Float32Array | undefined;
+    for (const t of scheduler.timesteps) {
+      throwIfAborted(options.signal);
+      let mark = performance.now();
+      const scaled = scheduler.scaleModelInput(latents, t);
+      const modelInput = plan.guided ? concat([scaled, scaled]) : scaled;
+      timings.scheduler += performance.now() - mark;
+
+      const prediction = await runRows(
+        unet,
+        rows,
+        [{ spec: sample, data: modelInput, dims: [rows, channels, height, width] }, ...conditioning],
+        outSample,
+        (chunkRows) => ({ [timestep.name]: timestepTensor(timestep, t, chunkRows) }),
+      );
+      timings.unet += prediction.ms;
+
+      mark = performance.now();
+      const noisePred = plan.guided ? applyGuidance(prediction.data, plan.request.guidanceScale) : prediction.data;
+      const noise = noiseStreams ? concat(noiseStreams.map((stream) => stream.randn(perImage))) : undefined;
+      const result = scheduler.step(noisePred, t, latents, noise);
+      latents = result.prevSample;
+      denoised = result.denoised;
+      timings.scheduler += performance.now() - mark;
+
+      progress.step += 1;
+      options.onStep?.(progress.step, progress.total);
+    }
+    return plan.schedulerClass === 'LCMScheduler' && denoised ? denoised : latents;
+  }
+
+  /**
+   * What the UNet is conditioned on besides the sample and timestep, one row per UNet row:
+   * text states `[uncond × n, cond × n]` with guidance (`[cond × n]` without) and, for
+   * LCM-distilled UNets, the guidance-scale embedding `timestep_cond`.
+   */
+  private conditioning(plan: Plan, text: { cond: Float32Array; uncond?: Float32Array }, n: number): BatchedFeed[] {
+    const { encoderHiddenStates, timestepCond } = this.graph;
+    const rows = plan.guided ? 2 * n : n;
+    const repeat = (row: Float32Array, count: number) => Array.from({ length: count }, () => row);
+    const seqLen = this.tokenizer.maxLength;
+    const feeds: BatchedFeed[] = [
+      {
+        spec: encoderHiddenStates,
+        data: concat([...(plan.guided ? repeat(text.uncond!, n) : []), ...repeat(text.cond, n)]),
+        dims: [rows, seqLen, text.cond.length / seqLen],
+      },
+    ];
+    if (timestepCond) {
+      const dim = staticDim(timestepCond, 1) ?? this.config.guidanceEmbeddingDim ?? DEFAULT_GUIDANCE_EMBEDDING_DIM;
+      // diffusers' LCM pipeline: w = guidance_scale − 1.
+      const embedding = guidanceScaleEmbedding(plan.request.guidanceScale - 1, dim);
+      feeds.push({ spec: timestepCond, data: concat(repeat(embedding, rows)), dims: [rows, dim] });
+    }
+    return feeds;
+  }
+
+  /** Latents → images through the VAE decoder, one image at a time (as diffusers does). */
+  private async decode(
+    latents: Float32Array,
+    seeds: readonly number[],
+    plan: Plan,
+    timings: StageTimings,
+    signal: AbortSignal | undefined,
+  ): Promise<RgbImage[]> {
+    const { vaeDecoder, latentSample, decoded } = this.graph;
+    const perImage = latents.length / seeds.length;
+    const images: RgbImage[] = [];
+    for (const [i, seed] of seeds.entries()) {
+      throwIfAborted(signal);
+      const scaled = new Float32Array(perImage);
+      const source = latents.subarray(i * perImage, (i + 1) * perImage);
+      const inverse = 1 / this.config.vaeScalingFactor;
+      for (let k = 0; k < perImage; k++) scaled[k] = source[k]! * inverse;
+      const out = await runRows(vaeDecoder, 1, [{ spec: latentSample, data: scaled, dims: plan.latentShape }], decoded);
+      timings.vae += out.ms;
+      images.push(toImage(out.data, out.dims, seed));
+    }
+    return images;
+  }
+}
+
+/**
+ * Noise for stochastic steps: each image's stream continues after the draw of its initial
+ * latents (as diffusers' generator does), so image i of a batch equals a single-image run with
+ * seed + i, and step noise never repeats the initial latents.
+ */
+function noiseStreamsAfterLatents(seeds: readonly number[], perImage: number): NumpyRandomState[] {
+  return seeds.map((seed) => {
+    const stream = new NumpyRandomState(seed);
+    stream.randn(perImage);
+    return stream;
+  });
+}
+
+/** ε_uncond + g·(ε_cond − ε_uncond) over a `[uncond; cond]` batch. */
+function applyGuidance(prediction: Float32Array, scale: number): Float32Array {
+  const half = prediction.length / 2;
+  const out = new Float32Array(half);
+  for (let i = 0; i < half; i++) {
+    const uncond = prediction[i]!;
+    out[i] = uncond + scale * (prediction[half + i]! - uncond);
+  }
+  return out;
+}
+
+/**
+ * diffusers' `get_guidance_scale_embedding(w, embedding_dim)` for one w: sinusoidal features of
+ * 1000·w (LCM, Luo et al. 2023; the "w-conditioned" UNet of Meng et al. 2023).
+ */
+export function guidanceScaleEmbedding(w: number, dim: number): Float32Array {
+  const half = Math.floor(dim / 2);
+  const scaled = Math.fround(w * 1000);
+  const base = Math.fround(Math.log(10000) / (half - 1));
+  const out = new Float32Array(dim); // odd dims keep a zero pad at the end
+  for (let k = 0; k < half; k++) {
+    const arg = Math.fround(scaled * Math.fround(Math.exp(-k * base)));
+    out[k] = Math.sin(arg);
+    out[half + k] = Math.cos(arg);
+  }
+  return out;
+}
+
+/**
+ * Decoder output [1, 3, H, W] in [−1, 1] → 8-bit RGB, HWC; the size comes from the tensor.
+ * diffusers: `((x / 2 + 0.5).clip(0, 1) * 255).round()`; a Uint8ClampedArray clamps and rounds
+ * half to even (numpy's round) on assignment, NaN to 0.
+ */
+function toImage(data: Float32Array, dims: readonly number[], seed: number): RgbImage {
+  const height = dims[2]!;
+  const width = dims[3]!;
+  const plane = width * height;
+  const rgb = new Uint8ClampedArray(plane * 3);
+  for (let p = 0, o = 0; p < plane; p++, o += 3) {
+    rgb[o] = (data[p]! + 1) * 127.5;
+    rgb[o + 1] = (data[plane + p]! + 1) * 127.5;
+    rgb[o + 2] = (data[2 * plane + p]! + 1) * 127.5;
+  }
+  return { width, height, data: new Uint8Array(rgb.buffer), seed };
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new JobCanceledError();
+}

@@ -1,0 +1,105 @@
+/**
+ * numpy's legacy Gaussian stream, so a seed gives the same initial latents as
+ * `np.random.RandomState(seed).randn(*shape).astype(np.float32)` (the ONNX Stable Diffusion
+ * pipelines of diffusers draw their latents this way).
+ *
+ * Mersenne Twister MT19937 (Matsumoto & Nishimura 1998) seeded with `init_genrand`, doubles from
+ * two 32-bit draws (`random_sample`), and Marsaglia's polar Box–Muller method with the spare
+ * value kept for the next call (numpy's `legacy_gauss`).
+ */
+
+const N = 624;
+const M = 397;
+const MATRIX_A = 0x9908b0df;
+const UPPER_MASK = 0x80000000;
+const LOWER_MASK = 0x7fffffff;
+
+export class NumpyRandomState {
+  private readonly mt = new Uint32Array(N);
+  private index = N;
+  private spareGauss: number | undefined;
+
+  constructor(seed: number) {
+    if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) {
+      throw new RangeError(`seed must be an integer from 0 to 2**32 - 1, got ${seed}`);
+    }
+    // init_genrand: mt[i] = 1812433253 · (mt[i−1] ⊕ (mt[i−1] >> 30)) + i  (mod 2³²)
+    this.mt[0] = seed >>> 0;
+    for (let i = 1; i < N; i++) {
+      const prev = this.mt[i - 1] as number;
+      this.mt[i] = (Math.imul(1812433253, prev ^ (prev >>> 30)) + i) >>> 0;
+    }
+  }
+
+  /** The next 32-bit output (genrand_int32), tempered. */
+  nextUint32(): number {
+    if (this.index >= N) this.twist();
+    let y = this.mt[this.index++] as number;
+    y ^= y >>> 11;
+    y ^= (y << 7) & 0x9d2c5680;
+    y ^= (y << 15) & 0xefc60000;
+    y ^= y >>> 18;
+    return y >>> 0;
+  }
+
+  /** A double in [0, 1) with 53 random bits: `(a >> 5, b >> 6)` as numpy's `random_sample`. */
+  randomSample(): number {
+    const a = this.nextUint32() >>> 5;
+    const b = this.nextUint32() >>> 6;
+    return (a * 67108864 + b) / 9007199254740992;
+  }
+
+  /** One standard normal, exactly numpy's `legacy_gauss`. */
+  gauss(): number {
+    if (this.spareGauss !== undefined) {
+      const spare = this.spareGauss;
+      this.spareGauss = undefined;
+      return spare;
+    }
+    let x1: number;
+    let x2: number;
+    let r2: number;
+    do {
+      x1 = 2 * this.randomSample() - 1;
+      x2 = 2 * this.randomSample() - 1;
+      r2 = x1 * x1 + x2 * x2;
+    } while (r2 >= 1 || r2 === 0);
+    // polar method, a more efficient version of the Box–Muller approach
+    const f = Math.sqrt((-2 * Math.log(r2)) / r2);
+    // keep one for the next call
+    this.spareGauss = f * x1;
+    return f * x2;
+  }
+
+  /** The next `count` standard normals of this stream, cast to float32. */
+  randn(count: number): Float32Array {
+    if (!Number.isInteger(count) || count < 0) {
+      throw new RangeError(`count must be a non-negative integer, got ${count}`);
+    }
+    const out = new Float32Array(count);
+    for (let i = 0; i < count; i++) out[i] = this.gauss();
+    return out;
+  }
+
+  /** Regenerates the 624-word state (the MT19937 recurrence). */
+  private twist(): void {
+    const mt = this.mt;
+    for (let i = 0; i < N; i++) {
+      const y = ((mt[i] as number) & UPPER_MASK) | ((mt[(i + 1) % N] as number) & LOWER_MASK);
+      mt[i] = (mt[(i + M) % N] as number) ^ (y >>> 1) ^ (y & 1 ? MATRIX_A : 0);
+    }
+    this.index = 0;
+  }
+}
+
+/** `np.random.RandomState(seed).randn(*shape).astype(np.float32)`, flattened in C order. */
+export function randn(seed: number, shape: readonly number[]): Float32Array {
+  let count = 1;
+  for (const dim of shape) {
+    if (!Number.isInteger(dim) || dim < 0) {
+      throw new RangeError(`shape must hold non-negative integers, got [${shape.join(', ')}]`);
+    }
+    count *= dim;
+  }
+  return new NumpyRandomState(seed).randn(count);
+}

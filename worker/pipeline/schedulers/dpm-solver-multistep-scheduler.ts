@@ -1,0 +1,282 @@
+/**
+ * DPM-Solver++ multistep (Lu et al. 2022, https://arxiv.org/abs/2211.01095), a port of diffusers'
+ * `DPMSolverMultistepScheduler` for `algorithm_type` "dpmsolver++": the data-prediction ODE
+ * solver, 2M (order 2, Algorithm 2) by default, with orders 1 and 3 too.
+ */
+import type { Scheduler, SchedulerConfig } from '../types.js';
+import { kDiffusionAlphasCumprod } from './noise-schedule.js';
+import { arange, linspace, roundHalfEven } from './numpy-like.js';
+import {
+  checkSameLength,
+  choice,
+  numTrainTimesteps,
+  option,
+  optionalNumber,
+  predictionType,
+  rejectEnabled,
+  SchedulerConfigError,
+  type PredictionType,
+} from './scheduler-config.js';
+import { interpolatedSigmas, StepIndex } from './sigma-schedule.js';
+import {
+  checkNumInferenceSteps,
+  checkSpacing,
+  karrasSigmas,
+  logSigmas,
+  sigmaToT,
+  trainingSigmas,
+  type TimestepSpacing,
+} from './timestep-schedule.js';
+
+export const DPM_SOLVER_MULTISTEP_DEFAULTS = {
+  num_train_timesteps: 1000,
+  beta_start: 0.0001,
+  beta_end: 0.02,
+  beta_schedule: 'linear',
+  solver_order: 2,
+  prediction_type: 'epsilon',
+  thresholding: false,
+  algorithm_type: 'dpmsolver++',
+  solver_type: 'midpoint',
+  lower_order_final: true,
+  euler_at_final: false,
+  use_karras_sigmas: false,
+  use_lu_lambdas: false,
+  final_sigmas_type: 'zero',
+  timestep_spacing: 'linspace',
+  steps_offset: 0,
+  rescale_betas_zero_snr: false,
+} as const;
+
+/** VP coefficients of x_σ: α_t = 1/√(σ² + 1), σ_t = σ·α_t, and the half log-SNR λ = ln(α_t/σ_t). */
+function vpCoefficients(sigma: number): { alpha: number; sigma: number; lambda: number } {
+  const alpha = 1 / Math.sqrt(sigma * sigma + 1);
+  const sigmaT = sigma * alpha;
+  return { alpha, sigma: sigmaT, lambda: Math.log(alpha) - Math.log(sigmaT) };
+}
+
+export class DpmSolverMultistepScheduler implements Scheduler {
+  readonly initNoiseSigma = 1;
+  timesteps: number[] = [];
+
+  private readonly alphasCumprod: Float32Array;
+  private readonly numTrainTimesteps: number;
+  private readonly predictionType: PredictionType;
+  private readonly solverOrder: number;
+  private readonly heun: boolean;
+  private readonly lowerOrderFinal: boolean;
+  private readonly eulerAtFinal: boolean;
+  private readonly useKarrasSigmas: boolean;
+  private readonly finalSigmaMin: boolean;
+  private readonly lambdaMinClipped: number;
+  private readonly spacing: TimestepSpacing;
+  private readonly stepsOffset: number;
+
+  /** σ per step plus the final σ, float32. */
+  private sigmas = new Float32Array(0);
+  /** The last `solverOrder` data predictions x₀, oldest first. */
+  private modelOutputs: (Float32Array | undefined)[] = [];
+  private lowerOrderNums = 0;
+  private readonly stepIndex = new StepIndex('last');
+
+  constructor(config: SchedulerConfig) {
+    rejectEnabled(
+      config,
+      ['thresholding', 'use_lu_lambdas', 'use_exponential_sigmas', 'use_beta_sigmas', 'use_flow_sigmas', 'variance_type'],
+      'DPMSolverMultistepScheduler',
+    );
+    this.numTrainTimesteps = numTrainTimesteps(config);
+    this.alphasCumprod = kDiffusionAlphasCumprod(config);
+    this.predictionType = predictionType(config);
+    // diffusers maps DEIS's name onto DPM-Solver++; the ε-space and SDE variants are not ported
+    choice(config, 'algorithm_type', ['dpmsolver++', 'deis'] as const, DPM_SOLVER_MULTISTEP_DEFAULTS.algorithm_type);
+    this.solverOrder = option(config, 'solver_order', DPM_SOLVER_MULTISTEP_DEFAULTS.solver_order);
+    if (![1, 2, 3].includes(this.solverOrder)) {
+      throw new SchedulerConfigError('solver_order', 'solver_order must be 1, 2 or 3');
+    }
+    // diffusers maps UniPC's and DEIS's solver types onto midpoint
+    const solverType = choice(
+      config,
+      'solver_type',
+      ['midpoint', 'heun', 'logrho', 'bh1', 'bh2'] as const,
+      DPM_SOLVER_MULTISTEP_DEFAULTS.solver_type,
+    );
+    this.heun = solverType === 'heun';
+    this.lowerOrderFinal = option(config, 'lower_order_final', DPM_SOLVER_MULTISTEP_DEFAULTS.lower_order_final);
+    this.eulerAtFinal = option(config, 'euler_at_final', DPM_SOLVER_MULTISTEP_DEFAULTS.euler_at_final);
+    this.useKarrasSigmas = option(config, 'use_karras_sigmas', DPM_SOLVER_MULTISTEP_DEFAULTS.use_karras_sigmas);
+    this.finalSigmaMin =
+      choice(config, 'final_sigmas_type', ['zero', 'sigma_min'] as const, DPM_SOLVER_MULTISTEP_DEFAULTS.final_sigmas_type) ===
+      'sigma_min';
+    this.lambdaMinClipped = optionalNumber(config, 'lambda_min_clipped') ?? -Infinity;
+    this.spacing = checkSpacing(option(config, 'timestep_spacing', DPM_SOLVER_MULTISTEP_DEFAULTS.timestep_spacing));
+    this.stepsOffset = option(config, 'steps_offset', DPM_SOLVER_MULTISTEP_DEFAULTS.steps_offset);
+  }
+
+  setTimesteps(numInferenceSteps: number): void {
+    checkNumInferenceSteps(numInferenceSteps, this.numTrainTimesteps);
+    const f = Math.fround;
+    const n = numInferenceSteps;
+    const numTrain = this.numTrainTimesteps;
+
+    // clip the minimum of λ(t) for numerical stability (critical for the cosine schedule):
+    // searchsorted over λ flipped to increasing order
+    let clippedIdx = 0;
+    for (let t = numTrain - 1; t >= 0; t--) {
+      const a = this.alphasCumprod[t] as number;
+      const lambda = f(f(Math.log(f(Math.sqrt(a)))) - f(Math.log(f(Math.sqrt(f(1 - a))))));
+      if (lambda < this.lambdaMinClipped) clippedIdx += 1;
+      else break;
+    }
+    const lastTimestep = numTrain - clippedIdx;
+
+    // "linspace", "leading", "trailing" as in Table 2 of https://arxiv.org/abs/2305.08891
+    let timesteps: number[];
+    if (this.spacing === 'linspace') {
+      timesteps = linspace(0, lastTimestep - 1, n + 1).map(roundHalfEven).reverse().slice(0, -1);
+    } else if (this.spacing === 'leading') {
+      const stepRatio = Math.floor(lastTimestep / (n + 1));
+      timesteps = [];
+      for (let i = n; i >= 1; i--) timesteps.push(i * stepRatio + this.stepsOffset);
+    } else {
+      const stepRatio = numTrain / n;
+      timesteps = arange(lastTimestep, 0, -stepRatio).map((t) => roundHalfEven(t) - 1);
+    }
+
+    const training = trainingSigmas(this.alphasCumprod);
+    let sigmas: number[];
+    if (this.useKarrasSigmas) {
+      // Karras et al. 2022, eq. 5, over the full training range; timesteps rounded to integers
+      const sigmaMin = training[0] as number;
+      const sigmaMax = training[training.length - 1] as number;
+      sigmas = karrasSigmas(sigmaMin, sigmaMax, n);
+      const logs = logSigmas(training);
+      timesteps = sigmas.map((s) => roundHalfEven(sigmaToT(s, logs)));
+    } else {
+      sigmas = interpolatedSigmas(timesteps, training);
+    }
+
+    const a0 = this.alphasCumprod[0] as number;
+    const sigmaLast = this.finalSigmaMin ? Math.sqrt(f(f(1 - a0) / a0)) : 0;
+    this.sigmas = Float32Array.from([...sigmas, sigmaLast]);
+    this.timesteps = timesteps;
+    this.modelOutputs = new Array<Float32Array | undefined>(this.solverOrder).fill(undefined);
+    this.lowerOrderNums = 0;
+    this.stepIndex.reset();
+  }
+
+  scaleModelInput(sample: Float32Array): Float32Array {
+    return sample;
+  }
+
+  step(modelOutput: Float32Array, t: number, sample: Float32Array): { prevSample: Float32Array } {
+    if (this.timesteps.length === 0) {
+      throw new Error('DPMSolverMultistepScheduler: call setTimesteps before step');
+    }
+    checkSameLength(modelOutput, sample);
+    const index = this.stepIndex.current(this.timesteps, t);
+    const steps = this.timesteps.length;
+    // improve numerical stability for small numbers of steps
+    const lowerOrderFinal =
+      index === steps - 1 &&
+      (this.eulerAtFinal || (this.lowerOrderFinal && steps < 15) || !this.finalSigmaMin);
+    const lowerOrderSecond = index === steps - 2 && this.lowerOrderFinal && steps < 15;
+
+    const x0 = this.convertModelOutput(modelOutput, sample, index);
+    this.modelOutputs.shift();
+    this.modelOutputs.push(x0);
+
+    let prevSample: Float32Array;
+    if (this.solverOrder === 1 || this.lowerOrderNums < 1 || lowerOrderFinal) {
+      prevSample = this.firstOrderUpdate(x0, sample, index);
+    } else if (this.solverOrder === 2 || this.lowerOrderNums < 2 || lowerOrderSecond) {
+      prevSample = this.secondOrderUpdate(sample, index);
+    } else {
+      prevSample = this.thirdOrderUpdate(sample, index);
+    }
+    if (this.lowerOrderNums < this.solverOrder) this.lowerOrderNums += 1;
+    this.stepIndex.advance();
+    return { prevSample };
+  }
+
+  /** DPM-Solver++ integrates the data prediction x₀_θ(x_t, t), so every parameterisation becomes x₀. */
+  private convertModelOutput(modelOutput: Float32Array, sample: Float32Array, index: number): Float32Array {
+    const { alpha, sigma } = vpCoefficients(this.sigmas[index] as number);
+    const out = new Float32Array(sample.length);
+    for (let i = 0; i < sample.length; i++) {
+      const x = sample[i] as number;
+      const m = modelOutput[i] as number;
+      out[i] =
+        this.predictionType === 'epsilon'
+          ? (x - sigma * m) / alpha
+          : this.predictionType === 'v_prediction'
+            ? alpha * x - sigma * m
+            : m;
+    }
+    return out;
+  }
+
+  /** First order (DDIM-equivalent), paper eq. 5: x_t = (σ_t/σ_s)·x_s − α_t(e^{−h} − 1)·x₀. */
+  private firstOrderUpdate(x0: Float32Array, sample: Float32Array, index: number): Float32Array {
+    const t = vpCoefficients(this.sigmas[index + 1] as number);
+    const s = vpCoefficients(this.sigmas[index] as number);
+    const h = t.lambda - s.lambda;
+    const sampleCoeff = t.sigma / s.sigma;
+    const x0Coeff = t.alpha * (Math.exp(-h) - 1);
+    return sample.map((x, i) => sampleCoeff * x - x0Coeff * (x0[i] as number));
+  }
+
+  /** Multistep second order, Algorithm 2 (2M): D₁ is the backward difference scaled by 1/r₀. */
+  private secondOrderUpdate(sample: Float32Array, index: number): Float32Array {
+    const m0 = this.modelOutputs[this.solverOrder - 1];
+    const m1 = this.modelOutputs[this.solverOrder - 2];
+    if (m0 === undefined || m1 === undefined) throw new Error('DPMSolverMultistepScheduler: missing history');
+    const t = vpCoefficients(this.sigmas[index + 1] as number);
+    const s0 = vpCoefficients(this.sigmas[index] as number);
+    const s1 = vpCoefficients(this.sigmas[index - 1] as number);
+    const h = t.lambda - s0.lambda;
+    const h0 = s0.lambda - s1.lambda;
+    const r0 = h0 / h;
+    const sampleCoeff = t.sigma / s0.sigma;
+    const expTerm = t.alpha * (Math.exp(-h) - 1);
+    // midpoint: −½·α_t(e^{−h} − 1)·D₁; heun: +α_t((e^{−h} − 1)/h + 1)·D₁
+    const d1Coeff = this.heun ? -(t.alpha * ((Math.exp(-h) - 1) / h + 1)) : 0.5 * expTerm;
+    return sample.map((x, i) => {
+      const d0 = m0[i] as number;
+      const d1 = (1 / r0) * (d0 - (m1[i] as number));
+      return sampleCoeff * x - expTerm * d0 - d1Coeff * d1;
+    });
+  }
+
+  /** Multistep third order (paper, Appendix), with two backward differences. */
+  private thirdOrderUpdate(sample: Float32Array, index: number): Float32Array {
+    const m0 = this.modelOutputs[this.solverOrder - 1];
+    const m1 = this.modelOutputs[this.solverOrder - 2];
+    const m2 = this.modelOutputs[this.solverOrder - 3];
+    if (m0 === undefined || m1 === undefined || m2 === undefined) {
+      throw new Error('DPMSolverMultistepScheduler: missing history');
+    }
+    const t = vpCoefficients(this.sigmas[index + 1] as number);
+    const s0 = vpCoefficients(this.sigmas[index] as number);
+    const s1 = vpCoefficients(this.sigmas[index - 1] as number);
+    const s2 = vpCoefficients(this.sigmas[index - 2] as number);
+    const h = t.lambda - s0.lambda;
+    const h0 = s0.lambda - s1.lambda;
+    const h1 = s1.lambda - s2.lambda;
+    const r0 = h0 / h;
+    const r1 = h1 / h;
+    const em1 = Math.exp(-h) - 1;
+    const sampleCoeff = t.sigma / s0.sigma;
+    const c0 = t.alpha * em1;
+    const c1 = t.alpha * (em1 / h + 1);
+    const c2 = t.alpha * ((em1 + h) / (h * h) - 0.5);
+    return sample.map((x, i) => {
+      const d0 = m0[i] as number;
+      const d10 = (1 / r0) * (d0 - (m1[i] as number));
+      const d11 = (1 / r1) * ((m1[i] as number) - (m2[i] as number));
+      const d1 = d10 + (r0 / (r0 + r1)) * (d10 - d11);
+      const d2 = (1 / (r0 + r1)) * (d10 - d11);
+      return sampleCoeff * x - c0 * d0 + c1 * d1 - c2 * d2;
+    });
+  }
+}
