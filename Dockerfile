@@ -13,7 +13,7 @@ RUN npm ci --omit=dev --no-audit --no-fund \
 
 FROM node:20-bookworm-slim AS runtime
 WORKDIR /app
-ENV NODE_ENV=production HOST=0.0.0.0 PORT=8080
+ENV NODE_ENV=production HOST=0.0.0.0 PORT=8000
 # tsx runs the TypeScript sources directly; it is a runtime dependency of the image.
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json package-lock.json tsconfig.json ./
@@ -25,6 +25,6 @@ COPY assets ./assets
 RUN npm install --no-save --no-audit --no-fund tsx@4 \
  && mkdir -p /models /data && chown -R node:node /models /data
 USER node
-EXPOSE 8080
-HEALTHCHECK --interval=15s --timeout=3s --start-period=20s CMD node -e "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s CMD node -e "fetch('http://127.0.0.1:'+(process.env.PORT||8000)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
 CMD ["node", "--import", "tsx", "api/main.ts"]

@@ -1,25 +1,12 @@
 import express, { type Express } from 'express';
-import type { Config } from '../shared/config.js';
-import type { JobQueue } from '../shared/job-queue.js';
-import type { Logger } from '../shared/logger.js';
-import type { PublishedModel } from '../shared/model-registry.js';
-import type { ImageStore } from '../shared/storage/index.js';
+import type { AppDeps } from './deps.js';
 import { errorHandler, HttpError, sendError } from './http-errors.js';
 import { generateRouter } from './routes/generate.js';
 import { healthRouter } from './routes/health.js';
 import { jobsRouter } from './routes/jobs.js';
 
-export interface AppDeps {
-  config: Readonly<Config>;
-  queue: JobQueue;
-  store: ImageStore;
-  /** What workers published about the served model; null before any worker loaded it. */
-  models: { get(name: string): Promise<PublishedModel | null> };
-  logger: Logger;
-  /** Redirect image requests to presigned URLs instead of streaming them. */
-  presignImages?: boolean;
-  drawSeed?: () => number;
-}
+export type { AppDeps } from './deps.js';
+
 
 export function createApp(deps: AppDeps): Express {
   const app = express();

@@ -8,7 +8,7 @@ import {
   type JobPayload,
 } from '../shared/job-schema.js';
 import { HttpError, invalidRequest } from './http-errors.js';
-import type { AppDeps } from './app.js';
+import type { AppDeps } from './deps.js';
 
 export const drawSeed = () => randomInt(0, MAX_SEED);
 

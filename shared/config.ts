@@ -27,7 +27,7 @@ const optionalString = z
 
 const EnvSchema = z.object({
   HOST: z.string().default('127.0.0.1'),
-  PORT: int(8080, 0, 65535),
+  PORT: int(8000, 0, 65535),
   PUBLIC_URL: optionalString.pipe(z.url({ message: 'expected an absolute URL' }).optional()),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 

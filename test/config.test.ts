@@ -6,7 +6,7 @@ describe('loadConfig', () => {
     const config = loadConfig({});
     expect(config.redisUrl).toBe('redis://127.0.0.1:6379');
     expect(config.storage.driver).toBe('local');
-    expect(config.port).toBe(8080);
+    expect(config.port).toBe(8000);
     expect(config.worker.provider).toBe('cpu');
     expect(config.model.name).toBe('tiny-sd');
   });

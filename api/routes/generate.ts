@@ -2,7 +2,7 @@ import { Router, type Request, type Response } from 'express';
 import { coerceQuery } from '../../shared/job-schema.js';
 import { HttpError } from '../http-errors.js';
 import { jobView } from '../job-view.js';
-import type { AppDeps } from '../app.js';
+import type { AppDeps } from '../deps.js';
 import { baseUrlOf, parseGenerationRequest } from '../request-parsing.js';
 import { streamImage } from './images.js';
 

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { withDeadline } from '../../shared/errors.js';
-import type { AppDeps } from '../app.js';
+import type { AppDeps } from '../deps.js';
 
 /** Liveness says the process answers; readiness says Redis and storage answer too. */
 export function healthRouter(deps: AppDeps): Router {

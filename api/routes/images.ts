@@ -1,7 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import type { Response } from 'express';
 import { HttpError } from '../http-errors.js';
-import type { AppDeps } from '../app.js';
+import type { AppDeps } from '../deps.js';
 
 /** Streams a stored image, or redirects to a presigned URL when the store is set up for it. */
 export async function streamImage(deps: AppDeps, key: string, res: Response, extraHeaders: Record<string, string> = {}): Promise<void> {

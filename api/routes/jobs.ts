@@ -2,7 +2,7 @@ import { Router, type Request } from 'express';
 import type { JobRecord } from '../../shared/job-queue.js';
 import { HttpError } from '../http-errors.js';
 import { jobView } from '../job-view.js';
-import type { AppDeps } from '../app.js';
+import type { AppDeps } from '../deps.js';
 import { baseUrlOf, parseGenerationRequest } from '../request-parsing.js';
 import { streamImage } from './images.js';
 
