@@ -1,30 +1,40 @@
 # syntax=docker/dockerfile:1
-# One image for every process (api, worker, autoscaler); the command picks the role.
-# onnxruntime-node's CUDA 12 provider libraries are installed at build time (needs network
-# access to their download host); build with --build-arg ORT_INSTALL=skip for a CPU-only image.
+# One image for every process (api, worker, autoscaler, notifier); the command picks the role.
+#
+# GPU image (the default): the runtime stage is NVIDIA's CUDA 12 + cuDNN 9 runtime, the libraries
+# onnxruntime-node's CUDA provider links against, and the provider itself is downloaded into
+# node_modules at build time (this needs network access to its download host).
+# CPU-only image (smaller, no download beyond npm):
+#   docker build --build-arg ORT_INSTALL=skip --build-arg RUNTIME_BASE=debian:bookworm-slim .
 
-FROM node:20-bookworm-slim AS deps
+ARG NODE_IMAGE=node:20-bookworm-slim
+ARG RUNTIME_BASE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+
+FROM ${NODE_IMAGE} AS node
+
+# Stage 1: production dependencies, with onnxruntime-node's CUDA provider libraries.
+FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
 ARG ORT_INSTALL=cuda12
 ENV ONNXRUNTIME_NODE_INSTALL=${ORT_INSTALL}
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund \
- && if [ "$ORT_INSTALL" != "skip" ]; then cd node_modules/onnxruntime-node && node ./script/install; fi
+ && if [ "$ORT_INSTALL" != "skip" ]; then cd node_modules/onnxruntime-node && node ./script/install; fi \
+ && npm cache clean --force
 
-FROM node:20-bookworm-slim AS runtime
+# Stage 2: the runtime: Node copied onto the CUDA base, sources run by tsx, a non-root user.
+FROM ${RUNTIME_BASE} AS runtime
+COPY --from=node /usr/local/bin/node /usr/local/bin/node
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app \
+ && mkdir -p /app /models /data \
+ && chown app:app /models /data
 WORKDIR /app
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=8000
-# tsx runs the TypeScript sources directly; it is a runtime dependency of the image.
 COPY --from=deps /app/node_modules ./node_modules
-COPY package.json package-lock.json tsconfig.json ./
-COPY api ./api
-COPY worker ./worker
-COPY shared ./shared
-COPY scripts ./scripts
-COPY assets ./assets
-RUN npm install --no-save --no-audit --no-fund tsx@4 \
- && mkdir -p /models /data && chown -R node:node /models /data
-USER node
+# Everything .dockerignore lets through (service folders, assets, package files); root-owned, read-only to the app.
+COPY . .
+USER app
 EXPOSE 8000
-HEALTHCHECK --interval=15s --timeout=3s --start-period=20s CMD node -e "fetch('http://127.0.0.1:'+(process.env.PORT||8000)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+# No image-wide HEALTHCHECK: only the api role serves HTTP; docker-compose.yml checks each service its own way.
 CMD ["node", "--import", "tsx", "api/main.ts"]

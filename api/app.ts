@@ -1,9 +1,15 @@
 import express, { type Express } from 'express';
 import type { AppDeps } from './deps.js';
+import { dashboardRouter } from './dashboard.js';
+import { requireApiKey } from './auth.js';
 import { errorHandler, HttpError, sendError } from './http-errors.js';
+import { requestLogging } from './request-logging.js';
 import { generateRouter } from './routes/generate.js';
 import { healthRouter } from './routes/health.js';
 import { jobsRouter } from './routes/jobs.js';
+import { workersRouter } from './routes/workers.js';
+import { metricsRouter } from './routes/metrics.js';
+import { openApiRouter, pagesRouter } from './routes/pages.js';
 
 export type { AppDeps } from './deps.js';
 
@@ -12,6 +18,10 @@ export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
+  app.use(requestLogging(deps.logger));
+  if (deps.metrics) app.use(deps.metrics.httpMiddleware);
+  // API keys guard every /v1 route and the synchronous alias; health, metrics and pages stay open.
+  app.use(['/v1', '/dreambooth'], requireApiKey(deps.config, deps.logger));
   app.use(express.json({ limit: deps.config.limits.maxBodyBytes, strict: false, type: ['application/json', 'application/*+json'] }));
   app.use((req, _res, next) => {
     // A POST with another content type would otherwise arrive as an empty body.
@@ -24,6 +34,11 @@ export function createApp(deps: AppDeps): Express {
   app.use(healthRouter(deps));
   app.use(jobsRouter(deps));
   app.use(generateRouter(deps));
+  app.use(workersRouter(deps));
+  if (deps.metrics) app.use(metricsRouter(deps.metrics));
+  if (deps.monitor && deps.config.admin) app.use(dashboardRouter(deps.monitor, deps.config.admin));
+  app.use(openApiRouter(deps, app));
+  app.use(pagesRouter(deps));
   app.use((req, res) => {
     sendError(res, new HttpError(404, 'not_found', `No route for ${req.method} ${req.path}.`));
   });

@@ -7,13 +7,35 @@ import {
   toJobPayload,
   type JobPayload,
 } from '../shared/job-schema.js';
+import { AddressPolicy } from '../shared/webhooks/address-policy.js';
 import { HttpError, invalidRequest } from './http-errors.js';
 import type { AppDeps } from './deps.js';
 
 export const drawSeed = () => randomInt(0, MAX_SEED);
 
+const policies = new WeakMap<object, AddressPolicy>();
+function webhookPolicy(deps: AppDeps): AddressPolicy {
+  let policy = policies.get(deps.config);
+  if (!policy) {
+    policy = new AddressPolicy(deps.config.webhooks.allow);
+    policies.set(deps.config, policy);
+  }
+  return policy;
+}
+
+/** Who submits the job and on which base URL: stored with it for ownership checks and webhook links. */
+export interface SubmissionContext {
+  owner?: string | undefined;
+  origin?: string | undefined;
+}
+
 /** Validates a generation request against the schema and the served model; 400s name the field. */
-export async function parseGenerationRequest(deps: AppDeps, input: unknown, where: 'body' | 'query'): Promise<JobPayload> {
+export async function parseGenerationRequest(
+  deps: AppDeps,
+  input: unknown,
+  where: 'body' | 'query',
+  context: SubmissionContext = {},
+): Promise<JobPayload> {
   if (where === 'body' && (input === undefined || input === null || typeof input !== 'object' || Array.isArray(input))) {
     throw new HttpError(400, 'invalid_request', 'The body must be a JSON object with at least a prompt.', 'body');
   }
@@ -45,6 +67,16 @@ export async function parseGenerationRequest(deps: AppDeps, input: unknown, wher
     }
     if (problems.length > 0) throw invalidRequest(problems.slice(0, parsed.data.img_size !== undefined ? 1 : 2));
   }
+  if (payload.webhook) {
+    if (deps.config.webhooks.secrets.length === 0) {
+      throw invalidRequest([{ field: 'webhook', message: 'webhook is not available: this service has no WEBHOOK_SECRETS to sign deliveries with' }]);
+    }
+    // Literal addresses are refused here; names are checked again where it counts, at connect time.
+    const problem = webhookPolicy(deps).checkUrl(payload.webhook.url);
+    if (problem) throw invalidRequest([{ field: 'webhook.url', message: `webhook.url ${problem}` }]);
+  }
+  if (context.owner !== undefined) payload.owner = context.owner;
+  if (context.origin !== undefined) payload.origin = context.origin;
   return payload;
 }
 

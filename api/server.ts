@@ -1,12 +1,18 @@
 import type { Server } from 'node:http';
 import type { Config } from '../shared/config.js';
 import { BullJobQueue } from '../shared/job-queue.js';
+import { RedisIdempotencyStore } from '../shared/idempotency.js';
 import type { Logger } from '../shared/logger.js';
 import { readModel } from '../shared/model-registry.js';
+import { BullQueueMonitor } from '../shared/queue-monitor.js';
+import { WEBHOOK_QUEUE } from '../shared/queues.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
 import { withDeadline } from '../shared/errors.js';
 import { createImageStore } from '../shared/storage/index.js';
+import { WorkerRegistry } from '../shared/worker-registry.js';
+import { BullQueueLoad } from '../shared/queue-load.js';
 import { createApp } from './app.js';
+import { createMetrics } from './metrics.js';
 
 export interface RunningApi {
   server: Server;
@@ -22,6 +28,23 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
   eventsConnection.on('error', (err) => logger.debug({ err: err.message }, 'redis events connection error'));
   const queue = new BullJobQueue({ connection, eventsConnection, prefix: config.queuePrefix, jobs: config.jobs });
   const store = createImageStore(config.storage);
+  const workers = new WorkerRegistry(connection, config.queuePrefix);
+  const monitor = new BullQueueMonitor({
+    connection,
+    createEventsConnection: () => createRedis(config.redisUrl, 'subscriber'),
+    prefix: config.queuePrefix,
+    webhookQueue: WEBHOOK_QUEUE,
+    onError: (err, jobId) => logger.debug({ err, jobId }, 'finished job could not be read for metrics'),
+  });
+  const metrics = config.metrics.enabled
+    ? createMetrics({
+        monitor,
+        jobEvents: config.metrics.jobEvents ? monitor : undefined,
+        webhookEvents: config.metrics.jobEvents ? monitor : undefined,
+        workers,
+      })
+    : undefined;
+  const queueLoad = new BullQueueLoad(connection, config.queuePrefix);
   const app = createApp({
     config,
     queue,
@@ -29,6 +52,11 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     logger,
     presignImages: config.storage.driver === 's3' && config.storage.presignUrls,
     models: { get: (name) => readModel(connection, config.queuePrefix, name).catch(() => null) },
+    idempotency: new RedisIdempotencyStore(connection, config.queuePrefix),
+    metrics,
+    monitor,
+    workers,
+    queueLoad,
   });
   const server = await new Promise<Server>((resolve, reject) => {
     const s = app.listen(config.port, config.host, () => resolve(s));
@@ -44,6 +72,9 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
       const steps = [
         () => new Promise<void>((resolve) => server.close(() => resolve())),
         () => queue.close(),
+        () => metrics?.close(),
+        () => monitor.close(),
+        () => queueLoad.close(),
         () => store.close?.(),
         () => closeRedis(connection),
         () => closeRedis(eventsConnection),

@@ -3,10 +3,13 @@
  * and the JavaScript overhead around ONNX Runtime. A benchmark, not a test: no assertions.
  *
  *   npm run bench:pipeline            # sizes 64, 256, 512
- *   BENCH_SIZES=512 BENCH_STEPS=20 BENCH_WARMUP=5 BENCH_RUNS=10 npm run bench:pipeline
+ *   BENCH_SIZES=512 BENCH_STEPS=20 BENCH_WARMUP=5 BENCH_RUNS=10 BENCH_SCHEDULER=euler_a npm run bench:pipeline
  *
  * JS overhead = generate's total − time inside ONNX Runtime (text encoder + UNet + VAE runs):
- * tokenizing, tensor marshalling and float16 conversion, scheduler math, guidance, postprocessing.
+ * tokenizing, initial noise, tensor marshalling and float16 conversion, scheduler math,
+ * guidance, postprocessing. It splits into the denoising loop's share, reported per step
+ * (loop wall time − UNet time, over the steps) to set against a real UNet's step time, and
+ * the rest, paid once per image.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
@@ -19,6 +22,9 @@ const SIZES = (process.env['BENCH_SIZES'] ?? '64,256,512').split(',').map(Number
 const STEPS = Number(process.env['BENCH_STEPS'] ?? 10);
 const WARMUP = Number(process.env['BENCH_WARMUP'] ?? 5);
 const RUNS = Number(process.env['BENCH_RUNS'] ?? 10);
+const SCHEDULER = process.env['BENCH_SCHEDULER'];
+/** A real SD 1.x UNet step (batch 2, 512 px) on a data-centre GPU, for scale. */
+const REAL_UNET_STEP_MS = [30, 100] as const;
 
 interface Sample extends StageTimings {
   png: number;
@@ -36,6 +42,7 @@ async function main(): Promise<void> {
     await writeTinyModel(dir);
     const pipeline = await loadPipeline(dir, { provider: 'cpu' });
     const rows: string[][] = [];
+    const perStep: string[] = [];
     for (const size of SIZES) {
       const request: GenerateRequest = {
         prompt: 'a photograph of an astronaut riding a horse on mars',
@@ -45,10 +52,17 @@ async function main(): Promise<void> {
         guidanceScale: 7.5,
         seed: 1234,
         numImages: 1,
+        ...(SCHEDULER ? { scheduler: SCHEDULER } : {}),
       };
       const samples: Sample[] = [];
+      let steps = 0;
       for (let run = 0; run < WARMUP + RUNS; run++) {
-        const { images, timings } = await pipeline.generate({ ...request, seed: request.seed + run });
+        let runSteps = 0;
+        const { images, timings } = await pipeline.generate(
+          { ...request, seed: request.seed + run },
+          { onStep: () => (runSteps += 1) },
+        );
+        steps = runSteps; // PNDM's PLMS warm-up visits one timestep twice: count UNet steps
         const image = images[0]!;
         const pngStart = performance.now();
         await sharp(Buffer.from(image.data.buffer, image.data.byteOffset, image.data.byteLength), {
@@ -62,26 +76,52 @@ async function main(): Promise<void> {
       const m = (key: keyof Sample) => median(samples.map((s) => s[key]));
       const onnx = median(samples.map((s) => s.textEncoder + s.unet + s.vae));
       const overhead = median(samples.map((s) => s.total - s.textEncoder - s.unet - s.vae));
+      const loopPerStep = median(samples.map((s) => (s.denoise - s.unet) / steps));
+      const outsideLoop = median(samples.map((s) => s.total - s.denoise - s.textEncoder - s.vae));
       rows.push([
         `${size}×${size}`,
         ...(['tokenize', 'textEncoder', 'unet', 'scheduler', 'vae', 'png', 'total'] as const).map((k) => m(k).toFixed(2)),
         onnx.toFixed(2),
         overhead.toFixed(2),
         `${((overhead / onnx) * 100).toFixed(1)}%`,
+        (m('unet') / steps).toFixed(2),
+        (loopPerStep * 1000).toFixed(0),
+        outsideLoop.toFixed(2),
       ]);
+      perStep.push(`${size}×${size}: ${(loopPerStep * 1000).toFixed(0)} µs/step = ` +
+        REAL_UNET_STEP_MS.map((ms) => `${((loopPerStep / ms) * 100).toFixed(2)}%`).join('–'));
     }
     await pipeline.release();
 
-    const header = ['size', 'tokenize', 'text enc', `unet (${STEPS} steps)`, 'scheduler', 'vae', 'png', 'total', 'in ORT', 'JS overhead', 'overhead/ORT'];
+    const header = [
+      'size',
+      'tokenize',
+      'text enc',
+      `unet (${STEPS} steps)`,
+      'scheduler',
+      'vae',
+      'png',
+      'total',
+      'in ORT',
+      'JS overhead',
+      'overhead/ORT',
+      'unet/step',
+      'loop JS µs/step',
+      'JS outside loop',
+    ];
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
     const line = (cells: string[]) => `| ${cells.map((c, i) => c.padStart(widths[i]!)).join(' | ')} |`;
     console.log(
-      `Tiny model, CPU (${cpus().length} cores, ${cpus()[0]?.model ?? 'unknown'}), ${STEPS} steps, guidance 7.5 (batch 2), ` +
-        `median of ${RUNS} runs after ${WARMUP} warm-up (each column its own median); ms per image; total = generate() without PNG.`,
+      `Tiny model, CPU (${cpus().length} cores, ${cpus()[0]?.model ?? 'unknown'}), ${STEPS} steps, ` +
+        `${SCHEDULER ?? 'the model\'s scheduler'}, guidance 7.5 (batch 2), median of ${RUNS} runs after ${WARMUP} ` +
+        `warm-up (each column its own median); ms per image unless marked; total = generate() without PNG.`,
     );
     console.log(line(header));
     console.log(`| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`);
     for (const row of rows) console.log(line(row));
+    console.log(
+      `Loop JS per step against a real SD UNet step of ${REAL_UNET_STEP_MS.join('–')} ms (GPU): ${perStep.join('; ')}.`,
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

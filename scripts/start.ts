@@ -1,15 +1,17 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startApi } from '../api/server.js';
+import { startAutoscaler } from '../autoscaler/autoscaler.js';
+import { startNotifier } from '../notifier/notifier.js';
 import { ConfigError, loadConfig } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
 import { TINY_MODEL_NOTE, writeTinyModel } from './tiny-model/index.js';
 
 /**
- * `npm start`: the whole service on one machine. The API runs here; the worker runs as a child
- * process (it owns the model and, on a GPU host, the GPU).
+ * `npm start`: the whole service on one machine. The API and the autoscaler run here; the
+ * autoscaler runs workers as child processes (one per GPU, or AUTOSCALER_CPU_SLOTS on a machine
+ * without one), from zero when idle up to one per slot.
  */
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -36,40 +38,24 @@ async function main(): Promise<void> {
   }
 
   const api = await startApi(config, createLogger('api', config.logLevel));
-  let worker: ChildProcess | undefined;
+  const autoscaler = await startAutoscaler(config, createLogger('autoscaler', config.logLevel), { cwd: root });
+  // Webhook deliveries, in-process: they hold sockets, never a GPU.
+  const notifier = await startNotifier(config, createLogger('notifier', config.logLevel));
   let stopping = false;
-  let restarts = 0;
-  const startWorker = () => {
-    worker = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'worker/main.ts')], {
-      cwd: root,
-      env: { ...process.env, WORKER_ID: process.env.WORKER_ID ?? 'local-0' },
-      stdio: 'inherit',
-    });
-    worker.on('exit', (code, signal) => {
-      if (stopping) return;
-      restarts += 1;
-      const delay = Math.min(30_000, 1000 * 2 ** Math.min(restarts, 5));
-      logger.error({ code, signal, restartInMs: delay }, 'worker exited; restarting');
-      setTimeout(startWorker, delay).unref();
-    });
-  };
-  startWorker();
 
   logger.info(
     { url: api.url },
-    `ready: POST ${api.url}/v1/jobs  ·  GET ${api.url}/v1/generate?prompt=a+red+fox  ·  GET ${api.url}/dreambooth?prompt=a+red+fox&img_size=64`,
+    `ready: playground ${api.url}/  ·  API docs ${api.url}/docs  ·  POST ${api.url}/v1/jobs  ·  GET ${api.url}/v1/generate?prompt=a+red+fox  ·  GET ${api.url}/dreambooth?prompt=a+red+fox&img_size=64`,
   );
 
   const stop = () => {
     if (stopping) {
-      worker?.kill('SIGKILL');
+      autoscaler.driver.killAll();
       process.exit(130);
     }
     stopping = true;
-    logger.info('stopping: the worker finishes its current job first (signal again to force)');
-    const exited = worker && worker.exitCode === null ? new Promise((resolve) => worker?.once('exit', resolve)) : Promise.resolve();
-    worker?.kill('SIGTERM');
-    void Promise.all([exited, api.close()]).then(() => process.exit(0));
+    logger.info('stopping: each worker finishes its current job first (signal again to force)');
+    void Promise.all([autoscaler.close(), api.close(), notifier.close()]).then(() => process.exit(0));
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

@@ -1,5 +1,9 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { createHash } from 'node:crypto';
+import { parseAllowList, type AllowList } from './webhooks/address-policy.js';
+import { parseSchedule } from './webhooks/schedule.js';
+import { secretBytes } from './webhooks/signing.js';
 
 /**
  * The one configuration schema of every process. `loadConfig` turns environment variables into a
@@ -25,11 +29,29 @@ const optionalString = z
   .optional()
   .transform((v) => (v === undefined || v === '' ? undefined : v));
 
+const decimal = (fallback: number, min: number, max: number, message = 'expected a number') =>
+  z.coerce.number({ message }).min(min).max(max).default(fallback);
+
+/** Seconds (decimals allowed, so tests can use short delays). */
+const seconds = (fallback: number, min = 0, max = 86_400) => decimal(fallback, min, max, 'expected a number of seconds');
+
+/** A whole number that may be left empty (then a default computed elsewhere applies). */
+const emptyAsUnset = (v: unknown) => (v === '' ? undefined : v);
+const optionalInt = (min: number, max: number) =>
+  z.preprocess(emptyAsUnset, z.coerce.number({ message: 'expected a number' }).int('expected a whole number').min(min).max(max).optional());
+
 const EnvSchema = z.object({
   HOST: z.string().default('127.0.0.1'),
   PORT: int(8000, 0, 65535),
   PUBLIC_URL: optionalString.pipe(z.url({ message: 'expected an absolute URL' }).optional()),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Bull Board at /admin/queues behind HTTP basic auth; off (404) unless both are set. */
+  ADMIN_USER: optionalString,
+  ADMIN_PASSWORD: optionalString,
+  /** GET /metrics for Prometheus. */
+  METRICS_ENABLED: bool(true),
+  /** Count job outcomes and durations from the queue's events; with several API replicas, on in one. */
+  METRICS_JOB_EVENTS: bool(true),
 
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'expected redis://host:port or rediss://…').default('redis://127.0.0.1:6379'),
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'expected letters, digits, _ . -').default('sdjobs'),
@@ -56,6 +78,31 @@ const EnvSchema = z.object({
   WORKER_CPU_THREADS: int(0, 0, 256),
   WORKER_ALLOW_CPU_FALLBACK: bool(false),
   WORKER_ID: optionalString,
+  /** The slot the autoscaler gave this worker (`gpu0`, `cpu1`); shown in GET /v1/workers. */
+  WORKER_SLOT: optionalString,
+  WORKER_HEARTBEAT_MS: int(2000, 100, 60_000),
+  /** A running job's lock; a worker that dies loses it and the job goes back to the queue. */
+  WORKER_LOCK_DURATION_MS: int(30_000, 1000, 3_600_000),
+  /** How often workers look for jobs whose worker died (BullMQ's stalled-job check). */
+  WORKER_STALLED_INTERVAL_MS: int(30_000, 200, 3_600_000),
+
+  AUTOSCALER_MIN_WORKERS: int(0, 0, 1024),
+  AUTOSCALER_INITIAL_WORKERS: optionalInt(0, 1024),
+  AUTOSCALER_MAX_WORKERS: optionalInt(1, 1024),
+  AUTOSCALER_TARGET_JOBS_PER_WORKER: decimal(1, 0.01, 1000),
+  AUTOSCALER_UPSCALE_DELAY_S: seconds(5),
+  AUTOSCALER_DOWNSCALE_DELAY_S: seconds(60),
+  AUTOSCALER_DOWNSCALE_TO_ZERO_DELAY_S: z.preprocess(emptyAsUnset, z.coerce.number({ message: 'expected a number of seconds' }).min(0).max(86_400).optional()),
+  AUTOSCALER_INTERVAL_MS: int(1000, 20, 60_000),
+  AUTOSCALER_GPUS: optionalString.pipe(z.string().regex(/^(none|\d+(,\d+)*)$/, 'expected none or GPU indices like 0,1').optional()),
+  AUTOSCALER_CPU_SLOTS: int(1, 1, 256),
+  AUTOSCALER_STOP_GRACE_S: seconds(120),
+  AUTOSCALER_READY_TIMEOUT_S: seconds(600, 0.1),
+  AUTOSCALER_RESTART_BACKOFF_MS: int(1000, 0, 600_000),
+  AUTOSCALER_CRASH_LOOP_RESTARTS: int(5, 1, 1000),
+  AUTOSCALER_CRASH_LOOP_WINDOW_S: seconds(300, 0.1),
+  AUTOSCALER_LEADER_TTL_MS: int(5000, 200, 600_000),
+  AUTOSCALER_ID: optionalString,
 
   DEFAULT_STEPS: int(20, 1, 500),
   DEFAULT_GUIDANCE: z.coerce.number({ message: 'expected a number' }).min(0).max(50).default(7.5),
@@ -70,6 +117,25 @@ const EnvSchema = z.object({
   JOB_BACKOFF_MS: int(2000, 0, 3_600_000),
   JOB_KEEP_AGE_S: int(24 * 3600, 1, 365 * 24 * 3600),
   JOB_KEEP_COUNT: int(10_000, 1, 10_000_000),
+  /** Longest one run may take (seconds); past it the job fails with `timeout` and frees the GPU. 0 = no limit. */
+  JOB_MAX_RUN_S: int(600, 0, 7 * 24 * 3600),
+  /** A synchronous request whose client goes away cancels its job. */
+  SYNC_CANCEL_ON_DISCONNECT: bool(true),
+
+  /** Comma-separated API keys; empty = the API runs open (and says so at startup). */
+  API_KEYS: optionalString,
+  IDEMPOTENCY_TTL_S: int(24 * 3600, 60, 30 * 24 * 3600),
+
+  /** `whsec_…` signing secrets, space- or comma-separated; deliveries carry one signature per secret (rotation). */
+  WEBHOOK_SECRETS: optionalString,
+  /** Host names, addresses or CIDRs webhooks may reach although they are internal (loopback, private, …). */
+  WEBHOOK_ALLOW_HOSTS: optionalString,
+  /** Delay before each attempt, the first included (Svix's schedule by default). */
+  WEBHOOK_RETRY_SCHEDULE: z.string().default('0,5s,5m,30m,2h,5h,10h,10h'),
+  WEBHOOK_TIMEOUT_MS: int(15_000, 100, 300_000),
+  WEBHOOK_CONCURRENCY: int(16, 1, 1000),
+  /** How often the notifier looks for finished jobs whose events were never enqueued. */
+  WEBHOOK_RECONCILE_INTERVAL_S: z.coerce.number({ message: 'expected a number of seconds' }).min(0.05).max(3600).default(30),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -79,6 +145,9 @@ export interface Config {
   port: number;
   publicUrl: string | undefined;
   logLevel: Env['LOG_LEVEL'];
+  /** null: the admin dashboard is off. */
+  admin: { user: string; password: string } | null;
+  metrics: { enabled: boolean; jobEvents: boolean };
   redisUrl: string;
   queuePrefix: string;
   storage:
@@ -102,7 +171,12 @@ export interface Config {
     cpuThreads: number;
     allowCpuFallback: boolean;
     id: string | undefined;
+    slot: string | undefined;
+    heartbeatMs: number;
+    lockDurationMs: number;
+    stalledIntervalMs: number;
   };
+  autoscaler: AutoscalerConfig;
   limits: {
     defaultSteps: number;
     defaultGuidance: number;
@@ -114,7 +188,43 @@ export interface Config {
     maxBodyBytes: number;
   };
   syncTimeoutS: number;
-  jobs: { attempts: number; backoffMs: number; keepAgeS: number; keepCount: number };
+  jobs: { attempts: number; backoffMs: number; keepAgeS: number; keepCount: number; maxRunS: number };
+  syncCancelOnDisconnect: boolean;
+  /** SHA-256 hashes (hex) of the API keys; the keys themselves are not kept. Empty: open. */
+  auth: { apiKeyHashes: string[]; idempotencyTtlS: number };
+  webhooks: {
+    secrets: string[];
+    allow: AllowList;
+    retryScheduleMs: number[];
+    timeoutMs: number;
+    concurrency: number;
+    reconcileIntervalS: number;
+  };
+}
+
+/** Bounds and delays follow Ray Serve's autoscaling_config (min/initial/max replicas, delays). */
+export interface AutoscalerConfig {
+  minWorkers: number;
+  /** Workers started when the autoscaler starts, before the load has a say (Ray's initial_replicas). */
+  initialWorkers: number;
+  /** Undefined: one per slot. */
+  maxWorkers: number | undefined;
+  targetJobsPerWorker: number;
+  upscaleDelayS: number;
+  downscaleDelayS: number;
+  /** The wait before the last worker goes (1 → 0); defaults to downscaleDelayS. */
+  downscaleToZeroDelayS: number;
+  intervalMs: number;
+  /** GPU indices to use, 'none' for CPU slots only, or 'detect' (nvidia-smi). */
+  gpus: number[] | 'none' | 'detect';
+  cpuSlots: number;
+  stopGraceS: number;
+  readyTimeoutS: number;
+  restartBackoffMs: number;
+  crashLoopRestarts: number;
+  crashLoopWindowS: number;
+  leaderTtlMs: number;
+  id: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -148,6 +258,45 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
   if ((e.S3_ACCESS_KEY_ID === undefined) !== (e.S3_SECRET_ACCESS_KEY === undefined)) {
     problems.push('S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY: set both or neither');
   }
+  if ((e.ADMIN_USER === undefined) !== (e.ADMIN_PASSWORD === undefined)) {
+    problems.push('ADMIN_USER / ADMIN_PASSWORD: set both (to turn the dashboard on) or neither');
+  }
+  if (e.AUTOSCALER_MAX_WORKERS !== undefined && e.AUTOSCALER_MIN_WORKERS > e.AUTOSCALER_MAX_WORKERS) {
+    problems.push('AUTOSCALER_MIN_WORKERS: must not exceed AUTOSCALER_MAX_WORKERS');
+  }
+  const initialWorkers = e.AUTOSCALER_INITIAL_WORKERS ?? e.AUTOSCALER_MIN_WORKERS;
+  if (
+    e.AUTOSCALER_INITIAL_WORKERS !== undefined &&
+    (initialWorkers < e.AUTOSCALER_MIN_WORKERS || (e.AUTOSCALER_MAX_WORKERS !== undefined && initialWorkers > e.AUTOSCALER_MAX_WORKERS))
+  ) {
+    problems.push('AUTOSCALER_INITIAL_WORKERS: must lie between AUTOSCALER_MIN_WORKERS and AUTOSCALER_MAX_WORKERS');
+  }
+  const apiKeys = (e.API_KEYS ?? '').split(',').map((k) => k.trim()).filter((k) => k !== '');
+  if (apiKeys.some((k) => k.length < 16 || /\s/.test(k))) problems.push('API_KEYS: each key must be at least 16 characters, without spaces');
+  const webhookSecrets = (e.WEBHOOK_SECRETS ?? '').split(/[\s,]+/).filter((k) => k !== '');
+  for (const secret of webhookSecrets) {
+    try {
+      const bytes = secretBytes(secret).length;
+      if (bytes < 24 || bytes > 64) problems.push(`WEBHOOK_SECRETS: a secret must hold 24 to 64 bytes (got ${bytes})`);
+    } catch (err) {
+      problems.push(`WEBHOOK_SECRETS: ${(err as Error).message} (e.g. whsec_ + 32 random bytes in base64)`);
+    }
+  }
+  let allow: AllowList = { hosts: [], cidrs: [] };
+  try {
+    allow = parseAllowList(e.WEBHOOK_ALLOW_HOSTS);
+  } catch (err) {
+    problems.push(`WEBHOOK_ALLOW_HOSTS: ${(err as Error).message}`);
+  }
+  let retryScheduleMs: number[] = [];
+  try {
+    retryScheduleMs = parseSchedule(e.WEBHOOK_RETRY_SCHEDULE);
+    if (retryScheduleMs.length > 50 || retryScheduleMs.some((ms) => ms > 7 * 24 * 3_600_000)) {
+      problems.push('WEBHOOK_RETRY_SCHEDULE: at most 50 attempts, each at most 7 days after the previous one');
+    }
+  } catch (err) {
+    problems.push(`WEBHOOK_RETRY_SCHEDULE: ${(err as Error).message}`);
+  }
   if (problems.length > 0) throw new ConfigError(problems);
 
   const config: Config = {
@@ -155,6 +304,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     port: e.PORT,
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
     logLevel: e.LOG_LEVEL,
+    admin: e.ADMIN_USER !== undefined && e.ADMIN_PASSWORD !== undefined ? { user: e.ADMIN_USER, password: e.ADMIN_PASSWORD } : null,
+    metrics: { enabled: e.METRICS_ENABLED, jobEvents: e.METRICS_JOB_EVENTS },
     redisUrl: e.REDIS_URL,
     queuePrefix: e.QUEUE_PREFIX,
     storage:
@@ -183,6 +334,30 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       cpuThreads: e.WORKER_CPU_THREADS,
       allowCpuFallback: e.WORKER_ALLOW_CPU_FALLBACK,
       id: e.WORKER_ID,
+      slot: e.WORKER_SLOT,
+      heartbeatMs: e.WORKER_HEARTBEAT_MS,
+      lockDurationMs: e.WORKER_LOCK_DURATION_MS,
+      stalledIntervalMs: e.WORKER_STALLED_INTERVAL_MS,
+    },
+    autoscaler: {
+      minWorkers: e.AUTOSCALER_MIN_WORKERS,
+      initialWorkers,
+      maxWorkers: e.AUTOSCALER_MAX_WORKERS,
+      targetJobsPerWorker: e.AUTOSCALER_TARGET_JOBS_PER_WORKER,
+      upscaleDelayS: e.AUTOSCALER_UPSCALE_DELAY_S,
+      downscaleDelayS: e.AUTOSCALER_DOWNSCALE_DELAY_S,
+      downscaleToZeroDelayS: e.AUTOSCALER_DOWNSCALE_TO_ZERO_DELAY_S ?? e.AUTOSCALER_DOWNSCALE_DELAY_S,
+      intervalMs: e.AUTOSCALER_INTERVAL_MS,
+      gpus:
+        e.AUTOSCALER_GPUS === undefined ? 'detect' : e.AUTOSCALER_GPUS === 'none' ? 'none' : [...new Set(e.AUTOSCALER_GPUS.split(',').map(Number))],
+      cpuSlots: e.AUTOSCALER_CPU_SLOTS,
+      stopGraceS: e.AUTOSCALER_STOP_GRACE_S,
+      readyTimeoutS: e.AUTOSCALER_READY_TIMEOUT_S,
+      restartBackoffMs: e.AUTOSCALER_RESTART_BACKOFF_MS,
+      crashLoopRestarts: e.AUTOSCALER_CRASH_LOOP_RESTARTS,
+      crashLoopWindowS: e.AUTOSCALER_CRASH_LOOP_WINDOW_S,
+      leaderTtlMs: e.AUTOSCALER_LEADER_TTL_MS,
+      id: e.AUTOSCALER_ID,
     },
     limits: {
       defaultSteps: e.DEFAULT_STEPS,
@@ -200,6 +375,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       backoffMs: e.JOB_BACKOFF_MS,
       keepAgeS: e.JOB_KEEP_AGE_S,
       keepCount: e.JOB_KEEP_COUNT,
+      maxRunS: e.JOB_MAX_RUN_S,
+    },
+    syncCancelOnDisconnect: e.SYNC_CANCEL_ON_DISCONNECT,
+    auth: {
+      apiKeyHashes: [...new Set(apiKeys)].map((k) => createHash('sha256').update(k, 'utf8').digest('hex')),
+      idempotencyTtlS: e.IDEMPOTENCY_TTL_S,
+    },
+    webhooks: {
+      secrets: webhookSecrets,
+      allow,
+      retryScheduleMs,
+      timeoutMs: e.WEBHOOK_TIMEOUT_MS,
+      concurrency: e.WEBHOOK_CONCURRENCY,
+      reconcileIntervalS: e.WEBHOOK_RECONCILE_INTERVAL_S,
     },
   };
   return deepFreeze(config);

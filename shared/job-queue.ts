@@ -3,8 +3,10 @@ import { Queue, QueueEvents, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from './config.js';
 import { QueueUnavailableError, withDeadline } from './errors.js';
+import { JobControl } from './job-control.js';
 import type { JobPayload } from './job-schema.js';
 import { GENERATE_JOB, GENERATE_QUEUE } from './queues.js';
+import { readDeliveries, type DeliveryStatus } from './webhooks/deliveries.js';
 
 /**
  * The job queue as the API sees it. The BullMQ details (states, keys, events) stay in this file;
@@ -42,13 +44,33 @@ export interface JobRecord {
   finishedAt: number | null;
   result: JobResult | null;
   error: { code: string; message: string } | null;
+  /** Webhook deliveries of this job's events so far (empty without a webhook). */
+  deliveries: DeliveryStatus[];
 }
 
+/**
+ * removed: it was queued and never runs · signaled: it is running and its worker was told to stop
+ * · finished: it had already finished · not_found: no such job.
+ */
+export type CancelOutcome =
+  | { outcome: 'removed' | 'signaled' | 'finished'; record: JobRecord }
+  | { outcome: 'not_found' };
+
+export type JobListener = (record: JobRecord | null) => void;
+
 export interface JobQueue {
-  enqueue(payload: JobPayload): Promise<JobRecord>;
+  /** `jobId` lets a caller fix the id beforehand (idempotent submissions). */
+  enqueue(payload: JobPayload, options?: { jobId?: string }): Promise<JobRecord>;
   get(id: string): Promise<JobRecord | null>;
-  /** Resolves with the job once it is finished, or null when `timeoutMs` passes first. */
-  waitForFinish(id: string, timeoutMs: number): Promise<JobRecord | null>;
+  /** Resolves with the job once it is finished, or null when `timeoutMs` passes or `signal` aborts first. */
+  waitForFinish(id: string, timeoutMs: number, signal?: AbortSignal): Promise<JobRecord | null>;
+  /**
+   * Calls `listener` with the job's record now and after each change (at most about five times a
+   * second), until the returned function is called; null once the job is gone.
+   */
+  watch(id: string, listener: JobListener): () => void;
+  /** A queued job is taken off the queue and marked canceled; a running one is told to stop. */
+  cancel(id: string, reason?: string): Promise<CancelOutcome>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
@@ -68,33 +90,115 @@ export function decodeFailure(reason: string | undefined): { code: string; messa
 }
 
 const FAST_FAIL_MS = 1000;
+/** Watched jobs are re-read at most this often: progress reaches clients at ≤ 5 updates a second. */
+const WATCH_INTERVAL_MS = 200;
+const WATCH_RETRY_MS = 1000;
+/** BullMQ's default length cap of a queue's event stream. */
+const MAX_EVENTS = 10_000;
 
 export interface BullJobQueueOptions {
   /** Connection for commands: the API's fail-fast one. */
   connection: Redis;
-  /** Connection for the shared event subscription (blocking reads, retried forever). */
-  eventsConnection: Redis;
+  /**
+   * Connection for the shared event subscription (blocking reads, retried forever). Without it
+   * the queue can enqueue, read and cancel, but not wait on or watch jobs.
+   */
+  eventsConnection?: Redis;
   prefix: string;
-  jobs: Config['jobs'];
+  jobs: Pick<Config['jobs'], 'attempts' | 'backoffMs' | 'keepAgeS' | 'keepCount'>;
 }
+
+interface Watch {
+  listeners: Set<JobListener>;
+  timer: NodeJS.Timeout | undefined;
+  /** A read is in flight; `again` asks for another one after it. */
+  reading: boolean;
+  again: boolean;
+  lastReadAt: number;
+  status: JobStatus | null;
+}
+
+/**
+ * Takes a job that is still waiting (or delayed, or prioritized) off the queue and records it as
+ * failed with `canceled: …`, atomically: a worker either got it first (then it is running and must
+ * be signaled) or never gets it. Mirrors what BullMQ's own scripts write for a failed job (hash
+ * fields, the failed set scored by finish time, a `failed` event) so every reader treats it as one.
+ */
+const CANCEL_QUEUED_SCRIPT = `
+if redis.call('EXISTS', KEYS[5]) == 0 then return -1 end
+local prev
+if redis.call('LREM', KEYS[1], 0, ARGV[1]) > 0 then prev = 'waiting'
+elseif redis.call('LREM', KEYS[2], 0, ARGV[1]) > 0 then prev = 'waiting'
+elseif redis.call('ZREM', KEYS[3], ARGV[1]) > 0 then prev = 'delayed'
+elseif redis.call('ZREM', KEYS[4], ARGV[1]) > 0 then prev = 'prioritized'
+else return 0 end
+redis.call('HSET', KEYS[5], 'failedReason', ARGV[2], 'finishedOn', ARGV[3])
+redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
+redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[4], '*', 'event', 'failed', 'jobId', ARGV[1], 'failedReason', ARGV[2], 'prev', prev)
+return 1
+`;
 
 export class BullJobQueue implements JobQueue {
   private readonly queue: Queue<JobPayload, JobResult>;
-  private readonly events: QueueEvents;
-  private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly events: QueueEvents | undefined;
+  private readonly control: JobControl;
+  private readonly watches = new Map<string, Watch>();
   private closed = false;
 
   constructor(private readonly options: BullJobQueueOptions) {
     this.queue = new Queue(GENERATE_QUEUE, { connection: options.connection, prefix: options.prefix });
-    // One subscription per process serves every waiting request.
-    this.events = new QueueEvents(GENERATE_QUEUE, { connection: options.eventsConnection, prefix: options.prefix });
-    const wake = ({ jobId }: { jobId: string }) => {
-      for (const fn of this.waiters.get(jobId) ?? []) fn();
-    };
-    this.events.on('completed', wake);
-    this.events.on('failed', wake);
+    this.control = new JobControl(options.connection, options.prefix, options.jobs.keepAgeS);
     this.queue.on('error', () => undefined);
-    this.events.on('error', () => undefined);
+    if (options.eventsConnection) {
+      // One subscription per process serves every waiting request and every event stream.
+      const events = new QueueEvents(GENERATE_QUEUE, { connection: options.eventsConnection, prefix: options.prefix });
+      this.events = events;
+      const poke = ({ jobId }: { jobId: string }) => this.poke(jobId);
+      for (const name of ['waiting', 'active', 'progress', 'completed', 'failed', 'delayed', 'removed'] as const) {
+        events.on(name, poke);
+      }
+      // A job leaving the wait list moves every queued job behind it up one place.
+      const shift = () => {
+        for (const [id, watch] of this.watches) if (watch.status === 'queued') this.poke(id);
+      };
+      events.on('active', shift);
+      events.on('failed', shift);
+      events.on('removed', shift);
+      events.on('error', () => undefined);
+    }
+  }
+
+  /** Calls `listener` with the id of each job that finishes (succeeded, failed or canceled for good or for now). */
+  onFinished(listener: (jobId: string) => void): () => void {
+    const events = this.requireEvents();
+    const handler = ({ jobId }: { jobId: string }) => listener(jobId);
+    events.on('completed', handler);
+    events.on('failed', handler);
+    return () => {
+      events.off('completed', handler);
+      events.off('failed', handler);
+    };
+  }
+
+  /**
+   * Ids of jobs that finished (succeeded, failed, canceled) between `fromMs` and `toMs`, oldest
+   * first, a page of at most `limit` from `offset` in each finished set (`more`: another page may
+   * follow): BullMQ scores its finished sets by finish time.
+   */
+  async finishedBetween(fromMs: number, toMs: number, offset: number, limit: number): Promise<{ ids: string[]; more: boolean }> {
+    const range = (set: string) => this.options.connection.zrangebyscore(this.queue.toKey(set), fromMs, toMs, 'LIMIT', offset, limit);
+    const [completed, failed] = await Promise.all([range('completed'), range('failed')]);
+    return { ids: [...completed, ...failed], more: completed.length === limit || failed.length === limit };
+  }
+
+  /** Resolves once the event subscription reads the stream. */
+  async ready(): Promise<void> {
+    await this.requireEvents().waitUntilReady();
+  }
+
+  private requireEvents(): QueueEvents {
+    if (!this.events) throw new Error('BullJobQueue was built without an events connection');
+    return this.events;
   }
 
   private fast<T>(promise: Promise<T>): Promise<T> {
@@ -108,8 +212,8 @@ export class BullJobQueue implements JobQueue {
     });
   }
 
-  async enqueue(payload: JobPayload): Promise<JobRecord> {
-    const jobId = randomUUID();
+  async enqueue(payload: JobPayload, options: { jobId?: string } = {}): Promise<JobRecord> {
+    const jobId = options.jobId ?? randomUUID();
     const { attempts, backoffMs, keepAgeS, keepCount } = this.options.jobs;
     const opts: JobsOptions = {
       jobId,
@@ -119,17 +223,39 @@ export class BullJobQueue implements JobQueue {
       removeOnFail: { age: keepAgeS, count: keepCount },
     };
     const job = await this.fast(this.queue.add(GENERATE_JOB, payload, opts));
-    return this.toRecord(job, 'waiting', 0);
+    return toJobRecord(job, 'waiting', 0, []);
   }
 
   async get(id: string): Promise<JobRecord | null> {
     return this.fast(
       (async () => {
+        // State first: a job finishing between the two reads then shows as running (the next read
+        // fixes it), never as failed without its failure reason.
+        const state = await this.queue.getJobState(id);
+        if (state === 'unknown') return null;
         const job = await this.queue.getJob(id);
         if (!job) return null;
-        const state = await job.getState();
         const position = state === 'waiting' ? await this.waitingPosition(id) : null;
-        return this.toRecord(job, state, position);
+        const deliveries = job.data.webhook ? await readDeliveries(this.options.connection, this.options.prefix, id) : [];
+        return toJobRecord(job, state, position, deliveries);
+      })(),
+    );
+  }
+
+  async cancel(id: string, reason = 'the job was canceled'): Promise<CancelOutcome> {
+    return this.fast(
+      (async (): Promise<CancelOutcome> => {
+        if (!(await this.queue.getJob(id))) return { outcome: 'not_found' };
+        // Marker first: a worker taking the job from now on refuses to run it.
+        await this.control.markCanceled(id);
+        const keys = ['wait', 'paused', 'delayed', 'prioritized', id, 'failed', 'events'].map((k) => this.queue.toKey(k));
+        const removed = await this.options.connection.eval(CANCEL_QUEUED_SCRIPT, keys.length, ...keys, id, encodeFailure('canceled', `${reason} (before it started)`), Date.now(), MAX_EVENTS);
+        const record = await this.get(id);
+        if (!record) return { outcome: 'not_found' };
+        if (removed === 1) return { outcome: 'removed', record };
+        if (isFinished(record.status)) return { outcome: 'finished', record };
+        await this.control.requestAbort(id);
+        return { outcome: 'signaled', record };
       })(),
     );
   }
@@ -143,36 +269,99 @@ export class BullJobQueue implements JobQueue {
     return length - 1 - index;
   }
 
-  async waitForFinish(id: string, timeoutMs: number): Promise<JobRecord | null> {
-    await this.events.waitUntilReady();
+  async waitForFinish(id: string, timeoutMs: number, signal?: AbortSignal): Promise<JobRecord | null> {
+    await this.requireEvents().waitUntilReady();
+    if (signal?.aborted) return null;
     return new Promise<JobRecord | null>((resolve, reject) => {
       let done = false;
       const finish = (value: JobRecord | null, error?: unknown) => {
         if (done) return;
         done = true;
         clearTimeout(timer);
-        const set = this.waiters.get(id);
-        set?.delete(check);
-        if (set && set.size === 0) this.waiters.delete(id);
+        signal?.removeEventListener('abort', onAbort);
+        stop();
         if (error) reject(error);
         else resolve(value);
       };
-      const check = () => {
-        this.get(id).then(
-          (record) => {
-            if (!record) finish(null, new Error(`job ${id} disappeared`));
-            else if (isFinished(record.status)) finish(record);
-          },
-          (err: unknown) => finish(null, err),
-        );
-      };
+      const onAbort = () => finish(null);
       const timer = setTimeout(() => finish(null), timeoutMs);
-      const set = this.waiters.get(id) ?? new Set();
-      set.add(check);
-      this.waiters.set(id, set);
-      // The job may have finished before the subscription saw it.
-      check();
+      signal?.addEventListener('abort', onAbort);
+      const stop = this.watch(id, (record) => {
+        if (!record) finish(null, new Error(`job ${id} disappeared`));
+        else if (isFinished(record.status)) finish(record);
+      });
     });
+  }
+
+  watch(id: string, listener: JobListener): () => void {
+    this.requireEvents();
+    let watch = this.watches.get(id);
+    if (!watch) {
+      watch = { listeners: new Set(), timer: undefined, reading: false, again: false, lastReadAt: 0, status: null };
+      this.watches.set(id, watch);
+    }
+    watch.listeners.add(listener);
+    // Subscribed before the first read: a change in between triggers another read, never a miss.
+    this.poke(id, true);
+    const w = watch;
+    return () => {
+      w.listeners.delete(listener);
+      if (w.listeners.size === 0 && this.watches.get(id) === w) {
+        clearTimeout(w.timer);
+        this.watches.delete(id);
+      }
+    };
+  }
+
+  /** Schedules a read of a watched job: at once when `now`, else throttled; one read at a time per job. */
+  private poke(id: string, now = false): void {
+    const watch = this.watches.get(id);
+    if (!watch) return;
+    if (watch.reading) {
+      watch.again = true;
+      return;
+    }
+    if (watch.timer) {
+      if (!now) return;
+      clearTimeout(watch.timer);
+      watch.timer = undefined;
+    }
+    const wait = now ? 0 : Math.max(0, watch.lastReadAt + WATCH_INTERVAL_MS - Date.now());
+    if (wait === 0) void this.read(id, watch);
+    else {
+      watch.timer = setTimeout(() => {
+        watch.timer = undefined;
+        void this.read(id, watch);
+      }, wait);
+    }
+  }
+
+  private async read(id: string, watch: Watch): Promise<void> {
+    watch.reading = true;
+    watch.lastReadAt = Date.now();
+    let record: JobRecord | null = null;
+    let failed = false;
+    try {
+      record = await this.get(id);
+    } catch {
+      failed = true;
+    }
+    watch.reading = false;
+    if (this.watches.get(id) !== watch || this.closed) return;
+    if (failed) {
+      // Redis is away: try again shortly rather than telling listeners the job is gone.
+      watch.timer = setTimeout(() => {
+        watch.timer = undefined;
+        this.poke(id, true);
+      }, WATCH_RETRY_MS);
+      return;
+    }
+    watch.status = record?.status ?? null;
+    for (const listener of [...watch.listeners]) listener(record);
+    if (watch.again) {
+      watch.again = false;
+      this.poke(id);
+    }
   }
 
   async ping(): Promise<void> {
@@ -182,32 +371,41 @@ export class BullJobQueue implements JobQueue {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const results = await Promise.allSettled([this.events.close(), this.queue.close()]);
+    for (const watch of this.watches.values()) clearTimeout(watch.timer);
+    this.watches.clear();
+    const results = await Promise.allSettled([this.events?.close(), this.queue.close()]);
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
   }
+}
 
-  private toRecord(job: Job<JobPayload, JobResult>, state: string, position: number | null): JobRecord {
-    const progress = job.progress as { step?: number; total?: number } | number | undefined;
-    const failure = state === 'failed' ? decodeFailure(job.failedReason) : null;
-    return {
-      id: job.id as string,
-      status: toStatus(state, failure?.code),
-      payload: job.data,
-      progress:
-        progress && typeof progress === 'object' && typeof progress.step === 'number' && typeof progress.total === 'number'
-          ? { step: progress.step, total: progress.total }
-          : null,
-      queuePosition: position,
-      attemptsMade: job.attemptsMade,
-      maxAttempts: job.opts.attempts ?? 1,
-      createdAt: job.timestamp,
-      startedAt: job.processedOn ?? null,
-      finishedAt: state === 'completed' || state === 'failed' ? (job.finishedOn ?? null) : null,
-      result: state === 'completed' ? (job.returnvalue ?? null) : null,
-      error: failure,
-    };
-  }
+/** A BullMQ job in `state` as the service describes it. */
+export function toJobRecord(
+  job: Job<JobPayload, JobResult>,
+  state: string,
+  position: number | null,
+  deliveries: DeliveryStatus[],
+): JobRecord {
+  const progress = job.progress as { step?: number; total?: number } | number | undefined;
+  const failure = state === 'failed' ? decodeFailure(job.failedReason) : null;
+  return {
+    id: job.id as string,
+    status: toStatus(state, failure?.code),
+    payload: job.data,
+    progress:
+      progress && typeof progress === 'object' && typeof progress.step === 'number' && typeof progress.total === 'number'
+        ? { step: progress.step, total: progress.total }
+        : null,
+    queuePosition: position,
+    attemptsMade: job.attemptsMade,
+    maxAttempts: job.opts.attempts ?? 1,
+    createdAt: job.timestamp,
+    startedAt: job.processedOn ?? null,
+    finishedAt: state === 'completed' || state === 'failed' ? (job.finishedOn ?? null) : null,
+    result: state === 'completed' ? (job.returnvalue ?? null) : null,
+    error: failure,
+    deliveries,
+  };
 }
 
 export const isFinished = (status: JobStatus) => status === 'succeeded' || status === 'failed' || status === 'canceled';

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Config } from './config.js';
+import { DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS } from './webhooks/events.js';
 
 /**
  * The generation request as clients send it (snake_case, like diffusers' argument names), and
@@ -35,7 +36,20 @@ const NUMERIC_FIELDS = new Set([
   'guidance_scale',
   'seed',
   'num_images',
+  'timeout_s',
 ]);
+
+/** The longest per-request deadline a client may ask for (JOB_MAX_RUN_S caps it further). */
+export const MAX_TIMEOUT_S = 24 * 3600;
+
+const isHttpUrl = (value: string) => {
+  try {
+    const url = new URL(value);
+    return url.protocol === 'http:' || url.protocol === 'https:';
+  } catch {
+    return false;
+  }
+};
 
 export function makeGenerationRequestSchema(limits: RequestLimits) {
   const side = (field: string) =>
@@ -88,6 +102,32 @@ export function makeGenerationRequestSchema(limits: RequestLimits) {
           .enum(SCHEDULER_NAMES, { error: `scheduler must be one of: ${SCHEDULER_NAMES.join(', ')}` })
           .optional(),
         model: z.string({ error: 'model must be a string' }).min(1, { error: 'model must not be empty' }).optional(),
+        webhook: z
+          .strictObject(
+            {
+              url: z
+                .string({ error: (i) => (i.input === undefined ? 'webhook.url is required' : 'webhook.url must be a string') })
+                .max(2048, { error: 'webhook.url must be at most 2048 characters' })
+                .refine(isHttpUrl, { error: 'webhook.url must be an absolute http or https URL' }),
+              events: z
+                .array(z.enum(WEBHOOK_EVENTS, { error: `webhook.events may hold: ${WEBHOOK_EVENTS.join(', ')}` }), {
+                  error: 'webhook.events must be a list of event names',
+                })
+                .min(1, { error: 'webhook.events must name at least one event (or be left out)' })
+                .optional(),
+            },
+            {
+              error: (i) =>
+                i.code === 'unrecognized_keys' ? `unknown field: webhook.${i.keys.join(', webhook.')}` : 'webhook must be an object with a url',
+            },
+          )
+          .optional(),
+        timeout_s: z
+          .number({ error: 'timeout_s must be a number' })
+          .int({ error: 'timeout_s must be a whole number of seconds' })
+          .min(1, { error: 'timeout_s must be at least 1' })
+          .max(MAX_TIMEOUT_S, { error: `timeout_s must be at most ${MAX_TIMEOUT_S}` })
+          .optional(),
       },
       { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field: ${i.keys.join(', ')}` : 'the body must be a JSON object') },
     )
@@ -114,6 +154,14 @@ export const JobPayloadSchema = z.object({
   model: z.string(),
   /** The seed was drawn by the service, not given by the client. */
   randomSeed: z.boolean(),
+  /** Where to POST this job's events, and which ones. */
+  webhook: z.object({ url: z.string(), events: z.array(z.enum(WEBHOOK_EVENTS)) }).optional(),
+  /** The client's deadline for the run, in seconds (JOB_MAX_RUN_S applies too). */
+  timeoutS: z.number().int().positive().optional(),
+  /** Id of the API key that made the job: only that key sees, cancels or streams it. */
+  owner: z.string().optional(),
+  /** Base URL the job was submitted on, for links in webhook bodies. */
+  origin: z.string().optional(),
 });
 export type JobPayload = z.infer<typeof JobPayloadSchema>;
 
@@ -142,6 +190,10 @@ export function toJobPayload(
     scheduler: request.scheduler,
     model: request.model ?? model.name,
     randomSeed: request.seed === undefined,
+    ...(request.webhook
+      ? { webhook: { url: request.webhook.url, events: [...new Set(request.webhook.events ?? DEFAULT_WEBHOOK_EVENTS)] } }
+      : {}),
+    ...(request.timeout_s !== undefined ? { timeoutS: request.timeout_s } : {}),
   };
 }
 
@@ -170,7 +222,7 @@ export interface FieldProblem {
 export function describeIssues(error: z.ZodError): FieldProblem[] {
   return error.issues.map((issue) => {
     if (issue.code === 'unrecognized_keys') {
-      return { field: issue.keys[0] ?? '', message: issue.message };
+      return { field: [...issue.path.map(String), issue.keys[0] ?? ''].join('.'), message: issue.message };
     }
     return { field: issue.path.map(String).join('.'), message: issue.message };
   });

@@ -348,12 +348,17 @@ describe('float16 conversion', () => {
     expect(toFloat16Bits(1)).toBe(0x3c00);
     expect(toFloat16Bits(-2)).toBe(0xc000);
     expect(toFloat16Bits(65504)).toBe(0x7bff);
+    expect(toFloat16Bits(65519)).toBe(0x7bff);
     expect(toFloat16Bits(65520)).toBe(0x7c00); // halfway to 2^16 rounds up to Inf
     expect(toFloat16Bits(1e6)).toBe(0x7c00);
+    expect(toFloat16Bits(-1e9)).toBe(0xfc00);
+    expect(toFloat16Bits(Infinity)).toBe(0x7c00);
     expect(toFloat16Bits(-Infinity)).toBe(0xfc00);
     expect(Number.isNaN(fromFloat16Bits(toFloat16Bits(Number.NaN)))).toBe(true);
     expect(toFloat16Bits(1 + 2 ** -11)).toBe(0x3c00); // tie → even (down)
     expect(toFloat16Bits(1 + 3 * 2 ** -11)).toBe(0x3c02); // tie → even (up)
+    expect(toFloat16Bits(2 ** -14)).toBe(0x0400); // smallest normal
+    expect(toFloat16Bits(2 ** -14 - 2 ** -25)).toBe(0x0400); // halfway from the largest subnormal: ties to even
     expect(toFloat16Bits(2 ** -24)).toBe(0x0001); // smallest subnormal
     expect(toFloat16Bits(2 ** -25)).toBe(0x0000); // tie → even zero
     expect(toFloat16Bits(3 * 2 ** -25)).toBe(0x0002);

@@ -43,6 +43,15 @@ describe('NumpyRandomState', () => {
     expect(Array.from(state.randn(2))).toEqual([2.240893199201458, 1.8675579901499675].map(Math.fround));
   });
 
+  it('randnInto fills a buffer with the same stream, continuing across odd counts', () => {
+    const whole = new NumpyRandomState(42).randn(7);
+    const parts = new NumpyRandomState(42);
+    const buffer = new Float32Array(7);
+    parts.randnInto(buffer.subarray(0, 3)); // ends holding the second Gaussian of a pair
+    parts.randnInto(buffer.subarray(3));
+    expect(Array.from(buffer)).toEqual(Array.from(whole));
+  });
+
   it('matches numpy past the first state regeneration (624 words)', () => {
     // np.random.RandomState(7).randn(1, 4, 64, 64).astype(np.float32).ravel()[[0, 1, 623, 624, 1000, 16383]]
     const values = randn(7, [1, 4, 64, 64]);

@@ -123,6 +123,64 @@ describe('schedulers replay diffusers trajectories', () => {
   }
 });
 
+describe('buffers the caller reuses', () => {
+  /**
+   * The fixture's loop as the pipeline runs it: one buffer per role, rewritten every step, and
+   * the sample stepped in place (`out` = `sample`).
+   */
+  function runInPlace(scheduler: Scheduler): { x: Float32Array; denoised: Float32Array | undefined } {
+    const x = new Float32Array(SIZE);
+    for (let i = 0; i < SIZE; i++) x[i] = 1.2 * Math.sin(1.7 * i + 0.5) * scheduler.initNoiseSigma;
+    const xin = new Float32Array(SIZE);
+    const eps = new Float32Array(SIZE);
+    const noise = new Float32Array(SIZE);
+    let denoised: Float32Array | undefined;
+    scheduler.timesteps.forEach((t, k) => {
+      expect(scheduler.scaleModelInput(x, t, xin)).toBe(xin);
+      for (let i = 0; i < SIZE; i++) {
+        eps[i] = 0.8 * Math.tanh(xin[i]!) + 0.1 * Math.sin(0.01 * t + 0.3 * i);
+        noise[i] = 1.1 * Math.cos(0.9 * i + 1.3 * k);
+      }
+      const out = scheduler.step(eps, t, x, noise, x);
+      expect(out.prevSample).toBe(x);
+      denoised = out.denoised;
+    });
+    return { x, denoised };
+  }
+
+  it.each([
+    ['PNDMScheduler', 'PLMS', SD15, 20],
+    ['PNDMScheduler', 'Runge–Kutta warm-up', { ...SD15, skip_prk_steps: false }, 20],
+    ['PNDMScheduler', 'v_prediction', { ...SD15, prediction_type: 'v_prediction' }, 10],
+    ['DDIMScheduler', 'clip_sample', { ...SD15, clip_sample: true, clip_sample_range: 0.5 }, 10],
+    ['DDIMScheduler', 'sample prediction', { ...SD15, prediction_type: 'sample' }, 10],
+    ['EulerDiscreteScheduler', 'SD 1.5', SD15, 20],
+    ['EulerDiscreteScheduler', 'Karras, v_prediction', { ...SD15, use_karras_sigmas: true, prediction_type: 'v_prediction' }, 20],
+    ['EulerAncestralDiscreteScheduler', 'SD 1.5', SD15, 20],
+    ['DPMSolverMultistepScheduler', '2M', SD15, 20],
+    ['DPMSolverMultistepScheduler', '3M, sigma_min', { ...SD15, solver_order: 3, final_sigmas_type: 'sigma_min' }, 20],
+    ['DPMSolverMultistepScheduler', 'heun, v_prediction', { ...SD15, solver_type: 'heun', prediction_type: 'v_prediction' }, 20],
+    ['LCMScheduler', 'SD 1.5', SD15, 4],
+  ] as const)('%s (%s): stepping in place equals new arrays bit for bit', (name, _label, config, steps) => {
+    const fresh = createScheduler(name, config);
+    fresh.setTimesteps(steps);
+    const expected = runLoop(fresh);
+    const reused = createScheduler(name, config);
+    reused.setTimesteps(steps);
+    const actual = runInPlace(reused);
+    expect(Array.from(actual.x)).toEqual(Array.from(expected.x));
+    if (name === 'LCMScheduler') expect(Array.from(actual.denoised!)).toEqual(Array.from(expected.denoised!));
+  });
+
+  it('rejects an output buffer of the wrong size', () => {
+    const ddim = createScheduler('DDIMScheduler', SD15);
+    ddim.setTimesteps(10);
+    const x = new Float32Array(4);
+    expect(() => ddim.step(x, ddim.timesteps[0]!, x, undefined, new Float32Array(3))).toThrow(RangeError);
+    expect(() => ddim.scaleModelInput(x, ddim.timesteps[0]!, new Float32Array(5))).toThrow(RangeError);
+  });
+});
+
 describe('timesteps for Stable Diffusion 1.5', () => {
   // "leading" spacing: step_ratio = 1000 // 50 = 20, so diffusers' `_timesteps` are
   // arange(50)·20 + steps_offset = [1, 21, …, 981].

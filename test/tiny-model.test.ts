@@ -9,14 +9,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  float16BitsToFloat32,
-  float32ToFloat16Bits,
-  fromFloat16Array,
-  toFloat16Array,
-} from '../scripts/tiny-model/float16.js';
 import { TINY_MODEL_NOTE, writeTinyModel, type TinyModelOptions } from '../scripts/tiny-model/index.js';
 import { decodeModel } from '../scripts/tiny-model/onnx-proto.js';
+import { float16ToFloat32, float32ToFloat16 } from '../worker/pipeline/float16.js';
 
 const BOS = 49406;
 const EOS = 49407;
@@ -76,12 +71,12 @@ function inputType(session: InferenceSession, name: string): string {
 }
 
 function floatTensor(type: string, values: Float32Array, dims: number[]): Tensor {
-  return type === 'float16' ? new Tensor('float16', toFloat16Array(values), dims) : new Tensor('float32', values, dims);
+  return type === 'float16' ? new Tensor('float16', float32ToFloat16(values), dims) : new Tensor('float32', values, dims);
 }
 
 function floats(tensor: Tensor | undefined): Float32Array {
   if (!tensor) throw new Error('missing output');
-  if (tensor.type === 'float16') return fromFloat16Array(tensor.data as Uint16Array);
+  if (tensor.type === 'float16') return float16ToFloat32(tensor.data as Uint16Array);
   return tensor.data as Float32Array;
 }
 
@@ -206,39 +201,6 @@ async function hashTree(dir: string): Promise<Record<string, string>> {
 async function readJson(dir: string, file: string): Promise<Record<string, unknown>> {
   return JSON.parse(await readFile(path.join(dir, file), 'utf8')) as Record<string, unknown>;
 }
-
-describe('float16 conversion', () => {
-  it('rounds to nearest even, with subnormals, overflow and NaN', () => {
-    const cases: Array<[number, number]> = [
-      [1, 0x3c00],
-      [-2, 0xc000],
-      [65504, 0x7bff],
-      [65519, 0x7bff],
-      [65520, 0x7c00],
-      [Number.POSITIVE_INFINITY, 0x7c00],
-      [-1e9, 0xfc00],
-      [1 + 2 ** -11, 0x3c00],
-      [1 + 3 * 2 ** -11, 0x3c02],
-      [2 ** -14, 0x0400],
-      [2 ** -24, 0x0001],
-      [2 ** -25, 0x0000],
-      [3 * 2 ** -25, 0x0002],
-      [2 ** -14 - 2 ** -25, 0x0400],
-      [-0, 0x8000],
-    ];
-    for (const [value, bits] of cases) expect(float32ToFloat16Bits(value), String(value)).toBe(bits);
-    expect(Number.isNaN(float16BitsToFloat32(float32ToFloat16Bits(Number.NaN)))).toBe(true);
-  });
-
-  it('round-trips every float16 value', () => {
-    for (let h = 0; h < 0x10000; h++) {
-      const isNaN = (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0;
-      if (isNaN) continue;
-      const back = float32ToFloat16Bits(float16BitsToFloat32(h));
-      if (back !== h) expect.fail(`0x${h.toString(16)} → 0x${back.toString(16)}`);
-    }
-  });
-});
 
 describe('default tiny model', () => {
   let model: Model;

@@ -15,6 +15,8 @@ export interface ConsumerOptions {
   logger: Logger;
   /** How long a job's lock lives without renewal; BullMQ renews it at half this while the job runs. */
   lockDurationMs?: number;
+  /** How often this worker looks for jobs whose worker died (lock lapsed) and requeues them. */
+  stalledIntervalMs?: number;
   onStateChange?: (state: WorkerState) => void;
 }
 
@@ -49,6 +51,7 @@ export class JobConsumer {
         concurrency: 1,
         autorun: false,
         lockDuration: options.lockDurationMs ?? 30_000,
+        stalledInterval: options.stalledIntervalMs ?? 30_000,
         maxStalledCount: 2,
       },
     );

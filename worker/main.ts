@@ -5,6 +5,8 @@ import { publishModel } from '../shared/model-registry.js';
 import { createRedis } from '../shared/redis.js';
 import { createImageStore } from '../shared/storage/index.js';
 import { JobConsumer } from './consumer.js';
+import { Heartbeat } from './heartbeat.js';
+import { createWorkerJobHooks } from './job-hooks.js';
 import { loadPipeline } from './pipeline/index.js';
 import { createProcessor } from './processor.js';
 
@@ -24,6 +26,19 @@ async function main(): Promise<void> {
   const logger = createLogger('worker', config.logLevel, { workerId });
   logger.info({ state: 'starting', modelDir: config.model.dir, provider: config.worker.provider }, 'worker starting');
 
+  // Registered from the start, so `starting` (model loading) shows in GET /v1/workers.
+  const connection = createRedis(config.redisUrl, 'worker');
+  const heartbeat = new Heartbeat({
+    redis: connection,
+    prefix: config.queuePrefix,
+    workerId,
+    slot: config.worker.slot ?? (config.worker.provider === 'cuda' ? `gpu${config.worker.deviceId}` : 'cpu'),
+    model: config.model.name,
+    intervalMs: config.worker.heartbeatMs,
+    logger,
+  });
+  heartbeat.start();
+
   let pipeline;
   try {
     pipeline = await loadPipeline(config.model.dir, {
@@ -34,25 +49,36 @@ async function main(): Promise<void> {
       logger,
     });
   } catch (err) {
-    logger.fatal({ err }, `model could not be loaded: ${err instanceof Error ? err.message : String(err)}`);
+    const message = `model could not be loaded: ${err instanceof Error ? err.message : String(err)}`;
+    logger.fatal({ err }, message);
+    // The autoscaler reports exit code 3 with this line instead of retrying.
+    process.stderr.write(`${message}\n`);
+    await heartbeat.stop();
     process.exit(3);
   }
 
   const store = createImageStore(config.storage);
-  const connection = createRedis(config.redisUrl, 'worker');
   await publishModel(connection, config.queuePrefix, {
     ...pipeline.capabilities,
     name: config.model.name,
     publishedAt: Date.now(),
   });
 
+  // Cancel requests, run-time cap, webhook `started` events.
+  const hooks = createWorkerJobHooks(config, connection, logger);
   const consumer = new JobConsumer({
     connection,
     prefix: config.queuePrefix,
-    processor: createProcessor({ pipeline, store, logger, workerId }),
+    processor: heartbeat.track(createProcessor({ pipeline, store, logger, workerId, ...hooks.processor })),
     logger,
-    onStateChange: (state) => logger.info({ state }, `worker ${state}`),
+    lockDurationMs: config.worker.lockDurationMs,
+    stalledIntervalMs: config.worker.stalledIntervalMs,
+    onStateChange: (state) => {
+      logger.info({ state }, `worker ${state}`);
+      heartbeat.setState(state);
+    },
   });
+  await hooks.listen(consumer);
   await consumer.start();
 
   // First SIGTERM/SIGINT drains (the running job finishes); a second one exits at once.
@@ -65,7 +91,7 @@ async function main(): Promise<void> {
     }
     logger.info({ signal }, 'draining: finishing the current job, taking no new ones');
     void (async () => {
-      const steps = [() => consumer.close(), () => pipeline.release(), () => store.close?.(), () => connection.quit()];
+      const steps = [() => consumer.close(), () => hooks.close(), () => heartbeat.stop(), () => pipeline.release(), () => store.close?.(), () => connection.quit()];
       for (const step of steps) {
         try {
           await step();

@@ -36,6 +36,12 @@ export interface ProcessorDeps {
   workerId: string;
   /** Minimum milliseconds between progress writes to Redis (the last step always goes). */
   progressIntervalMs?: number;
+  /** Cancel markers: a job canceled while a worker was taking it never starts. */
+  control?: { isCanceled(jobId: string): Promise<boolean> };
+  /** Told once the job really starts (the webhook's `started` event); a failure here is only logged. */
+  onStarted?: (job: RunningJob, payload: JobPayload) => Promise<void>;
+  /** Server-wide cap on one run, in seconds (JOB_MAX_RUN_S); 0 = none. The request's timeout_s can only lower it. */
+  maxRunS?: number;
 }
 
 export type Processor = (job: RunningJob, signal?: AbortSignal) => Promise<JobResult>;
@@ -48,7 +54,18 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     const parsed = JobPayloadSchema.safeParse(job.data);
     if (!parsed.success) throw new JobFailure('invalid_request', `malformed job payload: ${parsed.error.message}`, false);
     const payload: JobPayload = parsed.data;
+    if (deps.control && (await deps.control.isCanceled(jobId).catch(() => false))) {
+      log.info('job was canceled before it started');
+      throw new JobFailure('canceled', 'the job was canceled before it started', false);
+    }
     log.info({ attempt: job.attemptsMade + 1, width: payload.width, height: payload.height, steps: payload.numInferenceSteps }, 'job started');
+    await deps.onStarted?.(job, payload).catch((err: unknown) => log.warn({ err }, 'could not emit the started event'));
+
+    // The deadline aborts the same way a cancel does (between denoising steps), then reads as `timeout`.
+    const limitS = Math.min(payload.timeoutS ?? Infinity, deps.maxRunS ? deps.maxRunS : Infinity);
+    const deadline = new AbortController();
+    const timer = Number.isFinite(limitS) ? setTimeout(() => deadline.abort(), limitS * 1000) : undefined;
+    const runSignal = signal ? AbortSignal.any([signal, deadline.signal]) : deadline.signal;
 
     let lastWrite = 0;
     let pending: Promise<void> = Promise.resolve();
@@ -74,10 +91,15 @@ export function createProcessor(deps: ProcessorDeps): Processor {
           numImages: payload.numImages,
           scheduler: payload.scheduler,
         },
-        signal ? { signal, onStep } : { onStep },
+        { signal: runSignal, onStep },
       );
     } catch (err) {
+      if (deadline.signal.aborted && !signal?.aborted) {
+        throw new JobFailure('timeout', `the job ran past its ${limitS} s deadline`, false);
+      }
       throw toJobFailure(err);
+    } finally {
+      clearTimeout(timer);
     }
     await pending;
 

@@ -2,9 +2,11 @@ import { Router, type Request, type Response } from 'express';
 import { coerceQuery } from '../../shared/job-schema.js';
 import { HttpError } from '../http-errors.js';
 import { jobView } from '../job-view.js';
+import { ownerOf } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 import { baseUrlOf, parseGenerationRequest } from '../request-parsing.js';
 import { streamImage } from './images.js';
+import { abortOnClose } from '../waiting.js';
 
 /**
  * The synchronous wrapper: enqueue, wait on the shared event subscription, answer the PNG.
@@ -14,16 +16,25 @@ export function generateRouter(deps: AppDeps): Router {
   const router = Router();
 
   const handle = async (req: Request, res: Response) => {
+    const gone = abortOnClose(res);
     const query = coerceQuery(req.query as Record<string, unknown>);
-    const payload = await parseGenerationRequest(deps, query, 'query');
+    const base = baseUrlOf(deps, req);
+    const payload = await parseGenerationRequest(deps, query, 'query', { owner: ownerOf(res), origin: base });
     if (payload.numImages !== 1) {
       throw new HttpError(400, 'invalid_request', 'num_images must be 1 here; use POST /v1/jobs for several images', 'num_images');
     }
     const queued = await deps.queue.enqueue(payload);
     const log = deps.logger.child({ jobId: queued.id, model: payload.model });
     log.info('sync job queued');
-    const base = baseUrlOf(deps, req);
-    const finished = await deps.queue.waitForFinish(queued.id, deps.config.syncTimeoutS * 1000);
+    const finished = await deps.queue.waitForFinish(queued.id, deps.config.syncTimeoutS * 1000, gone);
+    if (gone.aborted) {
+      // Nobody is left to receive the image (and the client never learned the job's id).
+      if (deps.config.syncCancelOnDisconnect) {
+        const outcome = await deps.queue.cancel(queued.id, 'the job was canceled: its synchronous client disconnected');
+        log.info({ outcome: outcome.outcome }, 'sync client disconnected: job canceled');
+      }
+      return;
+    }
     if (!finished) {
       const current = (await deps.queue.get(queued.id)) ?? queued;
       const view = jobView(current, base);

@@ -3,7 +3,8 @@
  * exporter (`/scope/Op_output_0`, parameters `scope.weight`), and float weights are created
  * in the model's dtype from the seeded generator.
  */
-import { toFloat16Array } from './float16.js';
+// The pipeline's converter: float16 weights round exactly as the pipeline's float16 inputs do.
+import { float32ToFloat16 } from '../../worker/pipeline/float16.js';
 import {
   AttributeType,
   DataLocation,
@@ -79,7 +80,7 @@ function rawBytes(type: ElemType, values: ArrayLike<number>): Uint8Array {
     case 'float32':
       return bytesOf(Float32Array.from(values));
     case 'float16':
-      return bytesOf(toFloat16Array(values));
+      return bytesOf(float32ToFloat16(Float32Array.from(values)));
     case 'int32':
       return bytesOf(Int32Array.from(values));
     case 'int64':

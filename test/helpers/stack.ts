@@ -4,10 +4,12 @@ import { pino } from 'pino';
 import { startApi, type RunningApi } from '../../api/server.js';
 import { loadConfig, type Config } from '../../shared/config.js';
 import { publishModel } from '../../shared/model-registry.js';
-import { GENERATE_QUEUE } from '../../shared/queues.js';
+import { GENERATE_QUEUE, WEBHOOK_QUEUE } from '../../shared/queues.js';
 import { createRedis } from '../../shared/redis.js';
 import { createImageStore, type ImageStore } from '../../shared/storage/index.js';
+import { startNotifier, type RunningNotifier } from '../../notifier/notifier.js';
 import { JobConsumer } from '../../worker/consumer.js';
+import { createWorkerJobHooks, type WorkerJobHooks } from '../../worker/job-hooks.js';
 import { loadPipeline } from '../../worker/pipeline/index.js';
 import type { Pipeline } from '../../worker/pipeline/types.js';
 import { createProcessor } from '../../worker/processor.js';
@@ -20,6 +22,8 @@ export interface TestStack {
   store: ImageStore;
   /** A BullMQ handle on the test's own queue, for inspecting counts. */
   queue: Queue;
+  /** The webhook notifier, unless started with `notifier: false`. */
+  notifier: RunningNotifier | undefined;
   close(): Promise<void>;
 }
 
@@ -27,7 +31,10 @@ export interface TestStack {
  * The API on a random port plus one in-process worker, on a queue prefix of their own so test
  * files never see each other's jobs on the shared Redis.
  */
-export async function startStack(env: Record<string, string>, options: { worker?: boolean; pipeline?: Pipeline } = {}): Promise<TestStack> {
+export async function startStack(
+  env: Record<string, string>,
+  options: { worker?: boolean; pipeline?: Pipeline; notifier?: boolean } = {},
+): Promise<TestStack> {
   const config = loadConfig({
     PORT: '0',
     QUEUE_PREFIX: `test-${randomUUID().slice(0, 8)}`,
@@ -40,29 +47,43 @@ export async function startStack(env: Record<string, string>, options: { worker?
   const queueConnection = createRedis(config.redisUrl, 'worker');
   const queue = new Queue(GENERATE_QUEUE, { connection: queueConnection, prefix: config.queuePrefix });
   let consumer: JobConsumer | undefined;
+  let hooks: WorkerJobHooks | undefined;
   let workerConnection: ReturnType<typeof createRedis> | undefined;
   let ownPipeline: Pipeline | undefined;
   if (options.worker !== false) {
     const pipeline = options.pipeline ?? (ownPipeline = await loadPipeline(config.model.dir, { cpuThreads: 1 }));
     workerConnection = createRedis(config.redisUrl, 'worker');
     await publishModel(workerConnection, config.queuePrefix, { ...pipeline.capabilities, name: config.model.name, publishedAt: Date.now() });
+    hooks = createWorkerJobHooks(config, workerConnection, silentLogger);
     consumer = new JobConsumer({
       connection: workerConnection,
       prefix: config.queuePrefix,
-      processor: createProcessor({ pipeline, store, logger: silentLogger, workerId: 'test-worker' }),
+      processor: createProcessor({ pipeline, store, logger: silentLogger, workerId: 'test-worker', ...hooks.processor }),
       logger: silentLogger,
     });
+    await hooks.listen(consumer);
     await consumer.start();
   }
+  const notifier = options.notifier === false ? undefined : await startNotifier(config, silentLogger);
   return {
     config,
     api,
     store,
     queue,
+    notifier,
     close: async () => {
       await consumer?.close();
+      await hooks?.close();
+      await notifier?.close();
       await api.close();
       await queue.obliterate({ force: true }).catch(() => undefined);
+      const webhooks = new Queue(WEBHOOK_QUEUE, { connection: queueConnection, prefix: config.queuePrefix });
+      await webhooks.obliterate({ force: true }).catch(() => undefined);
+      await webhooks.close();
+      // Cancel markers, delivery records, idempotency claims, the sweep cursor: the prefix's own keys.
+      for await (const keys of queueConnection.scanStream({ match: `${config.queuePrefix}:*`, count: 500 })) {
+        if ((keys as string[]).length > 0) await queueConnection.del(...(keys as string[]));
+      }
       await queue.close();
       await queueConnection.quit();
       await workerConnection?.quit();

@@ -62,6 +62,12 @@ export interface TensorSpec {
   declared: boolean;
 }
 
+/** The size of `spec`'s `axis` when the export fixes it. */
+export function staticDim(spec: TensorSpec, axis: number): number | undefined {
+  const dim = spec.shape[axis];
+  return typeof dim === 'number' && dim > 0 ? dim : undefined;
+}
+
 const CUDA_PROVIDER_LIBRARY: Partial<Record<NodeJS.Platform, string>> = {
   linux: 'libonnxruntime_providers_cuda.so',
   win32: 'onnxruntime_providers_cuda.dll',

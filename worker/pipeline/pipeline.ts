@@ -11,18 +11,18 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import ort from 'onnxruntime-node';
 import type { Tensor } from 'onnxruntime-node';
-import { float16ToFloat32, float32ToFloat16, toFloat16Bits } from './float16.js';
 import {
   ModelLoadError,
   openOnnxModel,
   resolveExecutionProvider,
+  staticDim,
   type OnnxModel,
   type ProviderOptions,
   type TensorSpec,
 } from './onnx-session.js';
-import { NumpyRandomState, randn } from './randn.js';
+import { NumpyRandomState } from './randn.js';
+import { batchOf, BatchedInput, runRows, TimestepInput, type Batch } from './session-feeds.js';
 import { createScheduler, resolveScheduler } from './schedulers/index.js';
 import { ClipTokenizer } from './tokenizer.js';
 import type {
@@ -210,11 +210,6 @@ function tensorOf(
   return spec;
 }
 
-const staticDim = (spec: TensorSpec, axis: number): number | undefined => {
-  const dim = spec.shape[axis];
-  return typeof dim === 'number' && dim > 0 ? dim : undefined;
-};
-
 function expectDim(model: OnnxModel, spec: TensorSpec, axis: number, expected: number | undefined, what: string): void {
   const actual = staticDim(spec, axis);
   if (actual !== undefined && expected !== undefined && actual !== expected) {
@@ -332,62 +327,6 @@ export async function loadPipeline(modelDir: string, options: LoadPipelineOption
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Tensors at the session boundary: the pipeline computes in float32, sessions get their dtype.
-
-function toTensor(spec: TensorSpec, data: Float32Array | Int32Array, dims: readonly number[]): Tensor {
-  switch (spec.type) {
-    case 'float32':
-      return new ort.Tensor('float32', data instanceof Float32Array ? data : Float32Array.from(data), dims);
-    case 'float16':
-      return new ort.Tensor('float16', float32ToFloat16(data instanceof Float32Array ? data : Float32Array.from(data)), dims);
-    case 'float64':
-      return new ort.Tensor('float64', Float64Array.from(data), dims);
-    case 'int32':
-      return new ort.Tensor('int32', data instanceof Int32Array ? data : Int32Array.from(data, Math.trunc), dims);
-    case 'int64':
-      return new ort.Tensor('int64', BigInt64Array.from(data, (v) => BigInt(Math.trunc(v))), dims);
-    default:
-      throw new Error(`Unsupported tensor type ${spec.type} for "${spec.name}"`);
-  }
-}
-
-function fromTensor(tensor: Tensor): Float32Array {
-  const data = tensor.data;
-  if (data instanceof Float32Array) return data;
-  if (tensor.type === 'float16' && data instanceof Uint16Array) return float16ToFloat32(data);
-  if (ArrayBuffer.isView(data) && !(data instanceof BigInt64Array) && !(data instanceof BigUint64Array)) {
-    return Float32Array.from(data as ArrayLike<number>);
-  }
-  throw new Error(`Unexpected output type ${tensor.type}`);
-}
-
-/** `timestep` as the UNet declares it: a scalar, or one value per batch row. */
-function timestepTensor(spec: TensorSpec, t: number, rows: number): Tensor {
-  const length = spec.shape.length === 0 ? 1 : (staticDim(spec, 0) ?? rows);
-  const dims = spec.shape.length === 0 ? [] : [length];
-  switch (spec.type) {
-    // numpy's astype(int64) truncates fractional (Karras / Euler) timesteps, as diffusers' ONNX pipeline does.
-    case 'int64':
-      return new ort.Tensor('int64', new BigInt64Array(length).fill(BigInt(Math.trunc(t))), dims);
-    case 'int32':
-      return new ort.Tensor('int32', new Int32Array(length).fill(Math.trunc(t)), dims);
-    case 'float16':
-      return new ort.Tensor('float16', new Uint16Array(length).fill(toFloat16Bits(t)), dims);
-    case 'float64':
-      return new ort.Tensor('float64', new Float64Array(length).fill(t), dims);
-    default:
-      return new ort.Tensor('float32', new Float32Array(length).fill(t), dims);
-  }
-}
-
-interface BatchedFeed {
-  spec: TensorSpec;
-  /** `batch` rows of `data.length / batch` values each. */
-  data: Float32Array | Int32Array;
-  dims: readonly number[];
-}
-
 function concat(parts: readonly Float32Array[]): Float32Array {
   if (parts.length === 1) return parts[0]!;
   const out = new Float32Array(parts.reduce((sum, p) => sum + p.length, 0));
@@ -397,45 +336,6 @@ function concat(parts: readonly Float32Array[]): Float32Array {
     offset += part.length;
   }
   return out;
-}
-
-/**
- * Runs `model` on `batch` rows. An export with a static batch size gets chunks of exactly that
- * size (the last one padded by repeating its last row, the padding dropped from the output).
- */
-async function runRows(
-  model: OnnxModel,
-  batch: number,
-  feeds: readonly BatchedFeed[],
-  output: TensorSpec,
-  perChunk: (rows: number) => Record<string, Tensor> = () => ({}),
-): Promise<{ data: Float32Array; dims: number[]; ms: number }> {
-  const chunk = staticDim(feeds[0]!.spec, 0) ?? batch;
-  const parts: Float32Array[] = [];
-  let outDims: readonly number[] = [];
-  let ms = 0;
-  for (let start = 0; start < batch; start += chunk) {
-    const rows = Math.min(chunk, batch - start);
-    const tensors: Record<string, Tensor> = perChunk(chunk);
-    for (const feed of feeds) {
-      const rowSize = feed.data.length / batch;
-      let data = feed.data.subarray(start * rowSize, (start + rows) * rowSize);
-      if (rows < chunk) {
-        const padded = new (data.constructor as typeof Float32Array | typeof Int32Array)(chunk * rowSize);
-        padded.set(data);
-        for (let r = rows; r < chunk; r++) padded.set(data.subarray((rows - 1) * rowSize), r * rowSize);
-        data = padded;
-      }
-      tensors[feed.spec.name] = toTensor(feed.spec, data, [chunk, ...feed.dims.slice(1)]);
-    }
-    const result = await model.run(tensors, [output.name]);
-    ms += result.ms;
-    const tensor = result.outputs[output.name]!;
-    outDims = tensor.dims;
-    const values = fromTensor(tensor);
-    parts.push(values.subarray(0, (values.length / chunk) * rows));
-  }
-  return { data: concat(parts), dims: [batch, ...outDims.slice(1)], ms };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -494,7 +394,7 @@ class OnnxStableDiffusionPipeline implements Pipeline {
   ): Promise<{ images: RgbImage[]; timings: StageTimings }> {
     if (this.released) throw new Error('Pipeline was released');
     const started = performance.now();
-    const timings: StageTimings = { tokenize: 0, textEncoder: 0, unet: 0, scheduler: 0, vae: 0, total: 0 };
+    const timings: StageTimings = { tokenize: 0, textEncoder: 0, unet: 0, scheduler: 0, denoise: 0, vae: 0, total: 0 };
     throwIfAborted(options.signal);
 
     const plan = this.checkInputs(request);
@@ -510,8 +410,13 @@ class OnnxStableDiffusionPipeline implements Pipeline {
     for (const [index, group] of groups.entries()) {
       throwIfAborted(options.signal);
       const scheduler = schedulers[index]!;
-      const latents = this.prepareLatents(plan, group, scheduler);
-      const final = await this.denoise(latents, group, text, scheduler, { plan, timings, options, progress });
+      // Image i's numpy stream draws its initial latents, then its step noise (as diffusers'
+      // generator does): image i of a batch equals a single-image run with seed + i.
+      const streams = group.map((seed) => new NumpyRandomState(seed));
+      const latents = this.prepareLatents(plan, streams, scheduler);
+      const loopStart = performance.now();
+      const final = await this.denoise(latents, streams, text, scheduler, { plan, timings, options, progress });
+      timings.denoise += performance.now() - loopStart;
       images.push(...(await this.decode(final, group, plan, timings, options.signal)));
     }
     timings.total = performance.now() - started;
@@ -602,7 +507,9 @@ class OnnxStableDiffusionPipeline implements Pipeline {
     timings.tokenize += performance.now() - tokenizeStart;
 
     const { textEncoder, inputIds, lastHiddenState } = this.graph;
-    const states = await runRows(textEncoder, prompts.length, [{ spec: inputIds, data: flat, dims: [prompts.length, seqLen] }], lastHiddenState);
+    const batch = batchOf(inputIds, prompts.length);
+    const idsInput = new BatchedInput(inputIds, flat, batch, [prompts.length, seqLen]);
+    const states = await runRows(textEncoder, [idsInput], batch, lastHiddenState);
     timings.textEncoder += states.ms;
     const rowSize = states.data.length / prompts.length;
     const cond = states.data.subarray(0, rowSize);
@@ -610,8 +517,9 @@ class OnnxStableDiffusionPipeline implements Pipeline {
   }
 
   /** Initial latents: image i draws `randn(seed_i, [1, C, h, w])`, scaled by the scheduler's σ_max. */
-  private prepareLatents(plan: Plan, seeds: readonly number[], scheduler: Scheduler): Float32Array {
-    const latents = concat(seeds.map((seed) => randn(seed, plan.latentShape)));
+  private prepareLatents(plan: Plan, streams: readonly NumpyRandomState[], scheduler: Scheduler): Float32Array {
+    const [, channels, height, width] = plan.latentShape;
+    const latents = concat(streams.map((stream) => stream.randn(channels * height * width)));
     const sigma = scheduler.initNoiseSigma;
     if (sigma !== 1) for (let i = 0; i < latents.length; i++) latents[i]! *= sigma;
     return latents;
@@ -621,47 +529,48 @@ class OnnxStableDiffusionPipeline implements Pipeline {
    * The reverse-diffusion loop. With guidance the UNet sees `[uncond; cond]` in one batch and
    * ε = ε_uncond + g·(ε_cond − ε_uncond) (Ho & Salimans 2022, eq. 6). Returns the latents to
    * decode: the last sample, or for LCM the last denoised estimate (Luo et al. 2023, alg. 3).
+   * The latents are stepped in place, and every buffer the loop feeds is allocated before it.
    */
   private async denoise(
-    initial: Float32Array,
-    seeds: readonly number[],
+    latents: Float32Array,
+    streams: readonly NumpyRandomState[],
     text: { cond: Float32Array; uncond?: Float32Array },
     scheduler: Scheduler,
     ctx: DenoiseContext,
   ): Promise<Float32Array> {
     const { plan, timings, options, progress } = ctx;
     const { unet, sample, timestep, outSample } = this.graph;
-    const n = seeds.length;
+    const n = streams.length;
     const rows = plan.guided ? 2 * n : n;
-    const perImage = initial.length / n;
     const [, channels, height, width] = plan.latentShape;
-    const conditioning = this.conditioning(plan, text, n);
-    const noiseStreams = STOCHASTIC_SCHEDULERS.has(plan.schedulerClass) ? noiseStreamsAfterLatents(seeds, perImage) : undefined;
+    const batch = batchOf(sample, rows);
+    // The UNet's sample rows: the scaled latents, twice with guidance.
+    const modelInput = new Float32Array(rows * latents.length / n);
+    const scaledLatents = modelInput.subarray(0, latents.length);
+    const sampleInput = new BatchedInput(sample, modelInput, batch, [rows, channels, height, width]);
+    const inputs = [sampleInput, ...this.conditioning(plan, text, n, batch)];
+    const timestepInput = new TimestepInput(timestep, batch.size);
+    const prediction = new Float32Array(modelInput.length);
+    const guided = plan.guided ? new Float32Array(latents.length) : undefined;
+    const noise = STOCHASTIC_SCHEDULERS.has(plan.schedulerClass) ? new Float32Array(latents.length) : undefined;
 
-    let latents = initial;
     let denoised: Float32Array | undefined;
     for (const t of scheduler.timesteps) {
       throwIfAborted(options.signal);
       let mark = performance.now();
-      const scaled = scheduler.scaleModelInput(latents, t);
-      const modelInput = plan.guided ? concat([scaled, scaled]) : scaled;
+      scheduler.scaleModelInput(latents, t, scaledLatents);
+      if (plan.guided) modelInput.copyWithin(scaledLatents.length, 0, scaledLatents.length);
+      sampleInput.refresh();
+      timestepInput.set(t);
       timings.scheduler += performance.now() - mark;
 
-      const prediction = await runRows(
-        unet,
-        rows,
-        [{ spec: sample, data: modelInput, dims: [rows, channels, height, width] }, ...conditioning],
-        outSample,
-        (chunkRows) => ({ [timestep.name]: timestepTensor(timestep, t, chunkRows) }),
-      );
-      timings.unet += prediction.ms;
+      const out = await runRows(unet, inputs, batch, outSample, { [timestepInput.name]: timestepInput.tensor }, prediction);
+      timings.unet += out.ms;
 
       mark = performance.now();
-      const noisePred = plan.guided ? applyGuidance(prediction.data, plan.request.guidanceScale) : prediction.data;
-      const noise = noiseStreams ? concat(noiseStreams.map((stream) => stream.randn(perImage))) : undefined;
-      const result = scheduler.step(noisePred, t, latents, noise);
-      latents = result.prevSample;
-      denoised = result.denoised;
+      const noisePred = guided ? applyGuidance(out.data, plan.request.guidanceScale, guided) : out.data;
+      if (noise) drawNoise(streams, noise);
+      denoised = scheduler.step(noisePred, t, latents, noise, latents).denoised;
       timings.scheduler += performance.now() - mark;
 
       progress.step += 1;
@@ -673,27 +582,28 @@ class OnnxStableDiffusionPipeline implements Pipeline {
   /**
    * What the UNet is conditioned on besides the sample and timestep, one row per UNet row:
    * text states `[uncond × n, cond × n]` with guidance (`[cond × n]` without) and, for
-   * LCM-distilled UNets, the guidance-scale embedding `timestep_cond`.
+   * LCM-distilled UNets, the guidance-scale embedding `timestep_cond`. Converted to the
+   * session's dtype once per loop.
    */
-  private conditioning(plan: Plan, text: { cond: Float32Array; uncond?: Float32Array }, n: number): BatchedFeed[] {
+  private conditioning(
+    plan: Plan,
+    text: { cond: Float32Array; uncond?: Float32Array },
+    n: number,
+    batch: Batch,
+  ): BatchedInput[] {
     const { encoderHiddenStates, timestepCond } = this.graph;
-    const rows = plan.guided ? 2 * n : n;
+    const rows = batch.rows;
     const repeat = (row: Float32Array, count: number) => Array.from({ length: count }, () => row);
     const seqLen = this.tokenizer.maxLength;
-    const feeds: BatchedFeed[] = [
-      {
-        spec: encoderHiddenStates,
-        data: concat([...(plan.guided ? repeat(text.uncond!, n) : []), ...repeat(text.cond, n)]),
-        dims: [rows, seqLen, text.cond.length / seqLen],
-      },
-    ];
+    const states = concat([...(plan.guided ? repeat(text.uncond!, n) : []), ...repeat(text.cond, n)]);
+    const inputs = [new BatchedInput(encoderHiddenStates, states, batch, [rows, seqLen, text.cond.length / seqLen])];
     if (timestepCond) {
       const dim = staticDim(timestepCond, 1) ?? this.config.guidanceEmbeddingDim ?? DEFAULT_GUIDANCE_EMBEDDING_DIM;
       // diffusers' LCM pipeline: w = guidance_scale − 1.
       const embedding = guidanceScaleEmbedding(plan.request.guidanceScale - 1, dim);
-      feeds.push({ spec: timestepCond, data: concat(repeat(embedding, rows)), dims: [rows, dim] });
+      inputs.push(new BatchedInput(timestepCond, concat(repeat(embedding, rows)), batch, [rows, dim]));
     }
-    return feeds;
+    return inputs;
   }
 
   /** Latents → images through the VAE decoder, one image at a time (as diffusers does). */
@@ -713,7 +623,8 @@ class OnnxStableDiffusionPipeline implements Pipeline {
       const source = latents.subarray(i * perImage, (i + 1) * perImage);
       const inverse = 1 / this.config.vaeScalingFactor;
       for (let k = 0; k < perImage; k++) scaled[k] = source[k]! * inverse;
-      const out = await runRows(vaeDecoder, 1, [{ spec: latentSample, data: scaled, dims: plan.latentShape }], decoded);
+      const batch = batchOf(latentSample, 1);
+      const out = await runRows(vaeDecoder, [new BatchedInput(latentSample, scaled, batch, plan.latentShape)], batch, decoded);
       timings.vae += out.ms;
       images.push(toImage(out.data, out.dims, seed));
     }
@@ -721,23 +632,15 @@ class OnnxStableDiffusionPipeline implements Pipeline {
   }
 }
 
-/**
- * Noise for stochastic steps: each image's stream continues after the draw of its initial
- * latents (as diffusers' generator does), so image i of a batch equals a single-image run with
- * seed + i, and step noise never repeats the initial latents.
- */
-function noiseStreamsAfterLatents(seeds: readonly number[], perImage: number): NumpyRandomState[] {
-  return seeds.map((seed) => {
-    const stream = new NumpyRandomState(seed);
-    stream.randn(perImage);
-    return stream;
-  });
+/** Standard normals for a stochastic step: image i's share continues image i's stream. */
+function drawNoise(streams: readonly NumpyRandomState[], noise: Float32Array): void {
+  const perImage = noise.length / streams.length;
+  streams.forEach((stream, i) => stream.randnInto(noise.subarray(i * perImage, (i + 1) * perImage)));
 }
 
-/** ε_uncond + g·(ε_cond − ε_uncond) over a `[uncond; cond]` batch. */
-function applyGuidance(prediction: Float32Array, scale: number): Float32Array {
-  const half = prediction.length / 2;
-  const out = new Float32Array(half);
+/** ε_uncond + g·(ε_cond − ε_uncond) over a `[uncond; cond]` batch, into `out`. */
+function applyGuidance(prediction: Float32Array, scale: number, out: Float32Array): Float32Array {
+  const half = out.length;
   for (let i = 0; i < half; i++) {
     const uncond = prediction[i]!;
     out[i] = uncond + scale * (prediction[half + i]! - uncond);

@@ -17,7 +17,9 @@ const LOWER_MASK = 0x7fffffff;
 export class NumpyRandomState {
   private readonly mt = new Uint32Array(N);
   private index = N;
-  private spareGauss: number | undefined;
+  /** legacy_gauss keeps the second value of each pair for the next call. */
+  private hasSpare = false;
+  private spare = 0;
 
   constructor(seed: number) {
     if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) {
@@ -51,10 +53,9 @@ export class NumpyRandomState {
 
   /** One standard normal, exactly numpy's `legacy_gauss`. */
   gauss(): number {
-    if (this.spareGauss !== undefined) {
-      const spare = this.spareGauss;
-      this.spareGauss = undefined;
-      return spare;
+    if (this.hasSpare) {
+      this.hasSpare = false;
+      return this.spare;
     }
     let x1: number;
     let x2: number;
@@ -67,7 +68,8 @@ export class NumpyRandomState {
     // polar method, a more efficient version of the Box–Muller approach
     const f = Math.sqrt((-2 * Math.log(r2)) / r2);
     // keep one for the next call
-    this.spareGauss = f * x1;
+    this.spare = f * x1;
+    this.hasSpare = true;
     return f * x2;
   }
 
@@ -76,8 +78,12 @@ export class NumpyRandomState {
     if (!Number.isInteger(count) || count < 0) {
       throw new RangeError(`count must be a non-negative integer, got ${count}`);
     }
-    const out = new Float32Array(count);
-    for (let i = 0; i < count; i++) out[i] = this.gauss();
+    return this.randnInto(new Float32Array(count));
+  }
+
+  /** Fills `out` with the next standard normals of this stream, cast to float32. */
+  randnInto(out: Float32Array): Float32Array {
+    for (let i = 0; i < out.length; i++) out[i] = this.gauss();
     return out;
   }
 

@@ -4,7 +4,11 @@
  * re-exports the public surface that DESIGN.md names.
  */
 
-/** A denoising scheduler with diffusers' semantics (samples are flat Float32Arrays). */
+/**
+ * A denoising scheduler with diffusers' semantics (samples are flat Float32Arrays). Results are
+ * new arrays unless the caller passes `out`; a scheduler copies what it keeps between steps, so
+ * callers may reuse their buffers from step to step.
+ */
 export interface Scheduler {
   /** Prepares `timesteps` for a run of `numInferenceSteps` steps. */
   setTimesteps(numInferenceSteps: number): void;
@@ -12,17 +16,23 @@ export interface Scheduler {
   readonly timesteps: number[];
   /** Standard deviation of the initial noise: initial latents are `randn × initNoiseSigma`. */
   readonly initNoiseSigma: number;
-  /** Scales the denoising model's input for timestep `t` (identity for most schedulers). */
-  scaleModelInput(sample: Float32Array, t: number): Float32Array;
+  /**
+   * Scales the denoising model's input for timestep `t` (identity for most schedulers). Writes
+   * into `out` when given; otherwise returns a new array, or `sample` itself for the identity.
+   */
+  scaleModelInput(sample: Float32Array, t: number, out?: Float32Array): Float32Array;
   /**
    * One reverse-diffusion step. `noise`, when given, replaces the standard-normal draw of a
-   * stochastic step (Euler ancestral, LCM); deterministic schedulers ignore it.
+   * stochastic step (Euler ancestral, LCM); deterministic schedulers ignore it. `out`, when
+   * given, receives `prevSample` and may be `sample` itself (an in-place step). `denoised`
+   * (LCM's x₀ estimate) is a buffer of the scheduler's that its next step rewrites.
    */
   step(
     modelOutput: Float32Array,
     t: number,
     sample: Float32Array,
     noise?: Float32Array,
+    out?: Float32Array,
   ): { prevSample: Float32Array; denoised?: Float32Array };
 }
 
@@ -57,12 +67,17 @@ export interface GenerateOptions {
   onStep?: (step: number, total: number) => void;
 }
 
-/** Milliseconds spent in each stage of one `generate` call. */
+/**
+ * Milliseconds spent in each stage of one `generate` call. `unet`, `textEncoder` and `vae` are
+ * time inside ONNX Runtime; `denoise` is the denoising loops' wall time, so `denoise − unet` is
+ * the loops' JavaScript work (scheduler math, guidance, feeding the UNet).
+ */
 export interface StageTimings {
   tokenize: number;
   textEncoder: number;
   unet: number;
   scheduler: number;
+  denoise: number;
   vae: number;
   total: number;
 }

@@ -7,7 +7,6 @@ import type { Scheduler, SchedulerConfig } from '../types.js';
 import { kDiffusionAlphasCumprod } from './noise-schedule.js';
 import { arange, linspace, roundHalfEven } from './numpy-like.js';
 import {
-  checkSameLength,
   choice,
   numTrainTimesteps,
   option,
@@ -17,16 +16,9 @@ import {
   SchedulerConfigError,
   type PredictionType,
 } from './scheduler-config.js';
-import { interpolatedSigmas, StepIndex } from './sigma-schedule.js';
-import {
-  checkNumInferenceSteps,
-  checkSpacing,
-  karrasSigmas,
-  logSigmas,
-  sigmaToT,
-  trainingSigmas,
-  type TimestepSpacing,
-} from './timestep-schedule.js';
+import { checkSameLength, outputFor, reusable, unscaledModelInput } from './sample-buffers.js';
+import { finalSigma, interpolatedSigmas, karrasSchedule, StepIndex } from './sigma-schedule.js';
+import { checkNumInferenceSteps, spacingOptions, trainingSigmas, type SpacingOptions } from './timestep-schedule.js';
 
 export const DPM_SOLVER_MULTISTEP_DEFAULTS = {
   num_train_timesteps: 1000,
@@ -67,10 +59,9 @@ export class DpmSolverMultistepScheduler implements Scheduler {
   private readonly lowerOrderFinal: boolean;
   private readonly eulerAtFinal: boolean;
   private readonly useKarrasSigmas: boolean;
-  private readonly finalSigmaMin: boolean;
+  private readonly finalSigmasType: 'zero' | 'sigma_min';
   private readonly lambdaMinClipped: number;
-  private readonly spacing: TimestepSpacing;
-  private readonly stepsOffset: number;
+  private readonly spacing: SpacingOptions;
 
   /** σ per step plus the final σ, float32. */
   private sigmas = new Float32Array(0);
@@ -86,7 +77,7 @@ export class DpmSolverMultistepScheduler implements Scheduler {
       'DPMSolverMultistepScheduler',
     );
     this.numTrainTimesteps = numTrainTimesteps(config);
-    this.alphasCumprod = kDiffusionAlphasCumprod(config);
+    this.alphasCumprod = kDiffusionAlphasCumprod(config, DPM_SOLVER_MULTISTEP_DEFAULTS);
     this.predictionType = predictionType(config);
     // diffusers maps DEIS's name onto DPM-Solver++; the ε-space and SDE variants are not ported
     choice(config, 'algorithm_type', ['dpmsolver++', 'deis'] as const, DPM_SOLVER_MULTISTEP_DEFAULTS.algorithm_type);
@@ -105,12 +96,14 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     this.lowerOrderFinal = option(config, 'lower_order_final', DPM_SOLVER_MULTISTEP_DEFAULTS.lower_order_final);
     this.eulerAtFinal = option(config, 'euler_at_final', DPM_SOLVER_MULTISTEP_DEFAULTS.euler_at_final);
     this.useKarrasSigmas = option(config, 'use_karras_sigmas', DPM_SOLVER_MULTISTEP_DEFAULTS.use_karras_sigmas);
-    this.finalSigmaMin =
-      choice(config, 'final_sigmas_type', ['zero', 'sigma_min'] as const, DPM_SOLVER_MULTISTEP_DEFAULTS.final_sigmas_type) ===
-      'sigma_min';
+    this.finalSigmasType = choice(
+      config,
+      'final_sigmas_type',
+      ['zero', 'sigma_min'] as const,
+      DPM_SOLVER_MULTISTEP_DEFAULTS.final_sigmas_type,
+    );
     this.lambdaMinClipped = optionalNumber(config, 'lambda_min_clipped') ?? -Infinity;
-    this.spacing = checkSpacing(option(config, 'timestep_spacing', DPM_SOLVER_MULTISTEP_DEFAULTS.timestep_spacing));
-    this.stepsOffset = option(config, 'steps_offset', DPM_SOLVER_MULTISTEP_DEFAULTS.steps_offset);
+    this.spacing = spacingOptions(config, DPM_SOLVER_MULTISTEP_DEFAULTS);
   }
 
   setTimesteps(numInferenceSteps: number): void {
@@ -132,12 +125,12 @@ export class DpmSolverMultistepScheduler implements Scheduler {
 
     // "linspace", "leading", "trailing" as in Table 2 of https://arxiv.org/abs/2305.08891
     let timesteps: number[];
-    if (this.spacing === 'linspace') {
+    if (this.spacing.spacing === 'linspace') {
       timesteps = linspace(0, lastTimestep - 1, n + 1).map(roundHalfEven).reverse().slice(0, -1);
-    } else if (this.spacing === 'leading') {
+    } else if (this.spacing.spacing === 'leading') {
       const stepRatio = Math.floor(lastTimestep / (n + 1));
       timesteps = [];
-      for (let i = n; i >= 1; i--) timesteps.push(i * stepRatio + this.stepsOffset);
+      for (let i = n; i >= 1; i--) timesteps.push(i * stepRatio + this.spacing.stepsOffset);
     } else {
       const stepRatio = numTrain / n;
       timesteps = arange(lastTimestep, 0, -stepRatio).map((t) => roundHalfEven(t) - 1);
@@ -147,29 +140,25 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     let sigmas: number[];
     if (this.useKarrasSigmas) {
       // Karras et al. 2022, eq. 5, over the full training range; timesteps rounded to integers
-      const sigmaMin = training[0] as number;
-      const sigmaMax = training[training.length - 1] as number;
-      sigmas = karrasSigmas(sigmaMin, sigmaMax, n);
-      const logs = logSigmas(training);
-      timesteps = sigmas.map((s) => roundHalfEven(sigmaToT(s, logs)));
+      const karras = karrasSchedule(training[0] as number, training[training.length - 1] as number, n, training);
+      sigmas = karras.sigmas;
+      timesteps = karras.timesteps.map(roundHalfEven);
     } else {
       sigmas = interpolatedSigmas(timesteps, training);
     }
 
-    const a0 = this.alphasCumprod[0] as number;
-    const sigmaLast = this.finalSigmaMin ? Math.sqrt(f(f(1 - a0) / a0)) : 0;
-    this.sigmas = Float32Array.from([...sigmas, sigmaLast]);
+    this.sigmas = Float32Array.from([...sigmas, finalSigma(this.alphasCumprod, this.finalSigmasType)]);
     this.timesteps = timesteps;
     this.modelOutputs = new Array<Float32Array | undefined>(this.solverOrder).fill(undefined);
     this.lowerOrderNums = 0;
     this.stepIndex.reset();
   }
 
-  scaleModelInput(sample: Float32Array): Float32Array {
-    return sample;
+  scaleModelInput(sample: Float32Array, _t: number, out?: Float32Array): Float32Array {
+    return unscaledModelInput(sample, out);
   }
 
-  step(modelOutput: Float32Array, t: number, sample: Float32Array): { prevSample: Float32Array } {
+  step(modelOutput: Float32Array, t: number, sample: Float32Array, _noise?: Float32Array, out?: Float32Array) {
     if (this.timesteps.length === 0) {
       throw new Error('DPMSolverMultistepScheduler: call setTimesteps before step');
     }
@@ -179,20 +168,20 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     // improve numerical stability for small numbers of steps
     const lowerOrderFinal =
       index === steps - 1 &&
-      (this.eulerAtFinal || (this.lowerOrderFinal && steps < 15) || !this.finalSigmaMin);
+      (this.eulerAtFinal || (this.lowerOrderFinal && steps < 15) || this.finalSigmasType === 'zero');
     const lowerOrderSecond = index === steps - 2 && this.lowerOrderFinal && steps < 15;
 
-    const x0 = this.convertModelOutput(modelOutput, sample, index);
-    this.modelOutputs.shift();
+    // the oldest x₀ drops out of the history; its buffer takes the new one
+    const x0 = this.convertModelOutput(modelOutput, sample, index, this.modelOutputs.shift());
     this.modelOutputs.push(x0);
 
-    let prevSample: Float32Array;
+    const prevSample = outputFor(sample, out);
     if (this.solverOrder === 1 || this.lowerOrderNums < 1 || lowerOrderFinal) {
-      prevSample = this.firstOrderUpdate(x0, sample, index);
+      this.firstOrderUpdate(x0, sample, index, prevSample);
     } else if (this.solverOrder === 2 || this.lowerOrderNums < 2 || lowerOrderSecond) {
-      prevSample = this.secondOrderUpdate(sample, index);
+      this.secondOrderUpdate(sample, index, prevSample);
     } else {
-      prevSample = this.thirdOrderUpdate(sample, index);
+      this.thirdOrderUpdate(sample, index, prevSample);
     }
     if (this.lowerOrderNums < this.solverOrder) this.lowerOrderNums += 1;
     this.stepIndex.advance();
@@ -200,34 +189,35 @@ export class DpmSolverMultistepScheduler implements Scheduler {
   }
 
   /** DPM-Solver++ integrates the data prediction x₀_θ(x_t, t), so every parameterisation becomes x₀. */
-  private convertModelOutput(modelOutput: Float32Array, sample: Float32Array, index: number): Float32Array {
+  private convertModelOutput(
+    modelOutput: Float32Array,
+    sample: Float32Array,
+    index: number,
+    buffer: Float32Array | undefined,
+  ): Float32Array {
     const { alpha, sigma } = vpCoefficients(this.sigmas[index] as number);
-    const out = new Float32Array(sample.length);
+    const type = this.predictionType;
+    const out = reusable(buffer, sample.length);
     for (let i = 0; i < sample.length; i++) {
       const x = sample[i] as number;
       const m = modelOutput[i] as number;
-      out[i] =
-        this.predictionType === 'epsilon'
-          ? (x - sigma * m) / alpha
-          : this.predictionType === 'v_prediction'
-            ? alpha * x - sigma * m
-            : m;
+      out[i] = type === 'epsilon' ? (x - sigma * m) / alpha : type === 'v_prediction' ? alpha * x - sigma * m : m;
     }
     return out;
   }
 
   /** First order (DDIM-equivalent), paper eq. 5: x_t = (σ_t/σ_s)·x_s − α_t(e^{−h} − 1)·x₀. */
-  private firstOrderUpdate(x0: Float32Array, sample: Float32Array, index: number): Float32Array {
+  private firstOrderUpdate(x0: Float32Array, sample: Float32Array, index: number, out: Float32Array): void {
     const t = vpCoefficients(this.sigmas[index + 1] as number);
     const s = vpCoefficients(this.sigmas[index] as number);
     const h = t.lambda - s.lambda;
     const sampleCoeff = t.sigma / s.sigma;
     const x0Coeff = t.alpha * (Math.exp(-h) - 1);
-    return sample.map((x, i) => sampleCoeff * x - x0Coeff * (x0[i] as number));
+    for (let i = 0; i < sample.length; i++) out[i] = sampleCoeff * (sample[i] as number) - x0Coeff * (x0[i] as number);
   }
 
   /** Multistep second order, Algorithm 2 (2M): D₁ is the backward difference scaled by 1/r₀. */
-  private secondOrderUpdate(sample: Float32Array, index: number): Float32Array {
+  private secondOrderUpdate(sample: Float32Array, index: number, out: Float32Array): void {
     const m0 = this.modelOutputs[this.solverOrder - 1];
     const m1 = this.modelOutputs[this.solverOrder - 2];
     if (m0 === undefined || m1 === undefined) throw new Error('DPMSolverMultistepScheduler: missing history');
@@ -241,15 +231,15 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     const expTerm = t.alpha * (Math.exp(-h) - 1);
     // midpoint: −½·α_t(e^{−h} − 1)·D₁; heun: +α_t((e^{−h} − 1)/h + 1)·D₁
     const d1Coeff = this.heun ? -(t.alpha * ((Math.exp(-h) - 1) / h + 1)) : 0.5 * expTerm;
-    return sample.map((x, i) => {
+    for (let i = 0; i < sample.length; i++) {
       const d0 = m0[i] as number;
       const d1 = (1 / r0) * (d0 - (m1[i] as number));
-      return sampleCoeff * x - expTerm * d0 - d1Coeff * d1;
-    });
+      out[i] = sampleCoeff * (sample[i] as number) - expTerm * d0 - d1Coeff * d1;
+    }
   }
 
   /** Multistep third order (paper, Appendix), with two backward differences. */
-  private thirdOrderUpdate(sample: Float32Array, index: number): Float32Array {
+  private thirdOrderUpdate(sample: Float32Array, index: number, out: Float32Array): void {
     const m0 = this.modelOutputs[this.solverOrder - 1];
     const m1 = this.modelOutputs[this.solverOrder - 2];
     const m2 = this.modelOutputs[this.solverOrder - 3];
@@ -270,13 +260,13 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     const c0 = t.alpha * em1;
     const c1 = t.alpha * (em1 / h + 1);
     const c2 = t.alpha * ((em1 + h) / (h * h) - 0.5);
-    return sample.map((x, i) => {
+    for (let i = 0; i < sample.length; i++) {
       const d0 = m0[i] as number;
       const d10 = (1 / r0) * (d0 - (m1[i] as number));
       const d11 = (1 / r1) * ((m1[i] as number) - (m2[i] as number));
       const d1 = d10 + (r0 / (r0 + r1)) * (d10 - d11);
       const d2 = (1 / (r0 + r1)) * (d10 - d11);
-      return sampleCoeff * x - c0 * d0 + c1 * d1 - c2 * d2;
-    });
+      out[i] = sampleCoeff * (sample[i] as number) - c0 * d0 + c1 * d1 - c2 * d2;
+    }
   }
 }

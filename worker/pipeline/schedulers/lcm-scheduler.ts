@@ -5,15 +5,9 @@
  */
 import type { Scheduler, SchedulerConfig } from '../types.js';
 import { linspace } from './numpy-like.js';
-import { makeAlphasCumprod, noiseScheduleOptions } from './noise-schedule.js';
-import {
-  checkSameLength,
-  option,
-  predictionType,
-  rejectEnabled,
-  SchedulerConfigError,
-  type PredictionType,
-} from './scheduler-config.js';
+import { DiscreteAlphas, predictedOriginalSample } from './noise-schedule.js';
+import { option, predictionType, rejectEnabled, SchedulerConfigError, type PredictionType } from './scheduler-config.js';
+import { checkSameLength, outputFor, reusable, unscaledModelInput } from './sample-buffers.js';
 import { StepIndex } from './sigma-schedule.js';
 import { noiseFor } from './standard-normal.js';
 
@@ -41,37 +35,29 @@ export class LcmScheduler implements Scheduler {
   readonly initNoiseSigma = 1;
   timesteps: number[] = [];
 
-  private readonly alphasCumprod: Float32Array;
-  private readonly finalAlphaCumprod: number;
-  private readonly numTrainTimesteps: number;
+  private readonly alphas: DiscreteAlphas;
   private readonly originalInferenceSteps: number;
   private readonly predictionType: PredictionType;
   private readonly clipSample: boolean;
   private readonly clipSampleRange: number;
   private readonly timestepScaling: number;
   private readonly stepIndex = new StepIndex('throw');
+  /** The last step's x₀ estimate, returned as `denoised`. */
+  private denoised: Float32Array | undefined;
 
   constructor(config: SchedulerConfig) {
     rejectEnabled(config, ['thresholding'], 'LCMScheduler');
-    const schedule = noiseScheduleOptions(
-      config,
-      { betaStart: LCM_DEFAULTS.beta_start, betaEnd: LCM_DEFAULTS.beta_end, betaSchedule: LCM_DEFAULTS.beta_schedule },
-      true,
-    );
-    this.numTrainTimesteps = schedule.numTrainTimesteps;
-    this.alphasCumprod = makeAlphasCumprod(schedule);
-    this.finalAlphaCumprod = option(config, 'set_alpha_to_one', LCM_DEFAULTS.set_alpha_to_one)
-      ? 1
-      : (this.alphasCumprod[0] as number);
+    this.alphas = new DiscreteAlphas('LCMScheduler', config, LCM_DEFAULTS);
+    const numTrainTimesteps = this.alphas.numTrainTimesteps;
     this.originalInferenceSteps = option(config, 'original_inference_steps', LCM_DEFAULTS.original_inference_steps);
     if (
       !Number.isInteger(this.originalInferenceSteps) ||
       this.originalInferenceSteps < 1 ||
-      this.originalInferenceSteps > this.numTrainTimesteps
+      this.originalInferenceSteps > numTrainTimesteps
     ) {
       throw new SchedulerConfigError(
         'original_inference_steps',
-        `original_inference_steps must be an integer from 1 to num_train_timesteps (${this.numTrainTimesteps})`,
+        `original_inference_steps must be an integer from 1 to num_train_timesteps (${numTrainTimesteps})`,
       );
     }
     this.predictionType = predictionType(config);
@@ -89,7 +75,7 @@ export class LcmScheduler implements Scheduler {
       );
     }
     // the distillation schedule: every k-th training timestep, k = T / original_inference_steps
-    const k = Math.floor(this.numTrainTimesteps / originalSteps);
+    const k = Math.floor(this.alphas.numTrainTimesteps / originalSteps);
     const origin: number[] = [];
     for (let i = originalSteps; i >= 1; i--) origin.push(i * k - 1);
     // select (approximately) evenly spaced entries of it, noisiest first
@@ -99,16 +85,11 @@ export class LcmScheduler implements Scheduler {
     this.stepIndex.reset();
   }
 
-  scaleModelInput(sample: Float32Array): Float32Array {
-    return sample;
+  scaleModelInput(sample: Float32Array, _t: number, out?: Float32Array): Float32Array {
+    return unscaledModelInput(sample, out);
   }
 
-  step(
-    modelOutput: Float32Array,
-    t: number,
-    sample: Float32Array,
-    noise?: Float32Array,
-  ): { prevSample: Float32Array; denoised: Float32Array } {
+  step(modelOutput: Float32Array, t: number, sample: Float32Array, noise?: Float32Array, out?: Float32Array) {
     if (this.timesteps.length === 0) throw new Error('LCMScheduler: call setTimesteps before step');
     checkSameLength(modelOutput, sample);
     const index = this.stepIndex.current(this.timesteps, t);
@@ -117,12 +98,8 @@ export class LcmScheduler implements Scheduler {
     const prevTimestep = this.timesteps[index + 1] ?? t;
 
     // 2. compute alphas, betas
-    const alphaProdT = this.alphasCumprod[t];
-    if (!Number.isInteger(t) || alphaProdT === undefined) {
-      throw new RangeError(`LCMScheduler: timestep ${t} is outside 0…${this.numTrainTimesteps - 1}`);
-    }
-    const alphaProdTPrev =
-      prevTimestep >= 0 ? (this.alphasCumprod[prevTimestep] as number) : this.finalAlphaCumprod;
+    const alphaProdT = this.alphas.at(t);
+    const alphaProdTPrev = this.alphas.atPrev(prevTimestep);
     const betaProdT = 1 - alphaProdT;
     const betaProdTPrev = 1 - alphaProdTPrev;
 
@@ -131,21 +108,16 @@ export class LcmScheduler implements Scheduler {
     const cSkip = SIGMA_DATA ** 2 / (scaledTimestep ** 2 + SIGMA_DATA ** 2);
     const cOut = scaledTimestep / Math.sqrt(scaledTimestep ** 2 + SIGMA_DATA ** 2);
 
+    const { predictionType: type, clipSample, clipSampleRange: range } = this;
     const sqrtAlpha = Math.sqrt(alphaProdT);
     const sqrtBeta = Math.sqrt(betaProdT);
-    const denoised = new Float32Array(sample.length);
+    const denoised = (this.denoised = reusable(this.denoised, sample.length));
     for (let i = 0; i < sample.length; i++) {
       const x = sample[i] as number;
-      const m = modelOutput[i] as number;
       // 4. compute the predicted original sample x₀ from the model parameterisation
-      let x0 =
-        this.predictionType === 'epsilon'
-          ? (x - sqrtBeta * m) / sqrtAlpha
-          : this.predictionType === 'v_prediction'
-            ? sqrtAlpha * x - sqrtBeta * m
-            : m;
+      let x0 = predictedOriginalSample(type, x, modelOutput[i] as number, sqrtAlpha, sqrtBeta);
       // 5. clip "predicted x₀"
-      if (this.clipSample) x0 = Math.min(Math.max(x0, -this.clipSampleRange), this.clipSampleRange);
+      if (clipSample) x0 = Math.min(Math.max(x0, -range), range);
       // 6. denoise the model output using the boundary conditions
       denoised[i] = cOut * x0 + cSkip * x;
     }
@@ -153,11 +125,17 @@ export class LcmScheduler implements Scheduler {
     // 7. inject noise z ~ N(0, I) for multistep inference; not on the final timestep, hence
     // not for one-step sampling either
     this.stepIndex.advance();
-    if (index === this.timesteps.length - 1) return { prevSample: denoised.slice(), denoised };
+    const prevSample = outputFor(sample, out);
+    if (index === this.timesteps.length - 1) {
+      prevSample.set(denoised);
+      return { prevSample, denoised };
+    }
     const z = noiseFor(sample, noise);
     const sqrtAlphaPrev = Math.sqrt(alphaProdTPrev);
     const sqrtBetaPrev = Math.sqrt(betaProdTPrev);
-    const prevSample = denoised.map((d, i) => sqrtAlphaPrev * d + sqrtBetaPrev * (z[i] as number));
+    for (let i = 0; i < prevSample.length; i++) {
+      prevSample[i] = sqrtAlphaPrev * (denoised[i] as number) + sqrtBetaPrev * (z[i] as number);
+    }
     return { prevSample, denoised };
   }
 }

@@ -5,7 +5,13 @@
  */
 import type { SchedulerConfig } from '../types.js';
 import { cumprodFloat32, torchLinspaceFloat32 } from './numpy-like.js';
-import { numTrainTimesteps, option, optionalNumberList, SchedulerConfigError } from './scheduler-config.js';
+import {
+  numTrainTimesteps,
+  option,
+  optionalNumberList,
+  SchedulerConfigError,
+  type PredictionType,
+} from './scheduler-config.js';
 
 export type BetaSchedule = 'linear' | 'scaled_linear' | 'squaredcos_cap_v2';
 
@@ -88,23 +94,27 @@ export function makeAlphasCumprod(options: NoiseScheduleOptions): Float32Array {
   return cumprodFloat32(alphas);
 }
 
+/** A scheduler class's diffusers defaults (its `*_DEFAULTS`) for the noise-schedule keys. */
+export interface NoiseScheduleDefaults {
+  beta_start: number;
+  beta_end: number;
+  beta_schedule: string;
+  rescale_betas_zero_snr?: boolean;
+}
+
 /**
  * The noise-schedule keys every scheduler takes, with that scheduler's defaults. Like diffusers,
- * a class without `rescale_betas_zero_snr` (PNDM) ignores the key.
+ * a class without `rescale_betas_zero_snr` among its defaults (PNDM) ignores the key.
  */
-export function noiseScheduleOptions(
-  config: SchedulerConfig,
-  defaults: { betaStart: number; betaEnd: number; betaSchedule: string },
-  hasRescaleOption: boolean,
-): NoiseScheduleOptions {
-  const rescale = hasRescaleOption ? option(config, 'rescale_betas_zero_snr', false) : false;
+export function noiseScheduleOptions(config: SchedulerConfig, defaults: NoiseScheduleDefaults): NoiseScheduleOptions {
+  const rescale = defaults.rescale_betas_zero_snr !== undefined;
   return {
     numTrainTimesteps: numTrainTimesteps(config),
-    betaStart: option(config, 'beta_start', defaults.betaStart),
-    betaEnd: option(config, 'beta_end', defaults.betaEnd),
-    betaSchedule: option(config, 'beta_schedule', defaults.betaSchedule),
+    betaStart: option(config, 'beta_start', defaults.beta_start),
+    betaEnd: option(config, 'beta_end', defaults.beta_end),
+    betaSchedule: option(config, 'beta_schedule', defaults.beta_schedule),
     trainedBetas: optionalNumberList(config, 'trained_betas'),
-    rescaleBetasZeroSnr: rescale,
+    rescaleBetasZeroSnr: rescale ? option(config, 'rescale_betas_zero_snr', defaults.rescale_betas_zero_snr ?? false) : false,
   };
 }
 
@@ -112,9 +122,73 @@ export function noiseScheduleOptions(
  * ᾱ for the σ-parameterised schedulers (Euler, Euler ancestral, DPM-Solver), with diffusers' fix
  * for a zero terminal SNR: ᾱ_T = 2⁻²⁴, so σ_T = √((1 − ᾱ_T)/ᾱ_T) stays finite (≈ 4096).
  */
-export function kDiffusionAlphasCumprod(config: SchedulerConfig): Float32Array {
-  const schedule = noiseScheduleOptions(config, { betaStart: 0.0001, betaEnd: 0.02, betaSchedule: 'linear' }, true);
+export function kDiffusionAlphasCumprod(config: SchedulerConfig, defaults: NoiseScheduleDefaults): Float32Array {
+  const schedule = noiseScheduleOptions(config, defaults);
   const alphasCumprod = makeAlphasCumprod(schedule);
   if (schedule.rescaleBetasZeroSnr) alphasCumprod[alphasCumprod.length - 1] = 2 ** -24;
   return alphasCumprod;
+}
+
+/**
+ * ᾱ by training timestep for the schedulers that step between integer timesteps (DDIM, PNDM,
+ * LCM). Their last step looks at the ᾱ "before" t = 0, which does not exist: it is 1 with
+ * `set_alpha_to_one`, else ᾱ_0.
+ */
+export class DiscreteAlphas {
+  readonly numTrainTimesteps: number;
+  readonly alphasCumprod: Float32Array;
+  readonly finalAlphaCumprod: number;
+
+  constructor(
+    private readonly className: string,
+    config: SchedulerConfig,
+    defaults: NoiseScheduleDefaults & { set_alpha_to_one: boolean },
+  ) {
+    const schedule = noiseScheduleOptions(config, defaults);
+    this.numTrainTimesteps = schedule.numTrainTimesteps;
+    this.alphasCumprod = makeAlphasCumprod(schedule);
+    this.finalAlphaCumprod = option(config, 'set_alpha_to_one', defaults.set_alpha_to_one)
+      ? 1
+      : (this.alphasCumprod[0] as number);
+  }
+
+  /** ᾱ_t of a training timestep. */
+  at(t: number): number {
+    const value = this.alphasCumprod[t];
+    if (!Number.isInteger(t) || value === undefined) {
+      throw new RangeError(`${this.className}: timestep ${t} is outside 0…${this.numTrainTimesteps - 1}`);
+    }
+    return value;
+  }
+
+  /** ᾱ of the timestep a step goes to: past t = 0 (a negative timestep), the final ᾱ. */
+  atPrev(prevTimestep: number): number {
+    return prevTimestep >= 0 ? this.at(prevTimestep) : this.finalAlphaCumprod;
+  }
+}
+
+/*
+ * The model output m at x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε (DDPM, eq. 4) is ε, x₀, or
+ * v = √ᾱ_t·ε − √(1 − ᾱ_t)·x₀ (Salimans & Ho 2022); these give x₀ and ε back from any of them.
+ * `sqrtAlpha` = √ᾱ_t, `sqrtBeta` = √(1 − ᾱ_t).
+ */
+
+/** The "predicted x₀" of the DDIM update (Song et al. 2020, eq. 12). */
+export function predictedOriginalSample(
+  type: PredictionType,
+  x: number,
+  m: number,
+  sqrtAlpha: number,
+  sqrtBeta: number,
+): number {
+  if (type === 'epsilon') return (x - sqrtBeta * m) / sqrtAlpha;
+  if (type === 'v_prediction') return sqrtAlpha * x - sqrtBeta * m;
+  return m;
+}
+
+/** The noise ε in x_t. */
+export function predictedNoise(type: PredictionType, x: number, m: number, sqrtAlpha: number, sqrtBeta: number): number {
+  if (type === 'epsilon') return m;
+  if (type === 'v_prediction') return sqrtAlpha * m + sqrtBeta * x;
+  return (x - sqrtAlpha * m) / sqrtBeta;
 }

@@ -79,10 +79,13 @@ export function choice<T extends string>(
   fallback: T,
 ): T {
   const value = option(config, key, fallback as string);
-  if (!(allowed as readonly string[]).includes(value)) {
+  const index = (allowed as readonly string[]).indexOf(value);
+  if (index < 0) {
     throw new SchedulerConfigError(key, `${key} "${value}" is not supported; use one of ${allowed.join(', ')}`);
   }
-  return value as T;
+  // the literal itself, not the config's copy: step loops compare it per element, and literals
+  // compare by identity
+  return allowed[index] as T;
 }
 
 /** Throws when a flag selects a code path this port does not implement (rather than ignoring it). */
@@ -106,11 +109,4 @@ export function numTrainTimesteps(config: SchedulerConfig): number {
     throw new SchedulerConfigError('num_train_timesteps', 'num_train_timesteps must be an integer ≥ 2');
   }
   return value;
-}
-
-/** Throws unless the model output matches the sample element for element. */
-export function checkSameLength(modelOutput: Float32Array, sample: Float32Array): void {
-  if (modelOutput.length !== sample.length) {
-    throw new RangeError(`model output has ${modelOutput.length} values but the sample has ${sample.length}`);
-  }
 }

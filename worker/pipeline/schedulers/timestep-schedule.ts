@@ -2,22 +2,39 @@
  * Choosing the inference timesteps and their noise levels σ_t = √((1 − ᾱ_t)/ᾱ_t), as diffusers'
  * `set_timesteps` methods do.
  */
+import type { SchedulerConfig } from '../types.js';
 import { arange, linspace, roundHalfEven } from './numpy-like.js';
-import { SchedulerConfigError } from './scheduler-config.js';
+import { option, SchedulerConfigError } from './scheduler-config.js';
 
 /** Table 2 of Lin et al. 2023 (https://arxiv.org/abs/2305.08891). */
 export type TimestepSpacing = 'linspace' | 'leading' | 'trailing';
 export const TIMESTEP_SPACINGS: readonly TimestepSpacing[] = ['linspace', 'leading', 'trailing'];
+
+/** `timestep_spacing` and `steps_offset` of a scheduler config. */
+export interface SpacingOptions {
+  spacing: TimestepSpacing;
+  stepsOffset: number;
+}
+
+/** Reads the spacing keys with a scheduler class's defaults; throws for an unknown spacing. */
+export function spacingOptions(
+  config: SchedulerConfig,
+  defaults: { timestep_spacing: string; steps_offset: number },
+): SpacingOptions {
+  return {
+    spacing: checkSpacing(option(config, 'timestep_spacing', defaults.timestep_spacing)),
+    stepsOffset: option(config, 'steps_offset', defaults.steps_offset),
+  };
+}
 
 /**
  * The `numInferenceSteps` timesteps of DDIM, PNDM and the Euler schedulers, from noisiest to
  * cleanest. `roundLinspace` is false for Euler, which keeps linspace's fractional values.
  */
 export function spacedTimesteps(
-  spacing: TimestepSpacing,
+  { spacing, stepsOffset }: SpacingOptions,
   numTrainTimesteps: number,
   numInferenceSteps: number,
-  stepsOffset: number,
   roundLinspace: boolean,
 ): number[] {
   switch (spacing) {

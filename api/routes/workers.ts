@@ -1,0 +1,112 @@
+import { Router } from 'express';
+import { withDeadline, QueueUnavailableError } from '../../shared/errors.js';
+import type { QueueLoad, QueueLoadSource } from '../../shared/queue-load.js';
+import type { AutoscalerStatus, WorkerDirectory, WorkerRecord } from '../../shared/worker-registry.js';
+import { HttpError, sendError } from '../http-errors.js';
+
+export interface WorkersRouteDeps {
+  workers?: WorkerDirectory | undefined;
+  queueLoad?: Pick<QueueLoadSource, 'read'> | undefined;
+}
+
+const DEADLINE_MS = 1500;
+
+/**
+ * What runs and what waits: `GET /v1/workers` lists the registered workers (slot, state, current
+ * job, uptime, jobs done) with the autoscaler's view; `GET /v1/queue` gives the queue's full load,
+ * the number KEDA's metrics-api scaler reads (`valueLocation: load`).
+ */
+export function workersRouter(deps: WorkersRouteDeps): Router {
+  const router = Router();
+
+  router.get('/v1/workers', async (_req, res, next) => {
+    if (!deps.workers) return void sendError(res, notConfigured('worker registry'));
+    try {
+      const now = Date.now();
+      const directory = deps.workers;
+      const [workers, autoscaler] = await withRedis(Promise.all([directory.list(), directory.autoscaler()]));
+      res.json({ count: workers.length, workers: workers.map((w) => workerView(w, now)), autoscaler: autoscaler ? autoscalerView(autoscaler) : null });
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  router.get('/v1/queue', async (_req, res, next) => {
+    if (!deps.queueLoad) return void sendError(res, notConfigured('queue load'));
+    try {
+      const load = await withRedis(deps.queueLoad.read());
+      res.json(queueView(load));
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  return router;
+}
+
+export function workerView(w: WorkerRecord, now: number) {
+  return {
+    id: w.id,
+    slot: w.slot,
+    state: w.state,
+    current_job: w.currentJob,
+    uptime_s: Math.max(0, Math.round((now - w.startedAt) / 100) / 10),
+    jobs_done: w.jobsDone,
+    jobs_failed: w.jobsFailed,
+    started_at: new Date(w.startedAt).toISOString(),
+    last_seen_at: new Date(w.lastSeenAt).toISOString(),
+    host: w.host,
+    pid: w.pid,
+    model: w.model,
+  };
+}
+
+function autoscalerView(s: AutoscalerStatus) {
+  return {
+    leader: s.leader,
+    host: s.host,
+    updated_at: new Date(s.at).toISOString(),
+    desired: s.desired,
+    target: s.target,
+    load: s.load,
+    min_workers: s.bounds.min,
+    max_workers: s.bounds.max,
+    last_decision: s.lastDecision ? { action: s.lastDecision.action, reason: s.lastDecision.reason, at: new Date(s.lastDecision.at).toISOString() } : null,
+    slots: s.slots.map((slot) => ({
+      id: slot.id,
+      kind: slot.kind,
+      state: slot.state,
+      worker: slot.workerId,
+      reason: slot.reason,
+      until: slot.until === null ? null : new Date(slot.until).toISOString(),
+    })),
+  };
+}
+
+export function queueView(load: QueueLoad) {
+  return {
+    load: load.load,
+    waiting: load.waiting,
+    prioritized: load.prioritized,
+    delayed_due: load.delayedDue,
+    active: load.active,
+    delayed: load.delayed,
+    paused: load.paused,
+    at: new Date(load.at).toISOString(),
+  };
+}
+
+function notConfigured(what: string): HttpError {
+  return new HttpError(501, 'not_configured', `This API was started without a ${what}.`);
+}
+
+/** A dead Redis answers 503 at once, like the job routes. */
+function withRedis<T>(promise: Promise<T>): Promise<T> {
+  return withDeadline(promise, DEADLINE_MS, () => new QueueUnavailableError()).catch((err: unknown) => {
+    if (err instanceof QueueUnavailableError) throw err;
+    if (err instanceof Error && /Connection is closed|Stream isn't writeable|ECONNREFUSED|max retries|enableOfflineQueue/i.test(err.message)) {
+      throw new QueueUnavailableError();
+    }
+    throw err;
+  });
+}

@@ -1,0 +1,75 @@
+import type { Config } from './config.js';
+import type { JobRecord } from './job-queue.js';
+
+/**
+ * The job as clients see it (`GET /v1/jobs/:id`, the SSE stream's data, a webhook's `data`);
+ * snake_case like the request. Who made it (`owner`) is not shown.
+ */
+export function jobView(record: JobRecord, baseUrl: string) {
+  const p = record.payload;
+  const self = `${baseUrl}/v1/jobs/${record.id}`;
+  const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+  return {
+    id: record.id,
+    status: record.status,
+    model: p.model,
+    input: {
+      prompt: p.prompt,
+      negative_prompt: p.negativePrompt,
+      width: p.width,
+      height: p.height,
+      num_inference_steps: p.numInferenceSteps,
+      guidance_scale: p.guidanceScale,
+      seed: p.seed,
+      num_images: p.numImages,
+      scheduler: p.scheduler ?? null,
+      timeout_s: p.timeoutS ?? null,
+    },
+    progress: record.progress,
+    queue_position: record.queuePosition,
+    attempts: { made: record.attemptsMade, max: record.maxAttempts },
+    created_at: iso(record.createdAt),
+    started_at: iso(record.startedAt),
+    finished_at: iso(record.finishedAt),
+    outputs: record.result
+      ? {
+          seed: record.result.seed,
+          images: record.result.images.map((image, index) => ({
+            url: `${self}/images/${index}.png`,
+            width: image.width,
+            height: image.height,
+            seed: image.seed,
+          })),
+        }
+      : null,
+    error: record.error,
+    webhook: p.webhook
+      ? {
+          url: p.webhook.url,
+          events: p.webhook.events,
+          deliveries: record.deliveries.map((d) => ({
+            event: d.event,
+            webhook_id: d.webhookId,
+            state: d.state,
+            attempts: d.attempts,
+            last_status_code: d.lastStatusCode,
+            last_error: d.lastError,
+            last_attempt_at: iso(d.lastAttemptAt),
+            next_attempt_at: iso(d.nextAttemptAt),
+            delivered_at: iso(d.deliveredAt),
+          })),
+        }
+      : null,
+    links: { self },
+  };
+}
+
+export type JobView = ReturnType<typeof jobView>;
+
+/**
+ * Base URL for links in a view rendered outside a request (webhook bodies): the one the job was
+ * submitted on, else PUBLIC_URL, else the API's own address.
+ */
+export function linkBase(payload: { origin?: string | undefined }, config: Pick<Config, 'publicUrl' | 'host' | 'port'>): string {
+  return payload.origin ?? config.publicUrl ?? `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${config.port}`;
+}
