@@ -1,19 +1,10 @@
-import { ConfigError, loadConfig } from '../shared/config.js';
+import { loadConfigOrExit } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
 import { startNotifier } from './notifier.js';
 
 /** Notifier process: deliver webhooks until told to stop. */
 async function main(): Promise<void> {
-  let config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      process.exit(78);
-    }
-    throw err;
-  }
+  const config = loadConfigOrExit();
   const logger = createLogger('notifier', config.logLevel);
   const notifier = await startNotifier(config, logger);
   // A delivery in flight finishes (at most WEBHOOK_TIMEOUT_MS); a second signal exits at once.

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { startApi } from '../api/server.js';
 import { startAutoscaler } from '../autoscaler/autoscaler.js';
 import { startNotifier } from '../notifier/notifier.js';
-import { ConfigError, loadConfig } from '../shared/config.js';
+import { loadConfigOrExit } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
 import { TINY_MODEL_NOTE, writeTinyModel } from './tiny-model/index.js';
 
@@ -16,16 +16,7 @@ import { TINY_MODEL_NOTE, writeTinyModel } from './tiny-model/index.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 async function main(): Promise<void> {
-  let config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      process.exit(78);
-    }
-    throw err;
-  }
+  const config = loadConfigOrExit();
   const logger = createLogger('start', config.logLevel);
 
   if (!fs.existsSync(path.join(config.model.dir, 'model_index.json'))) {

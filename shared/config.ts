@@ -396,3 +396,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
 
 /** Variable names and defaults, for `.env.example` and the README's table. */
 export const CONFIG_VARIABLES = Object.keys(EnvSchema.shape);
+
+/**
+ * For process entry points: the parsed config, or the problems on stderr and exit code 78
+ * (EX_CONFIG), so a supervisor can tell a bad setting from a crash.
+ */
+export function loadConfigOrExit(env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
+  try {
+    return loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(78);
+    }
+    throw err;
+  }
+}

@@ -1,5 +1,5 @@
 import os from 'node:os';
-import { ConfigError, loadConfig } from '../shared/config.js';
+import { loadConfigOrExit } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
 import { publishModel } from '../shared/model-registry.js';
 import { createRedis } from '../shared/redis.js';
@@ -12,16 +12,7 @@ import { createProcessor } from './processor.js';
 
 /** Worker process: load the model once, then take jobs until told to stop. */
 async function main(): Promise<void> {
-  let config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      process.exit(78);
-    }
-    throw err;
-  }
+  const config = loadConfigOrExit();
   const workerId = config.worker.id ?? `${os.hostname()}-${process.pid}`;
   const logger = createLogger('worker', config.logLevel, { workerId });
   logger.info({ state: 'starting', modelDir: config.model.dir, provider: config.worker.provider }, 'worker starting');
