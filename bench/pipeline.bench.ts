@@ -23,7 +23,7 @@ const STEPS = Number(process.env['BENCH_STEPS'] ?? 10);
 const WARMUP = Number(process.env['BENCH_WARMUP'] ?? 5);
 const RUNS = Number(process.env['BENCH_RUNS'] ?? 10);
 const SCHEDULER = process.env['BENCH_SCHEDULER'];
-/** A real SD 1.x UNet step (batch 2, 512 px) on a data-centre GPU, for scale. */
+/** A real SD 1.x UNet step (512 px, batch 2 for guidance) on a GPU takes about this long: for scale. */
 const REAL_UNET_STEP_MS = [30, 100] as const;
 
 interface Sample extends StageTimings {
@@ -105,7 +105,7 @@ async function main(): Promise<void> {
       'in ORT',
       'JS overhead',
       'overhead/ORT',
-      'unet/step',
+      'unet ms/step',
       'loop JS µs/step',
       'JS outside loop',
     ];

@@ -548,3 +548,37 @@ describe('numpy semantics the schedulers rely on', () => {
     expect(Array.from(a)).toEqual(Array.from(b));
   });
 });
+
+describe('single-step runs', () => {
+  it('linspace of one point is [start], as numpy gives', () => {
+    expect(linspace(999, 0, 1)).toEqual([999]);
+    expect(linspace(2, 5, 0)).toEqual([]);
+  });
+
+  // diffusers: Euler/DDIM take np.linspace(0, 999, 1) == [0.]; DPM takes linspace(0, 999, 2)[::-1][:-1] == [999.]
+  it.each([
+    ['EulerDiscreteScheduler', 0],
+    ['EulerAncestralDiscreteScheduler', 0],
+    ['DDIMScheduler', 0],
+    ['DPMSolverMultistepScheduler', 999],
+  ] as const)(
+    '%s runs one step with linspace spacing at t = %i, like diffusers, to a finite sample',
+    (className, expectedT) => {
+      const scheduler = createScheduler(className, {
+        num_train_timesteps: 1000,
+        beta_start: 0.00085,
+        beta_end: 0.012,
+        beta_schedule: 'scaled_linear',
+        timestep_spacing: 'linspace',
+      });
+      scheduler.setTimesteps(1);
+      expect(scheduler.timesteps).toHaveLength(1);
+      expect(scheduler.timesteps[0]).toBe(expectedT);
+      const sample = new Float32Array(16).map((_, i) => Math.sin(i) * scheduler.initNoiseSigma);
+      const eps = new Float32Array(16).map((_, i) => Math.cos(i));
+      const { prevSample } = scheduler.step(eps, scheduler.timesteps[0]!, sample, new Float32Array(16).fill(0.5));
+      expect(prevSample.every(Number.isFinite)).toBe(true);
+      expect(Array.from(prevSample)).not.toEqual(Array.from(sample));
+    },
+  );
+});

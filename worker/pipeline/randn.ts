@@ -14,6 +14,12 @@ const MATRIX_A = 0x9908b0df;
 const UPPER_MASK = 0x80000000;
 const LOWER_MASK = 0x7fffffff;
 
+/** The next word from the upper bit of mt[i], the lower 31 of mt[i + 1] and mt[i + M]. */
+function recurrence(current: number, next: number, far: number): number {
+  const y = (current & UPPER_MASK) | (next & LOWER_MASK);
+  return far ^ (y >>> 1) ^ (y & 1 ? MATRIX_A : 0);
+}
+
 export class NumpyRandomState {
   private readonly mt = new Uint32Array(N);
   private index = N;
@@ -87,13 +93,16 @@ export class NumpyRandomState {
     return out;
   }
 
-  /** Regenerates the 624-word state (the MT19937 recurrence). */
+  /**
+   * Regenerates the 624-word state (the MT19937 recurrence), in the reference code's three
+   * passes so that no index needs wrapping.
+   */
   private twist(): void {
     const mt = this.mt;
-    for (let i = 0; i < N; i++) {
-      const y = ((mt[i] as number) & UPPER_MASK) | ((mt[(i + 1) % N] as number) & LOWER_MASK);
-      mt[i] = (mt[(i + M) % N] as number) ^ (y >>> 1) ^ (y & 1 ? MATRIX_A : 0);
-    }
+    let i = 0;
+    for (; i < N - M; i++) mt[i] = recurrence(mt[i] as number, mt[i + 1] as number, mt[i + M] as number);
+    for (; i < N - 1; i++) mt[i] = recurrence(mt[i] as number, mt[i + 1] as number, mt[i + M - N] as number);
+    mt[N - 1] = recurrence(mt[N - 1] as number, mt[0] as number, mt[M - 1] as number);
     this.index = 0;
   }
 }

@@ -20,8 +20,10 @@ export function linspace(start: number, stop: number, num: number, endpoint = tr
   const step = div > 0 ? delta / div : Number.NaN;
   const out: number[] = [];
   for (let i = 0; i < num; i++) {
-    // numpy divides first when the step underflows to zero; same values otherwise
-    out.push(step === 0 ? (i / div) * delta + start : i * step + start);
+    // numpy divides first when the step underflows to zero, and multiplies by delta alone when
+    // there is no division (num 1 with endpoint: [start]); same values otherwise
+    if (div <= 0) out.push(i * delta + start);
+    else out.push(step === 0 ? (i / div) * delta + start : i * step + start);
   }
   if (endpoint && num > 1) out[num - 1] = stop;
   return out;
