@@ -13,6 +13,8 @@ import { arange, interp, linspace, roundHalfEven } from '../worker/pipeline/sche
 import { indexForTimestep } from '../worker/pipeline/schedulers/timestep-schedule.js';
 
 interface TrajectoryCase {
+  /** What the configuration is (the extra fixture's cases only). */
+  label?: string;
   class_name: string;
   config: SchedulerConfig;
   steps: number;
@@ -23,9 +25,19 @@ interface TrajectoryCase {
   final_denoised?: number[];
 }
 
-const fixture = JSON.parse(
-  readFileSync(new URL('./fixtures/scheduler-trajectories.json', import.meta.url), 'utf8'),
-) as { shape: number[]; cases: TrajectoryCase[] };
+interface TrajectoryFixture {
+  about: string;
+  shape: number[];
+  cases: TrajectoryCase[];
+}
+
+function loadFixture(name: string): TrajectoryFixture {
+  return JSON.parse(readFileSync(new URL(`./fixtures/${name}`, import.meta.url), 'utf8')) as TrajectoryFixture;
+}
+
+const fixture = loadFixture('scheduler-trajectories.json');
+/** More configurations (SD 2.1 v, SD-Turbo, LCM, Karras, DPM++ options, PRK, …) from the same loop. */
+const extraFixture = loadFixture('scheduler-trajectories-diffusers-extra.json');
 const SIZE = fixture.shape.reduce((a, b) => a * b, 1);
 
 /** Stable Diffusion 1.5's scheduler_config.json. */
@@ -93,16 +105,26 @@ function allFinite(values: Float32Array): boolean {
   return values.every((v) => Number.isFinite(v));
 }
 
-describe('schedulers replay diffusers trajectories', () => {
-  it('covers every case of the fixture', () => {
-    expect(fixture.cases.map((c) => c.class_name).sort()).toEqual([...SUPPORTED_SCHEDULERS].sort());
+/**
+ * Integer timesteps must be equal; fractional ones (Euler with Karras sigmas, from diffusers'
+ * `_sigma_to_t` over numpy's float32 `np.log`, whose last bit varies with numpy's SIMD code) to
+ * within 1e-6 relative.
+ */
+function expectTimesteps(actual: readonly number[], expected: readonly number[]): void {
+  expect(actual).toHaveLength(expected.length);
+  expected.forEach((t, i) => {
+    if (Number.isInteger(t)) expect(actual[i], `timestep ${i}`).toBe(t);
+    else expect(Math.abs(actual[i]! - t) / t, `timestep ${i}`).toBeLessThanOrEqual(1e-6);
   });
+}
 
-  for (const c of fixture.cases) {
-    it(`${c.class_name} (${c.steps} steps) matches within 1e-4`, () => {
+/** Replays each case of a fixture made by diffusers' own classes with the loop of its `about`. */
+function replayCases(cases: readonly TrajectoryCase[]): void {
+  for (const c of cases) {
+    it(`${c.class_name}${c.label ? ` (${c.label})` : ''}, ${c.steps} steps, matches within 1e-4`, () => {
       const scheduler = createScheduler(c.class_name, c.config);
       scheduler.setTimesteps(c.steps);
-      expect(scheduler.timesteps).toEqual(c.timesteps);
+      expectTimesteps(scheduler.timesteps, c.timesteps);
       // the fixture's σ_max came from a torch build whose ᾱ differs by a few float32 ulps
       expect(Math.abs(scheduler.initNoiseSigma - c.init_noise_sigma) / c.init_noise_sigma).toBeLessThan(1e-6);
 
@@ -121,6 +143,31 @@ describe('schedulers replay diffusers trajectories', () => {
       }
     });
   }
+}
+
+describe('schedulers replay diffusers trajectories', () => {
+  it('covers every case of the fixture', () => {
+    expect(fixture.cases.map((c) => c.class_name).sort()).toEqual([...SUPPORTED_SCHEDULERS].sort());
+  });
+
+  replayCases(fixture.cases);
+});
+
+describe('schedulers replay diffusers trajectories of further configurations', () => {
+  it('uses the same loop and shape as the first fixture', () => {
+    expect(extraFixture.shape).toEqual(fixture.shape);
+    for (const part of [
+      'x0[i] = 1.2*sin(1.7*i + 0.5); x = x0 * init_noise_sigma',
+      'eps[i] = 0.8*tanh(xin[i]) + 0.1*sin(0.01*t + 0.3*i)',
+      'noise[i] = 1.1*cos(0.9*i + 1.3*k)',
+    ]) {
+      expect(fixture.about).toContain(part);
+      expect(extraFixture.about).toContain(part);
+    }
+    expect(new Set(extraFixture.cases.map((c) => c.class_name))).toEqual(new Set(SUPPORTED_SCHEDULERS));
+  });
+
+  replayCases(extraFixture.cases);
 });
 
 describe('buffers the caller reuses', () => {
@@ -160,6 +207,8 @@ describe('buffers the caller reuses', () => {
     ['DPMSolverMultistepScheduler', '2M', SD15, 20],
     ['DPMSolverMultistepScheduler', '3M, sigma_min', { ...SD15, solver_order: 3, final_sigmas_type: 'sigma_min' }, 20],
     ['DPMSolverMultistepScheduler', 'heun, v_prediction', { ...SD15, solver_type: 'heun', prediction_type: 'v_prediction' }, 20],
+    ['DPMSolverMultistepScheduler', '2M SDE', { ...SD15, algorithm_type: 'sde-dpmsolver++' }, 20],
+    ['DPMSolverMultistepScheduler', 'ε-space 3M', { ...SD15, algorithm_type: 'dpmsolver', solver_order: 3, final_sigmas_type: 'sigma_min' }, 20],
     ['LCMScheduler', 'SD 1.5', SD15, 4],
   ] as const)('%s (%s): stepping in place equals new arrays bit for bit', (name, _label, config, steps) => {
     const fresh = createScheduler(name, config);
@@ -416,7 +465,18 @@ describe('scheduler behaviour', () => {
   it('rejects bad config values with a typed error', () => {
     expect(() => createScheduler('DDIMScheduler', { beta_schedule: 'cubic' })).toThrow(SchedulerConfigError);
     expect(() => createScheduler('EulerDiscreteScheduler', { use_karras_sigmas: 'yes' })).toThrow(/use_karras_sigmas/);
-    expect(() => createScheduler('DPMSolverMultistepScheduler', { algorithm_type: 'sde-dpmsolver++' })).toThrow(
+    // diffusers' third-order update has no SDE branch, and ε-space DPM-Solver cannot end at σ = 0
+    expect(() =>
+      createScheduler('DPMSolverMultistepScheduler', { algorithm_type: 'sde-dpmsolver++', solver_order: 3 }),
+    ).toThrow(SchedulerConfigError);
+    expect(() => createScheduler('DPMSolverMultistepScheduler', { algorithm_type: 'dpmsolver' })).toThrow(
+      /final_sigmas_type/,
+    );
+    expect(() => createScheduler('DPMSolverMultistepScheduler', { algorithm_type: 'dpm-fancy' })).toThrow(
+      SchedulerConfigError,
+    );
+    // diffusers' log_linear path (ascending σ) is not ported
+    expect(() => createScheduler('EulerDiscreteScheduler', { interpolation_type: 'log_linear' })).toThrow(
       SchedulerConfigError,
     );
     expect(() => createScheduler('EulerDiscreteScheduler', { timestep_spacing: 'sideways' })).toThrow(

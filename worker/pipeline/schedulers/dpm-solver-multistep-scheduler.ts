@@ -1,7 +1,9 @@
 /**
  * DPM-Solver++ multistep (Lu et al. 2022, https://arxiv.org/abs/2211.01095), a port of diffusers'
- * `DPMSolverMultistepScheduler` for `algorithm_type` "dpmsolver++": the data-prediction ODE
- * solver, 2M (order 2, Algorithm 2) by default, with orders 1 and 3 too.
+ * `DPMSolverMultistepScheduler`: the data-prediction ODE solver "dpmsolver++", 2M (order 2,
+ * Algorithm 2) by default, with orders 1 and 3 too; the noise-prediction "dpmsolver"
+ * (https://arxiv.org/abs/2206.00927); and their SDE variants "sde-dpmsolver++" (DPM++ 2M SDE) and
+ * "sde-dpmsolver" (orders 1 and 2), which take the step's noise.
  */
 import type { Scheduler, SchedulerConfig } from '../types.js';
 import { kDiffusionAlphasCumprod } from './noise-schedule.js';
@@ -18,7 +20,10 @@ import {
 } from './scheduler-config.js';
 import { checkSameLength, outputFor, reusable, unscaledModelInput } from './sample-buffers.js';
 import { finalSigma, interpolatedSigmas, karrasSchedule, StepIndex } from './sigma-schedule.js';
+import { noiseFor } from './standard-normal.js';
 import { checkNumInferenceSteps, spacingOptions, trainingSigmas, type SpacingOptions } from './timestep-schedule.js';
+
+type AlgorithmType = 'dpmsolver++' | 'dpmsolver' | 'sde-dpmsolver++' | 'sde-dpmsolver';
 
 export const DPM_SOLVER_MULTISTEP_DEFAULTS = {
   num_train_timesteps: 1000,
@@ -55,6 +60,10 @@ export class DpmSolverMultistepScheduler implements Scheduler {
   private readonly numTrainTimesteps: number;
   private readonly predictionType: PredictionType;
   private readonly solverOrder: number;
+  private readonly algorithm: AlgorithmType;
+  /** x₀ (data prediction, the "++" algorithms) or ε (noise prediction) is what gets integrated. */
+  private readonly dataPrediction: boolean;
+  private readonly sde: boolean;
   private readonly heun: boolean;
   private readonly lowerOrderFinal: boolean;
   private readonly eulerAtFinal: boolean;
@@ -79,11 +88,23 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     this.numTrainTimesteps = numTrainTimesteps(config);
     this.alphasCumprod = kDiffusionAlphasCumprod(config, DPM_SOLVER_MULTISTEP_DEFAULTS);
     this.predictionType = predictionType(config);
-    // diffusers maps DEIS's name onto DPM-Solver++; the ε-space and SDE variants are not ported
-    choice(config, 'algorithm_type', ['dpmsolver++', 'deis'] as const, DPM_SOLVER_MULTISTEP_DEFAULTS.algorithm_type);
+    // diffusers maps DEIS's name onto DPM-Solver++
+    const algorithm = choice(
+      config,
+      'algorithm_type',
+      ['dpmsolver++', 'deis', 'dpmsolver', 'sde-dpmsolver++', 'sde-dpmsolver'] as const,
+      DPM_SOLVER_MULTISTEP_DEFAULTS.algorithm_type,
+    );
+    this.algorithm = algorithm === 'deis' ? 'dpmsolver++' : algorithm;
+    this.dataPrediction = this.algorithm === 'dpmsolver++' || this.algorithm === 'sde-dpmsolver++';
+    this.sde = this.algorithm === 'sde-dpmsolver++' || this.algorithm === 'sde-dpmsolver';
     this.solverOrder = option(config, 'solver_order', DPM_SOLVER_MULTISTEP_DEFAULTS.solver_order);
     if (![1, 2, 3].includes(this.solverOrder)) {
       throw new SchedulerConfigError('solver_order', 'solver_order must be 1, 2 or 3');
+    }
+    if (this.sde && this.solverOrder === 3) {
+      // diffusers' third-order update has no SDE branch (it fails there)
+      throw new SchedulerConfigError('solver_order', `solver_order 3 is not supported for ${this.algorithm}`);
     }
     // diffusers maps UniPC's and DEIS's solver types onto midpoint
     const solverType = choice(
@@ -102,6 +123,13 @@ export class DpmSolverMultistepScheduler implements Scheduler {
       ['zero', 'sigma_min'] as const,
       DPM_SOLVER_MULTISTEP_DEFAULTS.final_sigmas_type,
     );
+    if (!this.dataPrediction && this.finalSigmasType === 'zero') {
+      // as diffusers' __init__ raises
+      throw new SchedulerConfigError(
+        'final_sigmas_type',
+        `final_sigmas_type "zero" is not supported for algorithm_type "${this.algorithm}"; use "sigma_min"`,
+      );
+    }
     this.lambdaMinClipped = optionalNumber(config, 'lambda_min_clipped') ?? -Infinity;
     this.spacing = spacingOptions(config, DPM_SOLVER_MULTISTEP_DEFAULTS);
   }
@@ -158,7 +186,7 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     return unscaledModelInput(sample, out);
   }
 
-  step(modelOutput: Float32Array, t: number, sample: Float32Array, _noise?: Float32Array, out?: Float32Array) {
+  step(modelOutput: Float32Array, t: number, sample: Float32Array, noise?: Float32Array, out?: Float32Array) {
     if (this.timesteps.length === 0) {
       throw new Error('DPMSolverMultistepScheduler: call setTimesteps before step');
     }
@@ -175,11 +203,13 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     const x0 = this.convertModelOutput(modelOutput, sample, index, this.modelOutputs.shift());
     this.modelOutputs.push(x0);
 
+    // the SDE variants take the step's noise (drawn before `out`, which may be `sample`, is written)
+    const z = this.sde ? noiseFor(sample, noise) : undefined;
     const prevSample = outputFor(sample, out);
     if (this.solverOrder === 1 || this.lowerOrderNums < 1 || lowerOrderFinal) {
-      this.firstOrderUpdate(x0, sample, index, prevSample);
+      this.firstOrderUpdate(x0, sample, index, prevSample, z);
     } else if (this.solverOrder === 2 || this.lowerOrderNums < 2 || lowerOrderSecond) {
-      this.secondOrderUpdate(sample, index, prevSample);
+      this.secondOrderUpdate(sample, index, prevSample, z);
     } else {
       this.thirdOrderUpdate(sample, index, prevSample);
     }
@@ -188,7 +218,10 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     return { prevSample };
   }
 
-  /** DPM-Solver++ integrates the data prediction x₀_θ(x_t, t), so every parameterisation becomes x₀. */
+  /**
+   * DPM-Solver++ integrates the data prediction x₀_θ(x_t, t), so every parameterisation becomes x₀;
+   * DPM-Solver integrates the noise prediction ε_θ(x_t, t), so every one becomes ε.
+   */
   private convertModelOutput(
     modelOutput: Float32Array,
     sample: Float32Array,
@@ -198,26 +231,67 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     const { alpha, sigma } = vpCoefficients(this.sigmas[index] as number);
     const type = this.predictionType;
     const out = reusable(buffer, sample.length);
-    for (let i = 0; i < sample.length; i++) {
-      const x = sample[i] as number;
-      const m = modelOutput[i] as number;
-      out[i] = type === 'epsilon' ? (x - sigma * m) / alpha : type === 'v_prediction' ? alpha * x - sigma * m : m;
+    if (this.dataPrediction) {
+      for (let i = 0; i < sample.length; i++) {
+        const x = sample[i] as number;
+        const m = modelOutput[i] as number;
+        out[i] = type === 'epsilon' ? (x - sigma * m) / alpha : type === 'v_prediction' ? alpha * x - sigma * m : m;
+      }
+    } else {
+      for (let i = 0; i < sample.length; i++) {
+        const x = sample[i] as number;
+        const m = modelOutput[i] as number;
+        out[i] = type === 'epsilon' ? m : type === 'v_prediction' ? alpha * m + sigma * x : (x - alpha * m) / sigma;
+      }
     }
     return out;
   }
 
-  /** First order (DDIM-equivalent), paper eq. 5: x_t = (σ_t/σ_s)·x_s − α_t(e^{−h} − 1)·x₀. */
-  private firstOrderUpdate(x0: Float32Array, sample: Float32Array, index: number, out: Float32Array): void {
+  /**
+   * First order (DDIM-equivalent), paper eq. 5: x_t = (σ_t/σ_s)·x_s − α_t(e^{−h} − 1)·x₀, or in
+   * noise prediction x_t = (α_t/α_s)·x_s − σ_t(e^h − 1)·ε; the SDE variants add σ_t-scaled noise.
+   */
+  private firstOrderUpdate(
+    m0: Float32Array,
+    sample: Float32Array,
+    index: number,
+    out: Float32Array,
+    noise: Float32Array | undefined,
+  ): void {
     const t = vpCoefficients(this.sigmas[index + 1] as number);
     const s = vpCoefficients(this.sigmas[index] as number);
     const h = t.lambda - s.lambda;
-    const sampleCoeff = t.sigma / s.sigma;
-    const x0Coeff = t.alpha * (Math.exp(-h) - 1);
-    for (let i = 0; i < sample.length; i++) out[i] = sampleCoeff * (sample[i] as number) - x0Coeff * (x0[i] as number);
+    let sampleCoeff: number;
+    let modelCoeff: number; // x_t = sampleCoeff·x_s + modelCoeff·m + noiseCoeff·z
+    let noiseCoeff = 0;
+    if (this.algorithm === 'dpmsolver++') {
+      sampleCoeff = t.sigma / s.sigma;
+      modelCoeff = -(t.alpha * (Math.exp(-h) - 1));
+    } else if (this.algorithm === 'dpmsolver') {
+      sampleCoeff = t.alpha / s.alpha;
+      modelCoeff = -(t.sigma * (Math.exp(h) - 1));
+    } else if (this.algorithm === 'sde-dpmsolver++') {
+      sampleCoeff = (t.sigma / s.sigma) * Math.exp(-h);
+      modelCoeff = t.alpha * (1 - Math.exp(-2 * h));
+      noiseCoeff = t.sigma * Math.sqrt(1 - Math.exp(-2 * h));
+    } else {
+      sampleCoeff = t.alpha / s.alpha;
+      modelCoeff = -2 * (t.sigma * (Math.exp(h) - 1));
+      noiseCoeff = t.sigma * Math.sqrt(Math.exp(2 * h) - 1);
+    }
+    for (let i = 0; i < sample.length; i++) {
+      const z = noise === undefined ? 0 : noiseCoeff * (noise[i] as number);
+      out[i] = sampleCoeff * (sample[i] as number) + modelCoeff * (m0[i] as number) + z;
+    }
   }
 
   /** Multistep second order, Algorithm 2 (2M): D₁ is the backward difference scaled by 1/r₀. */
-  private secondOrderUpdate(sample: Float32Array, index: number, out: Float32Array): void {
+  private secondOrderUpdate(
+    sample: Float32Array,
+    index: number,
+    out: Float32Array,
+    noise: Float32Array | undefined,
+  ): void {
     const m0 = this.modelOutputs[this.solverOrder - 1];
     const m1 = this.modelOutputs[this.solverOrder - 2];
     if (m0 === undefined || m1 === undefined) throw new Error('DPMSolverMultistepScheduler: missing history');
@@ -227,14 +301,40 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     const h = t.lambda - s0.lambda;
     const h0 = s0.lambda - s1.lambda;
     const r0 = h0 / h;
-    const sampleCoeff = t.sigma / s0.sigma;
-    const expTerm = t.alpha * (Math.exp(-h) - 1);
-    // midpoint: −½·α_t(e^{−h} − 1)·D₁; heun: +α_t((e^{−h} − 1)/h + 1)·D₁
-    const d1Coeff = this.heun ? -(t.alpha * ((Math.exp(-h) - 1) / h + 1)) : 0.5 * expTerm;
+    // x_t = sampleCoeff·x_s + d0Coeff·D₀ + d1Coeff·D₁ + noiseCoeff·z, diffusers' formulas per algorithm
+    let sampleCoeff: number;
+    let d0Coeff: number;
+    let d1Coeff: number;
+    let noiseCoeff = 0;
+    if (this.algorithm === 'dpmsolver++') {
+      sampleCoeff = t.sigma / s0.sigma;
+      const expTerm = t.alpha * (Math.exp(-h) - 1);
+      d0Coeff = -expTerm;
+      // midpoint: −½·α_t(e^{−h} − 1)·D₁; heun: +α_t((e^{−h} − 1)/h + 1)·D₁
+      d1Coeff = this.heun ? t.alpha * ((Math.exp(-h) - 1) / h + 1) : -0.5 * expTerm;
+    } else if (this.algorithm === 'dpmsolver') {
+      sampleCoeff = t.alpha / s0.alpha;
+      const expTerm = t.sigma * (Math.exp(h) - 1);
+      d0Coeff = -expTerm;
+      d1Coeff = this.heun ? -(t.sigma * ((Math.exp(h) - 1) / h - 1)) : -0.5 * expTerm;
+    } else if (this.algorithm === 'sde-dpmsolver++') {
+      sampleCoeff = (t.sigma / s0.sigma) * Math.exp(-h);
+      const expTerm = t.alpha * (1 - Math.exp(-2 * h));
+      d0Coeff = expTerm;
+      d1Coeff = this.heun ? t.alpha * ((1 - Math.exp(-2 * h)) / (-2 * h) + 1) : 0.5 * expTerm;
+      noiseCoeff = t.sigma * Math.sqrt(1 - Math.exp(-2 * h));
+    } else {
+      sampleCoeff = t.alpha / s0.alpha;
+      const expTerm = t.sigma * (Math.exp(h) - 1);
+      d0Coeff = -2 * expTerm;
+      d1Coeff = this.heun ? -2 * (t.sigma * ((Math.exp(h) - 1) / h - 1)) : -expTerm;
+      noiseCoeff = t.sigma * Math.sqrt(Math.exp(2 * h) - 1);
+    }
     for (let i = 0; i < sample.length; i++) {
       const d0 = m0[i] as number;
       const d1 = (1 / r0) * (d0 - (m1[i] as number));
-      out[i] = sampleCoeff * (sample[i] as number) - expTerm * d0 - d1Coeff * d1;
+      const z = noise === undefined ? 0 : noiseCoeff * (noise[i] as number);
+      out[i] = sampleCoeff * (sample[i] as number) + d0Coeff * d0 + d1Coeff * d1 + z;
     }
   }
 
@@ -255,11 +355,24 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     const h1 = s1.lambda - s2.lambda;
     const r0 = h0 / h;
     const r1 = h1 / h;
-    const em1 = Math.exp(-h) - 1;
-    const sampleCoeff = t.sigma / s0.sigma;
-    const c0 = t.alpha * em1;
-    const c1 = t.alpha * (em1 / h + 1);
-    const c2 = t.alpha * ((em1 + h) / (h * h) - 0.5);
+    // x_t = sampleCoeff·x_s − c0·D₀ + c1·D₁ − c2·D₂
+    let sampleCoeff: number;
+    let c0: number;
+    let c1: number;
+    let c2: number;
+    if (this.dataPrediction) {
+      const em1 = Math.exp(-h) - 1;
+      sampleCoeff = t.sigma / s0.sigma;
+      c0 = t.alpha * em1;
+      c1 = t.alpha * (em1 / h + 1);
+      c2 = t.alpha * ((em1 + h) / (h * h) - 0.5);
+    } else {
+      const ep1 = Math.exp(h) - 1;
+      sampleCoeff = t.alpha / s0.alpha;
+      c0 = t.sigma * ep1;
+      c1 = -(t.sigma * (ep1 / h - 1));
+      c2 = t.sigma * ((ep1 - h) / (h * h) - 0.5);
+    }
     for (let i = 0; i < sample.length; i++) {
       const d0 = m0[i] as number;
       const d10 = (1 / r0) * (d0 - (m1[i] as number));

@@ -94,8 +94,9 @@ export function sigmaToT(sigma: number, logSigmasByT: Float32Array): number {
   const highIdx = lowIdx + 1;
   const low = logSigmasByT[lowIdx] as number;
   const high = logSigmasByT[highIdx] as number;
-  // interpolate sigmas, then transform the interpolation weight to the time range
-  const w = Math.min(Math.max((low - logSigma) / (low - high), 0), 1);
+  // interpolate sigmas, then transform the interpolation weight to the time range; low − high
+  // is a difference of two float32 log σ, which numpy evaluates in float32 (low − log σ is float64)
+  const w = Math.min(Math.max((low - logSigma) / Math.fround(low - high), 0), 1);
   return (1 - w) * lowIdx + w * highIdx;
 }
 
