@@ -109,3 +109,19 @@ describe('randn', () => {
     expect(Math.abs(sumSq / values.length - mean * mean - 1)).toBeLessThan(0.02);
   });
 });
+
+describe('NumpyRandomState.randnInto', () => {
+  it('draws what gauss() draws one at a time, across twists and a kept spare', () => {
+    for (const seed of [0, 42, 4294967295]) {
+      const bulk = new NumpyRandomState(seed);
+      const single = new NumpyRandomState(seed);
+      // odd lengths leave a spare; 623–625 cross the 624-word state boundary mid-pair
+      for (const count of [1, 3, 623, 624, 625, 2, 5000, 0, 7]) {
+        const fast = bulk.randn(count);
+        const slow = Float32Array.from({ length: count }, () => single.gauss());
+        expect(Buffer.from(fast.buffer).equals(Buffer.from(slow.buffer))).toBe(true);
+        expect(bulk.nextUint32()).toBe(single.nextUint32());
+      }
+    }
+  });
+});

@@ -11,6 +11,9 @@ import {
 } from '../worker/pipeline/schedulers/index.js';
 import { arange, interp, linspace, roundHalfEven } from '../worker/pipeline/schedulers/numpy-like.js';
 import { indexForTimestep } from '../worker/pipeline/schedulers/timestep-schedule.js';
+import { DiscreteAlphas } from '../worker/pipeline/schedulers/noise-schedule.js';
+import { PNDM_DEFAULTS } from '../worker/pipeline/schedulers/pndm-scheduler.js';
+import { randn } from '../worker/pipeline/randn.js';
 
 interface TrajectoryCase {
   /** What the configuration is (the extra fixture's cases only). */
@@ -641,4 +644,82 @@ describe('single-step runs', () => {
       expect(Array.from(prevSample)).not.toEqual(Array.from(sample));
     },
   );
+});
+
+describe('PNDMScheduler fused PLMS step', () => {
+  // The step keeps ε, forms e′ and applies formula (9) in one pass; this replays the three
+  // separate passes (ε copy, e′ stored as float32, formula 9) and wants the same bits.
+  const config: SchedulerConfig = {
+    _class_name: 'PNDMScheduler',
+    num_train_timesteps: 1000,
+    beta_start: 0.00085,
+    beta_end: 0.012,
+    beta_schedule: 'scaled_linear',
+    skip_prk_steps: true,
+    set_alpha_to_one: false,
+    steps_offset: 1,
+  };
+
+  function referencePlms(timesteps: number[], steps: number, outputs: Float32Array[], x0: Float32Array): Float32Array {
+    const alphas = new DiscreteAlphas('PNDMScheduler', config, PNDM_DEFAULTS);
+    const ratio = Math.floor(1000 / steps);
+    const ets: Float32Array[] = [];
+    let cur: Float32Array | undefined;
+    let x: Float32Array = Float32Array.from(x0);
+    timesteps.forEach((t, counter) => {
+      const m = outputs[counter]!;
+      let timestep = t;
+      let prev = t - ratio;
+      if (counter !== 1) {
+        ets.push(Float32Array.from(m));
+        if (ets.length > 4) ets.shift();
+      } else {
+        prev = t;
+        timestep = t + ratio;
+      }
+      const e = ets;
+      const n = e.length;
+      let output: Float32Array = new Float32Array(m.length);
+      let from: Float32Array = x;
+      for (let i = 0; i < m.length; i++) {
+        if (n === 1 && counter === 0) output = m;
+        else if (n === 1) output[i] = (m[i]! + e[0]![i]!) / 2;
+        else if (n === 2) output[i] = (3 * e[1]![i]! - e[0]![i]!) / 2;
+        else if (n === 3) output[i] = (23 * e[2]![i]! - 16 * e[1]![i]! + 5 * e[0]![i]!) / 12;
+        else output[i] = (1 / 24) * (55 * e[3]![i]! - 59 * e[2]![i]! + 37 * e[1]![i]! - 9 * e[0]![i]!);
+      }
+      if (n === 1 && counter === 0) cur = Float32Array.from(x);
+      else if (n === 1) from = cur!;
+      const aT = alphas.at(timestep);
+      const aP = alphas.atPrev(prev);
+      const sampleCoeff = Math.sqrt(aP / aT);
+      const denom = aT * Math.sqrt(1 - aP) + Math.sqrt(aT * (1 - aT) * aP);
+      const epsCoeff = (aP - aT) / denom;
+      const next = new Float32Array(m.length);
+      for (let i = 0; i < m.length; i++) next[i] = sampleCoeff * from[i]! - epsCoeff * output[i]!;
+      x = next;
+    });
+    return x;
+  }
+
+  for (const steps of [4, 10, 25]) {
+    it(`matches the separate passes bit for bit (${steps} steps, in place and not)`, () => {
+      const size = 4 * 8 * 8;
+      const x0 = randn(7, [size]);
+      const scheduler = createScheduler('PNDMScheduler', config);
+      scheduler.setTimesteps(steps);
+      const outputs = scheduler.timesteps.map((_, k) => randn(100 + k, [size]));
+      const expected = referencePlms(scheduler.timesteps, steps, outputs, x0);
+
+      const inPlace = Float32Array.from(x0);
+      for (const [k, t] of scheduler.timesteps.entries()) scheduler.step(outputs[k]!, t, inPlace, undefined, inPlace);
+      expect(Buffer.from(inPlace.buffer).equals(Buffer.from(expected.buffer))).toBe(true);
+
+      const fresh = createScheduler('PNDMScheduler', config);
+      fresh.setTimesteps(steps);
+      let x: Float32Array = Float32Array.from(x0);
+      for (const [k, t] of fresh.timesteps.entries()) x = fresh.step(Float32Array.from(outputs[k]!), t, x).prevSample;
+      expect(Buffer.from(x.buffer).equals(Buffer.from(expected.buffer))).toBe(true);
+    });
+  }
 });

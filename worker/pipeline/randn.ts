@@ -20,6 +20,14 @@ function recurrence(current: number, next: number, far: number): number {
   return far ^ (y >>> 1) ^ (y & 1 ? MATRIX_A : 0);
 }
 
+/** MT19937's output tempering of a state word; int32 bits (`>>> 0` for the uint32). */
+function temper(word: number): number {
+  let y = word ^ (word >>> 11);
+  y ^= (y << 7) & 0x9d2c5680;
+  y ^= (y << 15) & 0xefc60000;
+  return y ^ (y >>> 18);
+}
+
 export class NumpyRandomState {
   private readonly mt = new Uint32Array(N);
   private index = N;
@@ -42,12 +50,7 @@ export class NumpyRandomState {
   /** The next 32-bit output (genrand_int32), tempered. */
   nextUint32(): number {
     if (this.index >= N) this.twist();
-    let y = this.mt[this.index++] as number;
-    y ^= y >>> 11;
-    y ^= (y << 7) & 0x9d2c5680;
-    y ^= (y << 15) & 0xefc60000;
-    y ^= y >>> 18;
-    return y >>> 0;
+    return temper(this.mt[this.index++] as number) >>> 0;
   }
 
   /** A double in [0, 1) with 53 random bits: `(a >> 5, b >> 6)` as numpy's `random_sample`. */
@@ -87,9 +90,51 @@ export class NumpyRandomState {
     return this.randnInto(new Float32Array(count));
   }
 
-  /** Fills `out` with the next standard normals of this stream, cast to float32. */
+  /**
+   * Fills `out` with the next standard normals of this stream, cast to float32: `gauss()` over
+   * and over, with the generator's state in locals (the same draws, in the same order).
+   */
   randnInto(out: Float32Array): Float32Array {
-    for (let i = 0; i < out.length; i++) out[i] = this.gauss();
+    const count = out.length;
+    let i = 0;
+    if (count > 0 && this.hasSpare) {
+      this.hasSpare = false;
+      out[i++] = this.spare;
+    }
+    const mt = this.mt;
+    let index = this.index;
+    while (i < count) {
+      let x1: number;
+      let x2: number;
+      let r2: number;
+      do {
+        // four tempered words → two doubles (randomSample), inlined
+        if (index > N - 4) {
+          this.index = index;
+          x1 = 2 * this.randomSample() - 1;
+          x2 = 2 * this.randomSample() - 1;
+          index = this.index;
+        } else {
+          const a = temper(mt[index] as number);
+          const b = temper(mt[index + 1] as number);
+          const c = temper(mt[index + 2] as number);
+          const d = temper(mt[index + 3] as number);
+          index += 4;
+          x1 = 2 * (((a >>> 5) * 67108864 + (b >>> 6)) / 9007199254740992) - 1;
+          x2 = 2 * (((c >>> 5) * 67108864 + (d >>> 6)) / 9007199254740992) - 1;
+        }
+        r2 = x1 * x1 + x2 * x2;
+      } while (r2 >= 1 || r2 === 0);
+      const f = Math.sqrt((-2 * Math.log(r2)) / r2);
+      out[i++] = f * x2;
+      if (i < count) {
+        out[i++] = f * x1;
+      } else {
+        this.spare = f * x1;
+        this.hasSpare = true;
+      }
+    }
+    this.index = index;
     return out;
   }
 
@@ -100,8 +145,15 @@ export class NumpyRandomState {
   private twist(): void {
     const mt = this.mt;
     let i = 0;
-    for (; i < N - M; i++) mt[i] = recurrence(mt[i] as number, mt[i + 1] as number, mt[i + M] as number);
-    for (; i < N - 1; i++) mt[i] = recurrence(mt[i] as number, mt[i + 1] as number, mt[i + M - N] as number);
+    // mag01[y & 1] without a branch: −(y & 1) is all ones or zero (a coin flip for a predictor)
+    for (; i < N - M; i++) {
+      const y = ((mt[i] as number) & UPPER_MASK) | ((mt[i + 1] as number) & LOWER_MASK);
+      mt[i] = (mt[i + M] as number) ^ (y >>> 1) ^ (-(y & 1) & MATRIX_A);
+    }
+    for (; i < N - 1; i++) {
+      const y = ((mt[i] as number) & UPPER_MASK) | ((mt[i + 1] as number) & LOWER_MASK);
+      mt[i] = (mt[i + M - N] as number) ^ (y >>> 1) ^ (-(y & 1) & MATRIX_A);
+    }
     mt[N - 1] = recurrence(mt[N - 1] as number, mt[0] as number, mt[M - 1] as number);
     this.index = 0;
   }

@@ -126,6 +126,32 @@ export class PndmScheduler implements Scheduler {
     const ratio = Math.floor(this.alphas.numTrainTimesteps / this.numInferenceSteps);
     let timestep = t;
     let prevTimestep = t - ratio;
+    const e = this.ets;
+    if (this.counter !== 1 && e.length >= 1 && this.predictionType === 'epsilon') {
+      // Adams–Bashforth of order 2–4 in one pass: keep ε, combine it with the history, step x.
+      // Same float32 values as the three separate passes (history copy, e′, formula 9).
+      const slot = this.nextEpsSlot(modelOutput.length);
+      const { sampleCoeff, epsCoeff } = this.coefficients(timestep, prevTimestep);
+      const n = e.length;
+      if (n === 1) plms2Step(modelOutput, slot, e[0] as Float32Array, sample, out, sampleCoeff, epsCoeff);
+      else if (n === 2) {
+        plms3Step(modelOutput, slot, e[1] as Float32Array, e[0] as Float32Array, sample, out, sampleCoeff, epsCoeff);
+      } else {
+        plms4Step(
+          modelOutput,
+          slot,
+          e[2] as Float32Array,
+          e[1] as Float32Array,
+          e[0] as Float32Array,
+          sample,
+          out,
+          sampleCoeff,
+          epsCoeff,
+        );
+      }
+      e.push(slot);
+      return;
+    }
     if (this.counter !== 1) {
       this.pushEps(modelOutput);
     } else {
@@ -134,45 +160,30 @@ export class PndmScheduler implements Scheduler {
       timestep = t + ratio;
     }
 
-    const e = this.ets;
     const n = e.length;
     let output: Float32Array = this.epsPrimeBuffer(modelOutput.length);
     let from = sample;
+    // Each combination is its own small loop function, so V8 optimizes each on its own instead
+    // of re-optimizing one large function whose branches each run once per image.
     if (n === 1 && this.counter === 0) {
       output = modelOutput;
       this.curSample = keepCopy(this.curSample, sample);
     } else if (n === 1 && this.counter === 1) {
-      const e1 = e[0] as Float32Array;
-      for (let i = 0; i < output.length; i++) output[i] = ((modelOutput[i] as number) + (e1[i] as number)) / 2;
+      plmsWarmup(output, modelOutput, e[0] as Float32Array);
       from = this.curSample ?? sample;
       this.curSample = undefined;
     } else if (n === 2) {
-      const [e2, e1] = e as [Float32Array, Float32Array];
-      for (let i = 0; i < output.length; i++) output[i] = (3 * (e1[i] as number) - (e2[i] as number)) / 2;
+      plms2(output, e[1] as Float32Array, e[0] as Float32Array);
     } else if (n === 3) {
-      const [e3, e2, e1] = e as [Float32Array, Float32Array, Float32Array];
-      for (let i = 0; i < output.length; i++) {
-        output[i] = (23 * (e1[i] as number) - 16 * (e2[i] as number) + 5 * (e3[i] as number)) / 12;
-      }
+      plms3(output, e[2] as Float32Array, e[1] as Float32Array, e[0] as Float32Array);
     } else {
-      const [e4, e3, e2, e1] = e as [Float32Array, Float32Array, Float32Array, Float32Array];
-      for (let i = 0; i < output.length; i++) {
-        output[i] =
-          (1 / 24) *
-          (55 * (e1[i] as number) - 59 * (e2[i] as number) + 37 * (e3[i] as number) - 9 * (e4[i] as number));
-      }
+      plms4(output, e[3] as Float32Array, e[2] as Float32Array, e[1] as Float32Array, e[0] as Float32Array);
     }
     this.prevSample(from, timestep, prevTimestep, output, out);
   }
 
-  /** x_{t−δ} from x_t and ε (paper, formula 9), into `out`. */
-  private prevSample(
-    sample: Float32Array,
-    timestep: number,
-    prevTimestep: number,
-    modelOutput: Float32Array,
-    out: Float32Array,
-  ): void {
+  /** √(α_{t−δ}/α_t) and the ε coefficient of formula (9). */
+  private coefficients(timestep: number, prevTimestep: number): { sampleCoeff: number; epsCoeff: number } {
     const alphaProdT = this.alphas.at(timestep);
     const alphaProdTPrev = this.alphas.atPrev(prevTimestep);
     const betaProdT = 1 - alphaProdT;
@@ -184,8 +195,26 @@ export class PndmScheduler implements Scheduler {
     const modelOutputDenomCoeff =
       alphaProdT * Math.sqrt(betaProdTPrev) + Math.sqrt(alphaProdT * betaProdT * alphaProdTPrev);
     const epsCoeff = (alphaProdTPrev - alphaProdT) / modelOutputDenomCoeff;
+    return { sampleCoeff, epsCoeff };
+  }
+
+  /** x_{t−δ} from x_t and ε (paper, formula 9), into `out`. */
+  private prevSample(
+    sample: Float32Array,
+    timestep: number,
+    prevTimestep: number,
+    modelOutput: Float32Array,
+    out: Float32Array,
+  ): void {
+    const { sampleCoeff, epsCoeff } = this.coefficients(timestep, prevTimestep);
+    const alphaProdT = this.alphas.at(timestep);
+    const betaProdT = 1 - alphaProdT;
 
     const type = this.predictionType;
+    if (type === 'epsilon') {
+      epsilonUpdate(sample, modelOutput, out, sampleCoeff, epsCoeff);
+      return;
+    }
     const sqrtAlpha = Math.sqrt(alphaProdT);
     const sqrtBeta = Math.sqrt(betaProdT);
     for (let i = 0; i < sample.length; i++) {
@@ -202,6 +231,15 @@ export class PndmScheduler implements Scheduler {
     this.ets.push(keepCopy(oldest, modelOutput));
   }
 
+  /**
+   * A buffer for the next ε copy, not yet in the history: the oldest of four's when it is
+   * dropped (no longer read), else a new one.
+   */
+  private nextEpsSlot(length: number): Float32Array {
+    const oldest = this.ets.length === PNDM_ORDER ? this.ets.shift() : undefined;
+    return reusable(oldest, length);
+  }
+
   private epsPrimeBuffer(length: number): Float32Array {
     return (this.epsPrime = reusable(this.epsPrime, length));
   }
@@ -209,4 +247,102 @@ export class PndmScheduler implements Scheduler {
 
 function addScaled(acc: Float32Array, values: Float32Array, scale: number): void {
   for (let i = 0; i < acc.length; i++) acc[i] = (acc[i] as number) + scale * (values[i] as number);
+}
+
+/** Formula (9) with ε predicted: sampleCoeff·x − epsCoeff·ε. */
+function epsilonUpdate(sample: Float32Array, eps: Float32Array, out: Float32Array, sampleCoeff: number, epsCoeff: number): void {
+  const n = sample.length;
+  for (let i = 0; i < n; i++) out[i] = sampleCoeff * (sample[i] as number) - epsCoeff * (eps[i] as number);
+}
+
+/** PLMS warm-up: (ε + e₁) / 2. */
+function plmsWarmup(out: Float32Array, modelOutput: Float32Array, e1: Float32Array): void {
+  const n = out.length;
+  for (let i = 0; i < n; i++) out[i] = ((modelOutput[i] as number) + (e1[i] as number)) / 2;
+}
+
+/** Second-order Adams–Bashforth: (3e₁ − e₂) / 2 (e₁ the newest). */
+function plms2(out: Float32Array, e1: Float32Array, e2: Float32Array): void {
+  const n = out.length;
+  for (let i = 0; i < n; i++) out[i] = (3 * (e1[i] as number) - (e2[i] as number)) / 2;
+}
+
+/** Third order: (23e₁ − 16e₂ + 5e₃) / 12. */
+function plms3(out: Float32Array, e1: Float32Array, e2: Float32Array, e3: Float32Array): void {
+  const n = out.length;
+  for (let i = 0; i < n; i++) {
+    out[i] = (23 * (e1[i] as number) - 16 * (e2[i] as number) + 5 * (e3[i] as number)) / 12;
+  }
+}
+
+/** Fourth order: (55e₁ − 59e₂ + 37e₃ − 9e₄) / 24. */
+function plms4(out: Float32Array, e1: Float32Array, e2: Float32Array, e3: Float32Array, e4: Float32Array): void {
+  const n = out.length;
+  for (let i = 0; i < n; i++) {
+    out[i] =
+      (1 / 24) * (55 * (e1[i] as number) - 59 * (e2[i] as number) + 37 * (e3[i] as number) - 9 * (e4[i] as number));
+  }
+}
+
+// Fused PLMS steps for ε prediction: per element, keep ε (`copy`), e′ rounded to float32 as the
+// separate pass stores it, then formula (9). `out` may be `sample` or `modelOutput` (each index is
+// read before it is written); e₂… are the history, newest first.
+
+function plms2Step(
+  modelOutput: Float32Array,
+  copy: Float32Array,
+  e2: Float32Array,
+  sample: Float32Array,
+  out: Float32Array,
+  sampleCoeff: number,
+  epsCoeff: number,
+): void {
+  const n = sample.length;
+  for (let i = 0; i < n; i++) {
+    const e1 = modelOutput[i] as number;
+    copy[i] = e1;
+    const eps = Math.fround((3 * e1 - (e2[i] as number)) / 2);
+    out[i] = sampleCoeff * (sample[i] as number) - epsCoeff * eps;
+  }
+}
+
+function plms3Step(
+  modelOutput: Float32Array,
+  copy: Float32Array,
+  e2: Float32Array,
+  e3: Float32Array,
+  sample: Float32Array,
+  out: Float32Array,
+  sampleCoeff: number,
+  epsCoeff: number,
+): void {
+  const n = sample.length;
+  for (let i = 0; i < n; i++) {
+    const e1 = modelOutput[i] as number;
+    copy[i] = e1;
+    const eps = Math.fround((23 * e1 - 16 * (e2[i] as number) + 5 * (e3[i] as number)) / 12);
+    out[i] = sampleCoeff * (sample[i] as number) - epsCoeff * eps;
+  }
+}
+
+function plms4Step(
+  modelOutput: Float32Array,
+  copy: Float32Array,
+  e2: Float32Array,
+  e3: Float32Array,
+  e4: Float32Array,
+  sample: Float32Array,
+  out: Float32Array,
+  sampleCoeff: number,
+  epsCoeff: number,
+): void {
+  const n = sample.length;
+  for (let i = 0; i < n; i++) {
+    const e1 = modelOutput[i] as number;
+    copy[i] = e1;
+    const eps = Math.fround(
+      (1 / 24) * (55 * e1 - 59 * (e2[i] as number) + 37 * (e3[i] as number) - 9 * (e4[i] as number)),
+    );
+    out[i] = sampleCoeff * (sample[i] as number) - epsCoeff * eps;
+  }
 }
