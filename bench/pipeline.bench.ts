@@ -4,6 +4,7 @@
  *
  *   npm run bench:pipeline            # sizes 64, 256, 512
  *   BENCH_SIZES=512 BENCH_STEPS=20 BENCH_WARMUP=5 BENCH_RUNS=10 BENCH_SCHEDULER=euler_a npm run bench:pipeline
+ *   BENCH_CPU_SPIN=1 npm run bench:pipeline   # ONNX Runtime's threads spinning (workers: WORKER_CPU_SPIN)
  *
  * JS overhead = generate's total − time inside ONNX Runtime (text encoder + UNet + VAE runs):
  * tokenizing, initial noise, tensor marshalling and float16 conversion, scheduler math,
@@ -40,7 +41,7 @@ async function main(): Promise<void> {
   const dir = await mkdtemp(path.join(tmpdir(), 'sd-bench-'));
   try {
     await writeTinyModel(dir);
-    const pipeline = await loadPipeline(dir, { provider: 'cpu' });
+    const pipeline = await loadPipeline(dir, { provider: 'cpu', cpuSpinning: process.env.BENCH_CPU_SPIN === '1' });
     const rows: string[][] = [];
     const perStep: string[] = [];
     for (const size of SIZES) {
@@ -113,7 +114,7 @@ async function main(): Promise<void> {
     const line = (cells: string[]) => `| ${cells.map((c, i) => c.padStart(widths[i]!)).join(' | ')} |`;
     console.log(
       `Tiny model, CPU (${cpus().length} cores, ${cpus()[0]?.model ?? 'unknown'}), ${STEPS} steps, ` +
-        `${SCHEDULER ?? 'the model\'s scheduler'}, guidance 7.5 (batch 2), median of ${RUNS} runs after ${WARMUP} ` +
+        `${SCHEDULER ?? 'the model\'s scheduler'}, guidance 7.5 (batch 2), ORT thread spinning ${process.env.BENCH_CPU_SPIN === '1' ? 'on' : 'off'}, median of ${RUNS} runs after ${WARMUP} ` +
         `warm-up (each column its own median); ms per image unless marked; total = generate() without PNG.`,
     );
     console.log(line(header));

@@ -76,6 +76,7 @@ const EnvSchema = z.object({
   WORKER_PROVIDER: z.enum(['cpu', 'cuda']).default('cpu'),
   WORKER_DEVICE_ID: int(0, 0, 63),
   WORKER_CPU_THREADS: int(0, 0, 256),
+  WORKER_CPU_SPIN: bool(false),
   WORKER_ALLOW_CPU_FALLBACK: bool(false),
   WORKER_ID: optionalString,
   /** The slot the autoscaler gave this worker (`gpu0`, `cpu1`); shown in GET /v1/workers. */
@@ -169,6 +170,8 @@ export interface Config {
     provider: 'cpu' | 'cuda';
     deviceId: number;
     cpuThreads: number;
+    /** ONNX Runtime's CPU threads spin between runs (off by default: see .env.example). */
+    cpuSpin: boolean;
     allowCpuFallback: boolean;
     id: string | undefined;
     slot: string | undefined;
@@ -332,6 +335,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       provider: e.WORKER_PROVIDER,
       deviceId: e.WORKER_DEVICE_ID,
       cpuThreads: e.WORKER_CPU_THREADS,
+      cpuSpin: e.WORKER_CPU_SPIN,
       allowCpuFallback: e.WORKER_ALLOW_CPU_FALLBACK,
       id: e.WORKER_ID,
       slot: e.WORKER_SLOT,

@@ -36,6 +36,7 @@ async function main(): Promise<void> {
       provider: config.worker.provider,
       deviceId: config.worker.deviceId,
       cpuThreads: config.worker.cpuThreads,
+      cpuSpinning: config.worker.cpuSpin,
       allowCpuFallback: config.worker.allowCpuFallback,
       logger,
     });

@@ -24,6 +24,12 @@ export interface ProviderOptions {
   deviceId?: number;
   /** CPU intra-op threads; default: ONNX Runtime's choice (one per physical core). */
   cpuThreads?: number;
+  /**
+   * Whether ONNX Runtime's CPU threads spin while waiting for work (its default). Spinning
+   * lowers latency on a machine with cores to spare; where the worker's own JS shares few
+   * cores with them, turning it off can be much faster (measure with `npm run bench:pipeline`).
+   */
+  cpuSpinning?: boolean;
   /** When CUDA is requested but unusable, run on CPU (with a warning) instead of failing. */
   allowCpuFallback?: boolean;
   logger?: PipelineLogger;
@@ -122,6 +128,7 @@ export function sessionOptionsFor(provider: ExecutionProvider, options: Provider
     executionProviders: ['cpu'],
     graphOptimizationLevel: 'all',
     ...(options.cpuThreads ? { intraOpNumThreads: options.cpuThreads } : {}),
+    ...(options.cpuSpinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
     logSeverityLevel: 3,
   };
 }
