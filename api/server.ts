@@ -7,7 +7,7 @@ import { readModel } from '../shared/model-registry.js';
 import { BullQueueMonitor } from '../shared/queue-monitor.js';
 import { WEBHOOK_QUEUE } from '../shared/queues.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
-import { withDeadline } from '../shared/errors.js';
+import { runShutdownSteps } from '../shared/shutdown.js';
 import { createImageStore } from '../shared/storage/index.js';
 import { WorkerRegistry } from '../shared/worker-registry.js';
 import { BullQueueLoad } from '../shared/queue-load.js';
@@ -79,14 +79,7 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
         () => closeRedis(connection),
         () => closeRedis(eventsConnection),
       ];
-      for (const step of steps) {
-        try {
-          // A dead Redis must not hold shutdown hostage.
-          await withDeadline(Promise.resolve(step()), 3000, () => new Error('timed out'));
-        } catch (err) {
-          logger.error({ err }, 'api shutdown step failed');
-        }
-      }
+      await runShutdownSteps(steps, 3000, (err) => logger.error({ err }, 'api shutdown step failed'));
       server.closeAllConnections();
     })());
   return { server, url, close };

@@ -1,11 +1,11 @@
 import { Worker } from 'bullmq';
 import type { Config } from '../shared/config.js';
-import { withDeadline } from '../shared/errors.js';
 import { BullJobQueue } from '../shared/job-queue.js';
 import { jobView, linkBase } from '../shared/job-view.js';
 import type { Logger } from '../shared/logger.js';
 import { WEBHOOK_QUEUE } from '../shared/queues.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
+import { runShutdownSteps } from '../shared/shutdown.js';
 import { AddressPolicy } from '../shared/webhooks/address-policy.js';
 import { deliveryRecordTtlS, WebhookOutbox, type DeliveryJobData } from '../shared/webhooks/deliveries.js';
 import { createDeliveryProcessor, deliveryBackoff } from './delivery-processor.js';
@@ -94,13 +94,7 @@ export async function startNotifier(config: Readonly<Config>, logger: Logger): P
         () => closeRedis(connection),
         () => closeRedis(eventsConnection),
       ];
-      for (const step of steps) {
-        try {
-          await withDeadline(Promise.resolve(step()), 5000, () => new Error('timed out'));
-        } catch (err) {
-          logger.error({ err }, 'notifier shutdown step failed');
-        }
-      }
+      await runShutdownSteps(steps, 5000, (err) => logger.error({ err }, 'notifier shutdown step failed'));
     })());
   return { sweep, close };
 }

@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { parseAllowList, type AllowList } from './webhooks/address-policy.js';
 import { parseSchedule } from './webhooks/schedule.js';
 import { secretBytes } from './webhooks/signing.js';
+import type { S3StoreOptions } from './storage/s3-store.js';
 
 /**
  * The one configuration schema of every process. `loadConfig` turns environment variables into a
@@ -153,18 +154,7 @@ export interface Config {
   queuePrefix: string;
   storage:
     | { driver: 'local'; dir: string }
-    | {
-        driver: 's3';
-        endpoint: string | undefined;
-        region: string;
-        bucket: string;
-        accessKeyId: string | undefined;
-        secretAccessKey: string | undefined;
-        forcePathStyle: boolean;
-        createBucket: boolean;
-        presignUrls: boolean;
-        presignTtlS: number;
-      };
+    | ({ driver: 's3'; presignUrls: boolean } & S3StoreOptions);
   model: { dir: string; name: string; autoTiny: boolean };
   worker: {
     provider: 'cpu' | 'cuda';

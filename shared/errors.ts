@@ -38,3 +38,19 @@ export function withDeadline<T>(promise: Promise<T>, ms: number, onTimeout: () =
   });
   return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
+
+/** ioredis refuses commands at once while disconnected (no offline queue); its messages then say so. */
+const REDIS_AWAY = /Connection is closed|Stream isn't writeable|ECONNREFUSED|max retries|enableOfflineQueue/i;
+
+/**
+ * Resolves `promise`, or rejects with `QueueUnavailableError` after `ms` or when ioredis reports
+ * Redis away, so a request on a dead Redis gets a 503 at once instead of a hung socket.
+ */
+export function failFastOnRedis<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return withDeadline(promise, ms, () => new QueueUnavailableError()).catch((err: unknown) => {
+    if (err instanceof Error && !(err instanceof QueueUnavailableError) && REDIS_AWAY.test(err.message)) {
+      throw new QueueUnavailableError();
+    }
+    throw err;
+  });
+}

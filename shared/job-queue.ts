@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { Queue, QueueEvents, type Job, type JobsOptions } from 'bullmq';
+import { Queue, type Job, type JobsOptions, type QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from './config.js';
-import { QueueUnavailableError, withDeadline } from './errors.js';
+import { failFastOnRedis } from './errors.js';
 import { JobControl } from './job-control.js';
 import type { JobPayload } from './job-schema.js';
+import { subscribeQueueEvents, type EventSubscription } from './queue-events.js';
 import { GENERATE_JOB, GENERATE_QUEUE } from './queues.js';
 import { readDeliveries, type DeliveryStatus } from './webhooks/deliveries.js';
 
@@ -140,7 +141,7 @@ return 1
 
 export class BullJobQueue implements JobQueue {
   private readonly queue: Queue<JobPayload, JobResult>;
-  private readonly events: QueueEvents | undefined;
+  private readonly subscription: EventSubscription | undefined;
   private readonly control: JobControl;
   private readonly watches = new Map<string, Watch>();
   private closed = false;
@@ -151,8 +152,8 @@ export class BullJobQueue implements JobQueue {
     this.queue.on('error', () => undefined);
     if (options.eventsConnection) {
       // One subscription per process serves every waiting request and every event stream.
-      const events = new QueueEvents(GENERATE_QUEUE, { connection: options.eventsConnection, prefix: options.prefix });
-      this.events = events;
+      this.subscription = subscribeQueueEvents(GENERATE_QUEUE, options.eventsConnection, options.prefix);
+      const { events } = this.subscription;
       const poke = ({ jobId }: { jobId: string }) => this.poke(jobId);
       for (const name of ['waiting', 'active', 'progress', 'completed', 'failed', 'delayed', 'removed'] as const) {
         events.on(name, poke);
@@ -164,7 +165,6 @@ export class BullJobQueue implements JobQueue {
       events.on('active', shift);
       events.on('failed', shift);
       events.on('removed', shift);
-      events.on('error', () => undefined);
     }
   }
 
@@ -197,19 +197,12 @@ export class BullJobQueue implements JobQueue {
   }
 
   private requireEvents(): QueueEvents {
-    if (!this.events) throw new Error('BullJobQueue was built without an events connection');
-    return this.events;
+    if (!this.subscription) throw new Error('BullJobQueue was built without an events connection');
+    return this.subscription.events;
   }
 
   private fast<T>(promise: Promise<T>): Promise<T> {
-    return withDeadline(promise, FAST_FAIL_MS, () => new QueueUnavailableError()).catch((err: unknown) => {
-      if (err instanceof QueueUnavailableError) throw err;
-      // ioredis refuses commands at once while disconnected (no offline queue).
-      if (err instanceof Error && /Connection is closed|Stream isn't writeable|ECONNREFUSED|max retries|enableOfflineQueue/i.test(err.message)) {
-        throw new QueueUnavailableError();
-      }
-      throw err;
-    });
+    return failFastOnRedis(promise, FAST_FAIL_MS);
   }
 
   async enqueue(payload: JobPayload, options: { jobId?: string } = {}): Promise<JobRecord> {
@@ -373,7 +366,7 @@ export class BullJobQueue implements JobQueue {
     this.closed = true;
     for (const watch of this.watches.values()) clearTimeout(watch.timer);
     this.watches.clear();
-    const results = await Promise.allSettled([this.events?.close(), this.queue.close()]);
+    const results = await Promise.allSettled([this.subscription?.close(), this.queue.close()]);
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
   }

@@ -1,7 +1,8 @@
-import { Queue, QueueEvents } from 'bullmq';
+import { Queue, type QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { decodeFailure, type JobResult } from './job-queue.js';
 import type { JobPayload } from './job-schema.js';
+import { subscribeQueueEvents, type EventSubscription } from './queue-events.js';
 import { GENERATE_QUEUE } from './queues.js';
 import { closeRedis } from './redis.js';
 
@@ -66,7 +67,7 @@ export interface BullQueueMonitorOptions {
 export class BullQueueMonitor implements QueueMonitor {
   readonly queues: readonly Queue[];
   private readonly generate: Queue<JobPayload, JobResult>;
-  private readonly subscriptions: { events: QueueEvents; connection: Redis }[] = [];
+  private readonly subscriptions: { subscription: EventSubscription; connection: Redis }[] = [];
   private readonly listeners = new Set<FinishedListener>();
   private readonly deliveryListeners = new Set<DeliveryListener>();
   private subscribedJobs = false;
@@ -115,10 +116,9 @@ export class BullQueueMonitor implements QueueMonitor {
   private subscribe(queue: string): QueueEvents {
     const connection = this.options.createEventsConnection();
     connection.on('error', () => undefined);
-    const events = new QueueEvents(queue, { connection, prefix: this.options.prefix });
-    events.on('error', () => undefined);
-    this.subscriptions.push({ events, connection });
-    return events;
+    const subscription = subscribeQueueEvents(queue, connection, this.options.prefix);
+    this.subscriptions.push({ subscription, connection });
+    return subscription.events;
   }
 
   private async report(jobId: string, state: 'completed' | 'failed', failedReason?: string): Promise<void> {
@@ -153,8 +153,8 @@ export class BullQueueMonitor implements QueueMonitor {
     if (this.closed) return;
     this.closed = true;
     const results = await Promise.allSettled([
-      ...this.subscriptions.map(async ({ events, connection }) => {
-        await events.close();
+      ...this.subscriptions.map(async ({ subscription, connection }) => {
+        await subscription.close();
         await closeRedis(connection);
       }),
       ...this.queues.map((q) => q.close()),

@@ -7,6 +7,7 @@ import type { JobPayload } from '../shared/job-schema.js';
 import { jobView, linkBase } from '../shared/job-view.js';
 import type { Logger } from '../shared/logger.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
+import { runShutdownSteps } from '../shared/shutdown.js';
 import { WebhookOutbox } from '../shared/webhooks/deliveries.js';
 import type { ProcessorDeps, RunningJob } from './processor.js';
 
@@ -55,14 +56,11 @@ export function createWorkerJobHooks(config: Readonly<Config>, connection: Redis
       });
     },
     async close() {
-      const steps = [() => unsubscribe?.(), () => (subscriber ? closeRedis(subscriber) : undefined), () => outbox.close()];
-      for (const step of steps) {
-        try {
-          await step();
-        } catch (err) {
-          logger.error({ err }, 'job hooks shutdown step failed');
-        }
-      }
+      await runShutdownSteps(
+        [() => unsubscribe?.(), () => (subscriber ? closeRedis(subscriber) : undefined), () => outbox.close()],
+        5000,
+        (err) => logger.error({ err }, 'job hooks shutdown step failed'),
+      );
     },
   };
 }

@@ -2,7 +2,8 @@ import os from 'node:os';
 import { loadConfigOrExit } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
 import { publishModel } from '../shared/model-registry.js';
-import { createRedis } from '../shared/redis.js';
+import { closeRedis, createRedis } from '../shared/redis.js';
+import { runShutdownSteps } from '../shared/shutdown.js';
 import { createImageStore } from '../shared/storage/index.js';
 import { JobConsumer } from './consumer.js';
 import { Heartbeat } from './heartbeat.js';
@@ -29,6 +30,12 @@ async function main(): Promise<void> {
     logger,
   });
   heartbeat.start();
+
+  // A stop before the worker takes jobs has nothing to drain: deregister and go, so the registry
+  // does not show a starting worker until its heartbeat expires.
+  const stopWhileLoading = () => void heartbeat.stop().finally(() => process.exit(0));
+  process.once('SIGTERM', stopWhileLoading);
+  process.once('SIGINT', stopWhileLoading);
 
   let pipeline;
   try {
@@ -71,9 +78,10 @@ async function main(): Promise<void> {
     },
   });
   await hooks.listen(consumer);
-  await consumer.start();
 
   // First SIGTERM/SIGINT drains (the running job finishes); a second one exits at once.
+  process.off('SIGTERM', stopWhileLoading);
+  process.off('SIGINT', stopWhileLoading);
   let signals = 0;
   const shutdown = (signal: string) => {
     signals += 1;
@@ -83,19 +91,19 @@ async function main(): Promise<void> {
     }
     logger.info({ signal }, 'draining: finishing the current job, taking no new ones');
     void (async () => {
-      const steps = [() => consumer.close(), () => hooks.close(), () => heartbeat.stop(), () => pipeline.release(), () => store.close?.(), () => connection.quit()];
-      for (const step of steps) {
-        try {
-          await step();
-        } catch (err) {
-          logger.error({ err }, 'shutdown step failed');
-        }
-      }
+      // The drain has no deadline: the running job may take minutes (a second signal forces).
+      await consumer.close().catch((err: unknown) => logger.error({ err }, 'shutdown step failed'));
+      await runShutdownSteps(
+        [() => hooks.close(), () => heartbeat.stop(), () => pipeline.release(), () => store.close?.(), () => closeRedis(connection)],
+        5000,
+        (err) => logger.error({ err }, 'shutdown step failed'),
+      );
       process.exit(0);
     })();
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  await consumer.start();
 }
 
 void main();

@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import { withDeadline, QueueUnavailableError } from '../../shared/errors.js';
+import { failFastOnRedis } from '../../shared/errors.js';
 import type { QueueLoad, QueueLoadSource } from '../../shared/queue-load.js';
 import type { AutoscalerStatus, WorkerDirectory, WorkerRecord } from '../../shared/worker-registry.js';
 import { HttpError, sendError } from '../http-errors.js';
@@ -102,11 +102,5 @@ function notConfigured(what: string): HttpError {
 
 /** A dead Redis answers 503 at once, like the job routes. */
 function withRedis<T>(promise: Promise<T>): Promise<T> {
-  return withDeadline(promise, DEADLINE_MS, () => new QueueUnavailableError()).catch((err: unknown) => {
-    if (err instanceof QueueUnavailableError) throw err;
-    if (err instanceof Error && /Connection is closed|Stream isn't writeable|ECONNREFUSED|max retries|enableOfflineQueue/i.test(err.message)) {
-      throw new QueueUnavailableError();
-    }
-    throw err;
-  });
+  return failFastOnRedis(promise, DEADLINE_MS);
 }
