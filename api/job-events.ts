@@ -1,7 +1,7 @@
 import type { Response } from 'express';
 import { isFinished, type JobRecord } from '../shared/job-queue.js';
 import type { AppDeps } from './deps.js';
-import { jobView } from './job-view.js';
+import { jobView } from '../shared/job-view.js';
 
 /**
  * `GET /v1/jobs/:id/events`: server-sent events named by the job's status, each carrying the job

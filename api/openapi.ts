@@ -169,9 +169,7 @@ const OPERATIONS: Operation[] = [
   {
     method: 'get',
     path: '/dreambooth',
-    build: (_ctx, schemas) => ({
-      ...syncOperation('dreambooth', 'The tutorial client’s route: same as GET /v1/generate', schemas),
-    }),
+    build: (_ctx, schemas) => syncOperation('dreambooth', 'The tutorial client’s route: same as GET /v1/generate', schemas),
   },
   {
     method: 'get',

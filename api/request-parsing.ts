@@ -13,6 +13,19 @@ import type { AppDeps } from './deps.js';
 
 export const drawSeed = () => randomInt(0, MAX_SEED);
 
+type GenerationRequestSchema = ReturnType<typeof makeGenerationRequestSchema>;
+
+// Built once per configuration, not per request.
+const schemas = new WeakMap<object, GenerationRequestSchema>();
+function requestSchema(deps: AppDeps): GenerationRequestSchema {
+  let schema = schemas.get(deps.config);
+  if (!schema) {
+    schema = makeGenerationRequestSchema(deps.config.limits);
+    schemas.set(deps.config, schema);
+  }
+  return schema;
+}
+
 const policies = new WeakMap<object, AddressPolicy>();
 function webhookPolicy(deps: AppDeps): AddressPolicy {
   let policy = policies.get(deps.config);
@@ -39,8 +52,7 @@ export async function parseGenerationRequest(
   if (where === 'body' && (input === undefined || input === null || typeof input !== 'object' || Array.isArray(input))) {
     throw new HttpError(400, 'invalid_request', 'The body must be a JSON object with at least a prompt.', 'body');
   }
-  const schema = makeGenerationRequestSchema(deps.config.limits);
-  const parsed = schema.safeParse(input);
+  const parsed = requestSchema(deps).safeParse(input);
   if (!parsed.success) throw invalidRequest(describeIssues(parsed.error));
 
   const served = deps.config.model.name;

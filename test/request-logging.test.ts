@@ -13,6 +13,8 @@ import { createRedis } from '../shared/redis.js';
 
 /** Every API log line carries the request id; a client's X-Request-Id is honoured and echoed. */
 const lines: Record<string, any>[] = [];
+/** The same lines as written: JSON.parse keeps only the last of duplicate keys, so those need the text. */
+const rawLines: string[] = [];
 let api: RunningApi;
 let dir: string;
 let prefix: string;
@@ -28,7 +30,11 @@ beforeAll(async () => {
   });
   const sink = new Writable({
     write(chunk, _encoding, done) {
-      for (const line of String(chunk).split('\n')) if (line.trim()) lines.push(JSON.parse(line));
+      for (const line of String(chunk).split('\n')) {
+        if (!line.trim()) continue;
+        rawLines.push(line);
+        lines.push(JSON.parse(line));
+      }
       done();
     },
   });
@@ -68,6 +74,9 @@ it('keeps a client X-Request-Id, answers with it, and puts it on every line of t
   expect(answered?.responseTime).toBeGreaterThanOrEqual(0);
   // One reqId key per line: the raw JSON has no duplicate.
   expect(mine.every((l) => typeof l.reqId === 'string')).toBe(true);
+  const rawMine = rawLines.filter((l) => l.includes('"trace-abc.123"'));
+  expect(rawMine.length).toBeGreaterThanOrEqual(2);
+  expect(rawMine.filter((l) => l.split('"reqId":').length !== 2)).toEqual([]);
 });
 
 it('keeps the request id on lines logged after a body that arrived in pieces', async () => {

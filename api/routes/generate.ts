@@ -1,7 +1,7 @@
 import { Router, type Request, type Response } from 'express';
 import { coerceQuery } from '../../shared/job-schema.js';
 import { HttpError } from '../http-errors.js';
-import { jobView } from '../job-view.js';
+import { jobView } from '../../shared/job-view.js';
 import { ownerOf } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 import { baseUrlOf, parseGenerationRequest } from '../request-parsing.js';

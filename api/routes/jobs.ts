@@ -4,7 +4,7 @@ import { ownerOf, visibleTo } from '../auth.js';
 import { HttpError } from '../http-errors.js';
 import { idempotencyKeyOf, submitIdempotently } from '../idempotency.js';
 import { streamJobEvents } from '../job-events.js';
-import { jobView } from '../job-view.js';
+import { jobView } from '../../shared/job-view.js';
 import type { AppDeps } from '../deps.js';
 import { baseUrlOf, parseGenerationRequest } from '../request-parsing.js';
 import { streamImage } from './images.js';
