@@ -85,11 +85,8 @@ export class Autoscaler {
     this.started = true;
     this.deps.lock.start();
     const loop = () => {
-      this.timer = setTimeout(() => {
-        void this.tick().finally(() => {
-          if (!this.closing) loop();
-        });
-      }, this.deps.intervalMs);
+      if (this.closing) return;
+      this.timer = setTimeout(() => void this.tick().finally(loop), this.deps.intervalMs);
     };
     void this.tick().finally(loop);
   }
@@ -105,9 +102,9 @@ export class Autoscaler {
   private async pass(): Promise<void> {
     const { driver, registry, lock, policy, logger } = this.deps;
     if (this.closing || !lock.holds()) return;
-    const records = await registry.list();
+    // Independent reads: one round trip's wait per tick, not two.
+    const [records, load] = await Promise.all([registry.list(), this.deps.load.read()]);
     driver.sync(records);
-    const load = await this.deps.load.read();
     if (this.closing || !lock.holds()) return;
 
     const now = Date.now();

@@ -46,7 +46,12 @@ async function main(): Promise<void> {
     }
     stopping = true;
     logger.info('stopping: each worker finishes its current job first (signal again to force)');
-    void Promise.all([autoscaler.close(), api.close(), notifier.close()]).then(() => process.exit(0));
+    // Every part closes even if another fails; a failure is logged and sets the exit code.
+    void Promise.allSettled([autoscaler.close(), api.close(), notifier.close()]).then((results) => {
+      const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      for (const { reason } of failed) logger.error({ err: reason }, 'shutdown step failed');
+      process.exit(failed.length > 0 ? 1 : 0);
+    });
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

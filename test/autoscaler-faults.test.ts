@@ -9,10 +9,9 @@ import { cpuSlot } from '../autoscaler/slots.js';
 import type { DriverEvent } from '../autoscaler/worker-driver.js';
 import { loadConfig, type Config } from '../shared/config.js';
 import { GENERATE_QUEUE } from '../shared/queues.js';
-import { closeRedis, createRedis } from '../shared/redis.js';
+import { createRedis } from '../shared/redis.js';
 import { WorkerRegistry } from '../shared/worker-registry.js';
 import {
-  deletePrefix,
   fastAutoscalerEnv,
   fileLogger,
   getJob,
@@ -26,6 +25,7 @@ import {
   type ScaledStack,
 } from './helpers/autoscaler.js';
 import { pollJob, silentLogger } from './helpers/stack.js';
+import { dropTestQueue } from './helpers/queue-teardown.js';
 
 /**
  * Faults on the way up and down: no job is lost and none runs twice except the one whose worker
@@ -105,10 +105,7 @@ describe('stopping a busy worker', () => {
   afterAll(async () => {
     for (const d of drivers) await d.close();
     await api?.close();
-    await queue?.obliterate({ force: true }).catch(() => undefined);
-    await queue?.close();
-    await deletePrefix(redis, config.queuePrefix).catch(() => undefined);
-    await closeRedis(redis);
+    await dropTestQueue(queue, redis, config.queuePrefix);
     fs.rmSync(dir, { recursive: true, force: true });
   });
   afterEach((ctx) => dump(() => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : ''))(ctx));

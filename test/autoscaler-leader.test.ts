@@ -8,10 +8,11 @@ import { startApi, type RunningApi } from '../api/server.js';
 import { pidAlive } from '../autoscaler/local-driver.js';
 import { loadConfig, type Config } from '../shared/config.js';
 import { GENERATE_QUEUE } from '../shared/queues.js';
-import { closeRedis, createRedis } from '../shared/redis.js';
+import { createRedis } from '../shared/redis.js';
 import { leaderKey, WorkerRegistry, type WorkerRecord } from '../shared/worker-registry.js';
-import { deletePrefix, fastAutoscalerEnv, repoRoot, sleep, submitJob, waitFor } from './helpers/autoscaler.js';
+import { fastAutoscalerEnv, repoRoot, sleep, submitJob, waitFor } from './helpers/autoscaler.js';
 import { pollJob, silentLogger } from './helpers/stack.js';
+import { dropTestQueue } from './helpers/queue-teardown.js';
 
 /**
  * Two autoscaler processes on one queue: one leads, the other stands by. Together they never run
@@ -79,10 +80,7 @@ afterAll(async () => {
   // Orphans of a killed autoscaler, if a test failed before they were stopped.
   for (const r of seen.values()) if (pidAlive(r.pid)) process.kill(r.pid, 'SIGKILL');
   await api?.close();
-  await queue?.obliterate({ force: true }).catch(() => undefined);
-  await queue?.close();
-  await deletePrefix(redis, config.queuePrefix).catch(() => undefined);
-  await closeRedis(redis);
+  await dropTestQueue(queue, redis, config.queuePrefix);
   fs.rmSync(dir, { recursive: true, force: true });
 });
 

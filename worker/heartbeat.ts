@@ -1,5 +1,6 @@
 import os from 'node:os';
 import type { Redis } from 'ioredis';
+import { withDeadline } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { WorkerRegistry, type WorkerRecord } from '../shared/worker-registry.js';
 import type { WorkerState } from './consumer.js';
@@ -86,12 +87,10 @@ export class Heartbeat {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       clearInterval(this.timer);
-      let timer: NodeJS.Timeout | undefined;
       const removal = this.writing
         .then(() => this.registry.remove(this.record.id))
         .catch((err: unknown) => this.options.logger.warn({ err }, 'could not remove the worker record'));
-      await Promise.race([removal, new Promise<void>((resolve) => (timer = setTimeout(resolve, 1000)))]);
-      clearTimeout(timer);
+      await withDeadline(removal, 1000, () => new Error('worker record removal timed out')).catch(() => undefined);
     })();
     return this.stopping;
   }
