@@ -428,6 +428,19 @@ describe('scheduler behaviour', () => {
     const final = (setAlphaToOne: boolean): Float32Array =>
       run('DDIMScheduler', { ...SD15, set_alpha_to_one: setAlphaToOne }, 10);
     expect(relativeError(final(true), final(false))).toBeGreaterThan(1e-4);
+    // every step but the last (whose previous timestep is below 0) is the same, bit for bit
+    const trajectory = (setAlphaToOne: boolean): number[][] => {
+      const ddim = createScheduler('DDIMScheduler', { ...SD15, set_alpha_to_one: setAlphaToOne });
+      ddim.setTimesteps(10);
+      const xs: number[][] = [];
+      runLoop(ddim, (_k, x) => xs.push(Array.from(x)));
+      return xs;
+    };
+    const withOne = trajectory(true);
+    const without = trajectory(false);
+    expect(withOne).toHaveLength(10);
+    expect(withOne.slice(0, -1)).toEqual(without.slice(0, -1));
+    expect(withOne.at(-1)).not.toEqual(without.at(-1));
   });
 
   it('DPM-Solver++ final_sigmas_type sigma_min, solver_order 3 and heun each change the result', () => {

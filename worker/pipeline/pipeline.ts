@@ -123,12 +123,17 @@ interface Graph {
   decoded: TensorSpec;
 }
 
+/** Fails with the first of `files` missing in the export, before anything heavy is loaded. */
+function requireFiles(modelDir: string, files: readonly string[]): void {
+  for (const file of files) {
+    if (!existsSync(path.join(modelDir, file))) throw new ModelLoadError(`Model file ${file} is missing in ${modelDir}`, { file });
+  }
+}
+
 async function readJson(modelDir: string, file: string, required: boolean): Promise<Record<string, unknown> | undefined> {
   const fullPath = path.join(modelDir, file);
-  if (!existsSync(fullPath)) {
-    if (!required) return undefined;
-    throw new ModelLoadError(`Model file ${file} is missing in ${modelDir}`, { file });
-  }
+  if (required) requireFiles(modelDir, [file]);
+  else if (!existsSync(fullPath)) return undefined;
   try {
     const value: unknown = JSON.parse(await readFile(fullPath, 'utf8'));
     if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error('not a JSON object');
@@ -285,9 +290,7 @@ function validateGraph(textEncoder: OnnxModel, unet: OnnxModel, vaeDecoder: Onnx
 }
 
 async function loadTokenizer(modelDir: string): Promise<ClipTokenizer> {
-  for (const file of [FILES.vocab, FILES.merges]) {
-    if (!existsSync(path.join(modelDir, file))) throw new ModelLoadError(`Model file ${file} is missing in ${modelDir}`, { file });
-  }
+  requireFiles(modelDir, [FILES.vocab, FILES.merges]);
   try {
     return await ClipTokenizer.fromDir(path.join(modelDir, FILES.tokenizerDir));
   } catch (error) {
@@ -305,13 +308,12 @@ async function loadTokenizer(modelDir: string): Promise<ClipTokenizer> {
 export async function loadPipeline(modelDir: string, options: LoadPipelineOptions = {}): Promise<Pipeline> {
   const config = await readModelConfig(modelDir);
   const tokenizer = await loadTokenizer(modelDir);
-  for (const file of [FILES.textEncoder, FILES.unet, FILES.vaeDecoder]) {
-    if (!existsSync(path.join(modelDir, file))) throw new ModelLoadError(`Model file ${file} is missing in ${modelDir}`, { file });
-  }
+  const modelFiles = [FILES.textEncoder, FILES.unet, FILES.vaeDecoder] as const;
+  requireFiles(modelDir, modelFiles);
   const provider = resolveExecutionProvider(options);
   const opened: OnnxModel[] = [];
   try {
-    for (const file of [FILES.textEncoder, FILES.unet, FILES.vaeDecoder]) {
+    for (const file of modelFiles) {
       opened.push(await openOnnxModel(modelDir, file, provider, options));
     }
     const [textEncoder, unet, vaeDecoder] = opened as [OnnxModel, OnnxModel, OnnxModel];
