@@ -5,6 +5,7 @@
  *   npm run bench:pipeline            # sizes 64, 256, 512
  *   BENCH_SIZES=512 BENCH_STEPS=20 BENCH_WARMUP=5 BENCH_RUNS=10 BENCH_SCHEDULER=euler_a npm run bench:pipeline
  *   BENCH_CPU_SPIN=1 npm run bench:pipeline   # ONNX Runtime's threads spinning (workers: WORKER_CPU_SPIN)
+ *   BENCH_THREADS=1 npm run bench:pipeline    # ONNX Runtime's intra-op threads (workers: WORKER_CPU_THREADS)
  *
  * JS overhead = generate's total − time inside ONNX Runtime (text encoder + UNet + VAE runs):
  * tokenizing, initial noise, tensor marshalling and float16 conversion, scheduler math,
@@ -41,7 +42,11 @@ async function main(): Promise<void> {
   const dir = await mkdtemp(path.join(tmpdir(), 'sd-bench-'));
   try {
     await writeTinyModel(dir);
-    const pipeline = await loadPipeline(dir, { provider: 'cpu', cpuSpinning: process.env.BENCH_CPU_SPIN === '1' });
+    const pipeline = await loadPipeline(dir, {
+      provider: 'cpu',
+      cpuSpinning: process.env.BENCH_CPU_SPIN === '1',
+      ...(process.env.BENCH_THREADS ? { cpuThreads: Number(process.env.BENCH_THREADS) } : {}),
+    });
     const rows: string[][] = [];
     const perStep: string[] = [];
     for (const size of SIZES) {

@@ -149,13 +149,20 @@ export class OnnxModel {
     this.outputs = specsOf(session.outputNames, session.outputMetadata);
   }
 
-  /** Runs the session (only `fetches` when given); `ms` is the time spent inside ONNX Runtime. */
+  /**
+   * Runs the session (only `fetches` when given: names, or names → tensors ONNX Runtime writes
+   * into); `ms` is the time spent inside ONNX Runtime.
+   */
   async run(
     feeds: Record<string, Tensor>,
-    fetches?: readonly string[],
+    fetches?: readonly string[] | Record<string, Tensor>,
   ): Promise<{ outputs: InferenceSession.ReturnType; ms: number }> {
     const start = performance.now();
-    const outputs = await (fetches ? this.session.run(feeds, fetches) : this.session.run(feeds));
+    const outputs = await (fetches === undefined
+      ? this.session.run(feeds)
+      : Array.isArray(fetches)
+        ? this.session.run(feeds, fetches)
+        : this.session.run(feeds, fetches as Record<string, Tensor>));
     return { outputs, ms: performance.now() - start };
   }
 

@@ -21,6 +21,7 @@ import {
   type ProviderOptions,
   type TensorSpec,
 } from './onnx-session.js';
+import { applyGuidance, ArenaPool, type KernelArena, rgbFloats, toRgb8 } from './kernels/index.js';
 import { NumpyRandomState } from './randn.js';
 import { batchOf, BatchedInput, runRows, TimestepInput, type Batch } from './session-feeds.js';
 import { createScheduler, resolveScheduler } from './schedulers/index.js';
@@ -88,6 +89,8 @@ const MAX_SEED = 2 ** 32 - 1; // numpy RandomState seeds are uint32
 
 /** Schedulers whose step draws fresh noise (diffusers' `generator` argument). */
 const STOCHASTIC_SCHEDULERS = new Set(['EulerAncestralDiscreteScheduler', 'LCMScheduler']);
+/** Latent-sized arrays a scheduler keeps between steps (PNDM: four ε, the refined sample, ε′). */
+const SCHEDULER_STATE_ARRAYS = 6;
 
 // ---------------------------------------------------------------------------------------------
 // Loading and validation
@@ -357,6 +360,8 @@ interface DenoiseContext {
   timings: StageTimings;
   options: GenerateOptions;
   progress: { step: number; total: number };
+  /** Where the loop's arrays live (sized by `generate`). */
+  arena: KernelArena;
 }
 
 class OnnxStableDiffusionPipeline implements Pipeline {
@@ -364,6 +369,9 @@ class OnnxStableDiffusionPipeline implements Pipeline {
   /** Static batch size of any of the three models: then images are generated one by one. */
   private readonly fixedBatch: number | undefined;
   private released = false;
+  /** Decoder output dims by latent shape, as runs returned them. */
+  private readonly decodedDims = new Map<string, number[]>();
+  private readonly arenas = new ArenaPool();
 
   constructor(
     private readonly config: ModelConfig,
@@ -416,10 +424,23 @@ class OnnxStableDiffusionPipeline implements Pipeline {
       // generator does): image i of a batch equals a single-image run with seed + i.
       const streams = group.map((seed) => new NumpyRandomState(seed));
       const latents = this.prepareLatents(plan, streams, scheduler);
-      const loopStart = performance.now();
-      const final = await this.denoise(latents, streams, text, scheduler, { plan, timings, options, progress });
-      timings.denoise += performance.now() - loopStart;
-      images.push(...(await this.decode(final, group, plan, timings, options.signal)));
+      // The loop's arrays, and room for the scheduler's state beside them, live in WebAssembly
+      // memory that the kernels work on in place, reused from one generation to the next.
+      const size = latents.length;
+      const rows = plan.guided ? 2 * group.length : group.length;
+      // latents, guided ε, step noise and the scheduler's state; the UNet's input and output rows
+      const loopArrays = [
+        ...Array<number>(3 + SCHEDULER_STATE_ARRAYS).fill(size),
+        ...Array<number>(2 * rows).fill(size / group.length),
+      ];
+      const decodedImages = await this.arenas.use(loopArrays, async (arena) => {
+        const loopStart = performance.now();
+        const ctx = { plan, timings, options, progress, arena };
+        const final = await this.denoise(latents, streams, text, scheduler, ctx);
+        timings.denoise += performance.now() - loopStart;
+        return this.decode(final, group, plan, timings, options.signal);
+      });
+      images.push(...decodedImages);
     }
     timings.total = performance.now() - started;
     return { images, timings };
@@ -531,7 +552,8 @@ class OnnxStableDiffusionPipeline implements Pipeline {
    * The reverse-diffusion loop. With guidance the UNet sees `[uncond; cond]` in one batch and
    * ε = ε_uncond + g·(ε_cond − ε_uncond) (Ho & Salimans 2022, eq. 6). Returns the latents to
    * decode: the last sample, or for LCM the last denoised estimate (Luo et al. 2023, alg. 3).
-   * The latents are stepped in place, and every buffer the loop feeds is allocated before it.
+   * The latents are copied into the loop's kernel arena and stepped there in place; every buffer
+   * the loop feeds is allocated before it.
    */
   private async denoise(
     latents: Float32Array,
@@ -540,45 +562,50 @@ class OnnxStableDiffusionPipeline implements Pipeline {
     scheduler: Scheduler,
     ctx: DenoiseContext,
   ): Promise<Float32Array> {
-    const { plan, timings, options, progress } = ctx;
+    const { plan, timings, options, progress, arena } = ctx;
     const { unet, sample, timestep, outSample } = this.graph;
     const n = streams.length;
     const rows = plan.guided ? 2 * n : n;
     const [, channels, height, width] = plan.latentShape;
     const batch = batchOf(sample, rows);
+    const size = latents.length;
+    const x = arena.allocateUnset(size);
+    x.set(latents);
     // The UNet's sample rows: the scaled latents, twice with guidance.
-    const modelInput = new Float32Array(rows * latents.length / n);
-    const scaledLatents = modelInput.subarray(0, latents.length);
-    const sampleInput = new BatchedInput(sample, modelInput, batch, [rows, channels, height, width]);
+    const modelInput = arena.allocate(rows * size / n);
+    const scaledLatents = modelInput.subarray(0, size);
+    const modelDims = [rows, channels, height, width];
+    const sampleInput = new BatchedInput(sample, modelInput, batch, modelDims);
     const inputs = [sampleInput, ...this.conditioning(plan, text, n, batch)];
     const timestepInput = new TimestepInput(timestep, batch.size);
-    const prediction = new Float32Array(modelInput.length);
-    const guided = plan.guided ? new Float32Array(latents.length) : undefined;
-    const noise = STOCHASTIC_SCHEDULERS.has(plan.schedulerClass) ? new Float32Array(latents.length) : undefined;
+    const prediction = arena.allocateUnset(modelInput.length);
+    const guided = plan.guided ? arena.allocateUnset(size) : undefined;
+    const noise = STOCHASTIC_SCHEDULERS.has(plan.schedulerClass) ? arena.allocate(size) : undefined;
 
     let denoised: Float32Array | undefined;
     for (const t of scheduler.timesteps) {
       throwIfAborted(options.signal);
       let mark = performance.now();
-      scheduler.scaleModelInput(latents, t, scaledLatents);
+      scheduler.scaleModelInput(x, t, scaledLatents);
       if (plan.guided) modelInput.copyWithin(scaledLatents.length, 0, scaledLatents.length);
       sampleInput.refresh();
       timestepInput.set(t);
       timings.scheduler += performance.now() - mark;
 
-      const out = await runRows(unet, inputs, batch, outSample, { [timestepInput.name]: timestepInput.tensor }, prediction);
+      const fixed = { [timestepInput.name]: timestepInput.tensor };
+      const out = await runRows(unet, inputs, batch, outSample, fixed, { data: prediction, dims: modelDims });
       timings.unet += out.ms;
 
       mark = performance.now();
       const noisePred = guided ? applyGuidance(out.data, plan.request.guidanceScale, guided) : out.data;
       if (noise) drawNoise(streams, noise);
-      denoised = scheduler.step(noisePred, t, latents, noise, latents).denoised;
+      denoised = scheduler.step(noisePred, t, x, noise, x).denoised;
       timings.scheduler += performance.now() - mark;
 
       progress.step += 1;
       options.onStep?.(progress.step, progress.total);
     }
-    return plan.schedulerClass === 'LCMScheduler' && denoised ? denoised : latents;
+    return plan.schedulerClass === 'LCMScheduler' && denoised ? denoised : x;
   }
 
   /**
@@ -626,9 +653,25 @@ class OnnxStableDiffusionPipeline implements Pipeline {
       const inverse = 1 / this.config.vaeScalingFactor;
       for (let k = 0; k < perImage; k++) scaled[k] = source[k]! * inverse;
       const batch = batchOf(latentSample, 1);
-      const out = await runRows(vaeDecoder, [new BatchedInput(latentSample, scaled, batch, plan.latentShape)], batch, decoded);
-      timings.vae += out.ms;
-      images.push(toImage(out.data, out.dims, seed));
+      const input = [new BatchedInput(latentSample, scaled, batch, plan.latentShape)];
+      // The decoder's output size for these latents, once a run has shown it: the next image's
+      // pixels then go straight into a kernel arena, where the conversion reads them in place.
+      const key = plan.latentShape.join('×');
+      const dims = this.decodedDims.get(key);
+      if (dims) {
+        const pixels = dims[2]! * dims[3]!;
+        const image = await this.arenas.use([3 * pixels, rgbFloats(pixels)], async (arena) => {
+          const out = await runRows(vaeDecoder, input, batch, decoded, {}, { data: arena.allocateUnset(3 * pixels), dims });
+          timings.vae += out.ms;
+          return toImage(out.data, out.dims, seed, arena);
+        });
+        images.push(image);
+      } else {
+        const out = await runRows(vaeDecoder, input, batch, decoded);
+        timings.vae += out.ms;
+        this.decodedDims.set(key, out.dims);
+        images.push(toImage(out.data, out.dims, seed));
+      }
     }
     return images;
   }
@@ -638,16 +681,6 @@ class OnnxStableDiffusionPipeline implements Pipeline {
 function drawNoise(streams: readonly NumpyRandomState[], noise: Float32Array): void {
   const perImage = noise.length / streams.length;
   streams.forEach((stream, i) => stream.randnInto(noise.subarray(i * perImage, (i + 1) * perImage)));
-}
-
-/** ε_uncond + g·(ε_cond − ε_uncond) over a `[uncond; cond]` batch, into `out`. */
-function applyGuidance(prediction: Float32Array, scale: number, out: Float32Array): Float32Array {
-  const half = out.length;
-  for (let i = 0; i < half; i++) {
-    const uncond = prediction[i]!;
-    out[i] = uncond + scale * (prediction[half + i]! - uncond);
-  }
-  return out;
 }
 
 /**
@@ -669,20 +702,12 @@ export function guidanceScaleEmbedding(w: number, dim: number): Float32Array {
 
 /**
  * Decoder output [1, 3, H, W] in [−1, 1] → 8-bit RGB, HWC; the size comes from the tensor.
- * diffusers: `((x / 2 + 0.5).clip(0, 1) * 255).round()`; a Uint8ClampedArray clamps and rounds
- * half to even (numpy's round) on assignment, NaN to 0.
+ * diffusers: `((x / 2 + 0.5).clip(0, 1) * 255).round()` in float32 (see `toRgb8`).
  */
-function toImage(data: Float32Array, dims: readonly number[], seed: number): RgbImage {
+function toImage(data: Float32Array, dims: readonly number[], seed: number, arena?: KernelArena): RgbImage {
   const height = dims[2]!;
   const width = dims[3]!;
-  const plane = width * height;
-  const rgb = new Uint8ClampedArray(plane * 3);
-  for (let p = 0, o = 0; p < plane; p++, o += 3) {
-    rgb[o] = (data[p]! + 1) * 127.5;
-    rgb[o + 1] = (data[plane + p]! + 1) * 127.5;
-    rgb[o + 2] = (data[2 * plane + p]! + 1) * 127.5;
-  }
-  return { width, height, data: new Uint8Array(rgb.buffer), seed };
+  return { width, height, data: toRgb8(data.subarray(0, 3 * width * height), width * height, arena), seed };
 }
 
 function throwIfAborted(signal: AbortSignal | undefined): void {

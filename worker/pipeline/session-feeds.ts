@@ -144,11 +144,18 @@ export class TimestepInput {
   }
 }
 
+/** A float32 buffer for a run's output rows, with the output's full dims. */
+export interface OutputBuffer {
+  data: Float32Array;
+  dims: readonly number[];
+}
+
 /**
  * Runs `model` once per chunk of `inputs`' batch (plus `fixed` feeds, the same for every run)
- * and returns `output`'s rows as float32: the session's own array when one run gave all rows in
- * float32, else converted into `into` (when it has the right size) or a new array. `ms` is the
- * time inside ONNX Runtime.
+ * and returns `output`'s rows as float32. With `into`, the rows land in `into.data`: ONNX
+ * Runtime writes them there itself when one run gives all rows in float32 (no new buffer per
+ * run), else they are converted into it. Without it, the session's own array is returned when
+ * one run gave all rows in float32, else a new one. `ms` is the time inside ONNX Runtime.
  */
 export async function runRows(
   model: OnnxModel,
@@ -156,8 +163,16 @@ export async function runRows(
   batch: Batch,
   output: TensorSpec,
   fixed: Record<string, Tensor> = {},
-  into?: Float32Array,
+  into?: OutputBuffer,
 ): Promise<{ data: Float32Array; dims: number[]; ms: number }> {
+  const whole = batch.chunks.length === 1 && batch.chunks[0]!.rows === batch.size;
+  if (whole && into && output.type === 'float32') {
+    const feeds: Record<string, Tensor> = { ...fixed };
+    for (const input of inputs) feeds[input.spec.name] = input.tensors[0]!;
+    const target = new ort.Tensor('float32', into.data, [...into.dims]);
+    const result = await model.run(feeds, { [output.name]: target });
+    return { data: into.data, dims: [...into.dims], ms: result.ms };
+  }
   let out: Float32Array | undefined;
   let dims: number[] = [];
   let ms = 0;
@@ -169,11 +184,9 @@ export async function runRows(
     const tensor = result.outputs[output.name]!;
     dims = [batch.rows, ...tensor.dims.slice(1)];
     const rowSize = tensor.size / batch.size;
-    if (batch.chunks.length === 1 && chunk.rows === batch.size && tensor.data instanceof Float32Array) {
-      return { data: tensor.data, dims, ms };
-    }
+    if (whole && !into && tensor.data instanceof Float32Array) return { data: tensor.data, dims, ms };
     const length = batch.rows * rowSize;
-    out ??= into?.length === length ? into : new Float32Array(length);
+    out ??= into?.data.length === length ? into.data : new Float32Array(length);
     readRows(tensor, chunk.rows * rowSize, out.subarray(chunk.start * rowSize, (chunk.start + chunk.rows) * rowSize));
   }
   return { data: out!, dims, ms };

@@ -7,6 +7,7 @@
 import type { Scheduler, SchedulerConfig } from '../types.js';
 import { DiscreteAlphas, predictedNoise } from './noise-schedule.js';
 import { option, predictionType, type PredictionType } from './scheduler-config.js';
+import { epsilonUpdate, plmsStep } from '../kernels/index.js';
 import { checkSameLength, keepCopy, outputFor, reusable, unscaledModelInput } from './sample-buffers.js';
 import { checkNumInferenceSteps, spacedTimesteps, spacingOptions, type SpacingOptions } from './timestep-schedule.js';
 
@@ -112,7 +113,7 @@ export class PndmScheduler implements Scheduler {
     } else if (stage === 1 || stage === 2) {
       addScaled(sum, modelOutput, 1 / 3);
     } else {
-      output = this.epsPrimeBuffer(modelOutput.length);
+      output = this.epsPrimeBuffer(modelOutput);
       for (let i = 0; i < output.length; i++) output[i] = (sum[i] as number) + (1 / 6) * (modelOutput[i] as number);
     }
     this.prevSample(this.curSample ?? sample, timestep, prevTimestep, output, out);
@@ -128,27 +129,11 @@ export class PndmScheduler implements Scheduler {
     let prevTimestep = t - ratio;
     const e = this.ets;
     if (this.counter !== 1 && e.length >= 1 && this.predictionType === 'epsilon') {
-      // Adams–Bashforth of order 2–4 in one pass: keep ε, combine it with the history, step x.
-      // Same float32 values as the three separate passes (history copy, e′, formula 9).
-      const slot = this.nextEpsSlot(modelOutput.length);
+      // Adams–Bashforth of order 2–4 and formula (9) in one pass; ε joins the history.
+      const slot = this.nextEpsSlot(modelOutput);
+      slot.set(modelOutput);
       const { sampleCoeff, epsCoeff } = this.coefficients(timestep, prevTimestep);
-      const n = e.length;
-      if (n === 1) plms2Step(modelOutput, slot, e[0] as Float32Array, sample, out, sampleCoeff, epsCoeff);
-      else if (n === 2) {
-        plms3Step(modelOutput, slot, e[1] as Float32Array, e[0] as Float32Array, sample, out, sampleCoeff, epsCoeff);
-      } else {
-        plms4Step(
-          modelOutput,
-          slot,
-          e[2] as Float32Array,
-          e[1] as Float32Array,
-          e[0] as Float32Array,
-          sample,
-          out,
-          sampleCoeff,
-          epsCoeff,
-        );
-      }
+      plmsStep([slot, ...e.slice().reverse()], sample, out, sampleCoeff, epsCoeff);
       e.push(slot);
       return;
     }
@@ -161,7 +146,7 @@ export class PndmScheduler implements Scheduler {
     }
 
     const n = e.length;
-    let output: Float32Array = this.epsPrimeBuffer(modelOutput.length);
+    let output: Float32Array = this.epsPrimeBuffer(modelOutput);
     let from = sample;
     // Each combination is its own small loop function, so V8 optimizes each on its own instead
     // of re-optimizing one large function whose branches each run once per image.
@@ -235,24 +220,18 @@ export class PndmScheduler implements Scheduler {
    * A buffer for the next ε copy, not yet in the history: the oldest of four's when it is
    * dropped (no longer read), else a new one.
    */
-  private nextEpsSlot(length: number): Float32Array {
+  private nextEpsSlot(like: Float32Array): Float32Array {
     const oldest = this.ets.length === PNDM_ORDER ? this.ets.shift() : undefined;
-    return reusable(oldest, length);
+    return reusable(oldest, like.length, like);
   }
 
-  private epsPrimeBuffer(length: number): Float32Array {
-    return (this.epsPrime = reusable(this.epsPrime, length));
+  private epsPrimeBuffer(like: Float32Array): Float32Array {
+    return (this.epsPrime = reusable(this.epsPrime, like.length, like));
   }
 }
 
 function addScaled(acc: Float32Array, values: Float32Array, scale: number): void {
   for (let i = 0; i < acc.length; i++) acc[i] = (acc[i] as number) + scale * (values[i] as number);
-}
-
-/** Formula (9) with ε predicted: sampleCoeff·x − epsCoeff·ε. */
-function epsilonUpdate(sample: Float32Array, eps: Float32Array, out: Float32Array, sampleCoeff: number, epsCoeff: number): void {
-  const n = sample.length;
-  for (let i = 0; i < n; i++) out[i] = sampleCoeff * (sample[i] as number) - epsCoeff * (eps[i] as number);
 }
 
 /** PLMS warm-up: (ε + e₁) / 2. */
@@ -281,68 +260,5 @@ function plms4(out: Float32Array, e1: Float32Array, e2: Float32Array, e3: Float3
   for (let i = 0; i < n; i++) {
     out[i] =
       (1 / 24) * (55 * (e1[i] as number) - 59 * (e2[i] as number) + 37 * (e3[i] as number) - 9 * (e4[i] as number));
-  }
-}
-
-// Fused PLMS steps for ε prediction: per element, keep ε (`copy`), e′ rounded to float32 as the
-// separate pass stores it, then formula (9). `out` may be `sample` or `modelOutput` (each index is
-// read before it is written); e₂… are the history, newest first.
-
-function plms2Step(
-  modelOutput: Float32Array,
-  copy: Float32Array,
-  e2: Float32Array,
-  sample: Float32Array,
-  out: Float32Array,
-  sampleCoeff: number,
-  epsCoeff: number,
-): void {
-  const n = sample.length;
-  for (let i = 0; i < n; i++) {
-    const e1 = modelOutput[i] as number;
-    copy[i] = e1;
-    const eps = Math.fround((3 * e1 - (e2[i] as number)) / 2);
-    out[i] = sampleCoeff * (sample[i] as number) - epsCoeff * eps;
-  }
-}
-
-function plms3Step(
-  modelOutput: Float32Array,
-  copy: Float32Array,
-  e2: Float32Array,
-  e3: Float32Array,
-  sample: Float32Array,
-  out: Float32Array,
-  sampleCoeff: number,
-  epsCoeff: number,
-): void {
-  const n = sample.length;
-  for (let i = 0; i < n; i++) {
-    const e1 = modelOutput[i] as number;
-    copy[i] = e1;
-    const eps = Math.fround((23 * e1 - 16 * (e2[i] as number) + 5 * (e3[i] as number)) / 12);
-    out[i] = sampleCoeff * (sample[i] as number) - epsCoeff * eps;
-  }
-}
-
-function plms4Step(
-  modelOutput: Float32Array,
-  copy: Float32Array,
-  e2: Float32Array,
-  e3: Float32Array,
-  e4: Float32Array,
-  sample: Float32Array,
-  out: Float32Array,
-  sampleCoeff: number,
-  epsCoeff: number,
-): void {
-  const n = sample.length;
-  for (let i = 0; i < n; i++) {
-    const e1 = modelOutput[i] as number;
-    copy[i] = e1;
-    const eps = Math.fround(
-      (1 / 24) * (55 * e1 - 59 * (e2[i] as number) + 37 * (e3[i] as number) - 9 * (e4[i] as number)),
-    );
-    out[i] = sampleCoeff * (sample[i] as number) - epsCoeff * eps;
   }
 }

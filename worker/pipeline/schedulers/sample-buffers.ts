@@ -3,6 +3,7 @@
  * the caller's buffer, even the sample itself; what a scheduler keeps between steps (ε history,
  * the sample being refined) is its own copy, allocated on first use and reused after that.
  */
+import { allocateBeside } from '../kernels/index.js';
 
 /** Throws unless the model output matches the sample element for element. */
 export function checkSameLength(modelOutput: Float32Array, sample: Float32Array): void {
@@ -27,14 +28,17 @@ export function unscaledModelInput(sample: Float32Array, out: Float32Array | und
   return out;
 }
 
-/** `buffer` when it holds `length` values, else a new one. */
-export function reusable(buffer: Float32Array | undefined, length: number): Float32Array {
-  return buffer?.length === length ? buffer : new Float32Array(length);
+/**
+ * `buffer` when it holds `length` values, else a new one, placed beside `like` when that lies in
+ * a kernel arena (kernels then read it in place).
+ */
+export function reusable(buffer: Float32Array | undefined, length: number, like?: Float32Array): Float32Array {
+  return buffer?.length === length ? buffer : allocateBeside(like, length);
 }
 
 /** `values` copied into `buffer` (or a new array): state must not alias the caller's arrays. */
 export function keepCopy(buffer: Float32Array | undefined, values: Float32Array): Float32Array {
-  const copy = reusable(buffer, values.length);
+  const copy = reusable(buffer, values.length, values);
   copy.set(values);
   return copy;
 }

@@ -1,0 +1,391 @@
+;; Element-wise kernels of the denoising loop and the image conversion, in WebAssembly SIMD.
+;;
+;; Loop kernels compute exactly what the plain JavaScript loops before them computed: float32
+;; inputs are widened to float64, the arithmetic runs in float64 in the order of the JavaScript
+;; expression (JavaScript numbers are doubles, and engines do not fuse a·b + c), and the result
+;; is rounded to float32 once, as a Float32Array store does; Math.fround inside an expression is
+;; a demote then a promote. A loop turn takes four values: lanes 0–1 and lanes 2–3 each go
+;; through f64x2 arithmetic. Everything is written out in place: V8 does not inline calls
+;; between WebAssembly functions, and a call per lane pair cost more than the arithmetic.
+;;
+;; Arguments are byte offsets into the memory and a count of values, a multiple of 4 (callers
+;; pad); offsets are 16-byte aligned. Compiled to kernels.wasm by `npm run build:kernels`; a test checks the two agree.
+(module
+  ;; Each arena (index.ts) instantiates this module over its own memory.
+  (import "env" "memory" (memory 1))
+
+  ;; Classifier-free guidance: out = u + s·(c − u).
+  (func (export "guidance") (param $u i32) (param $c i32) (param $out i32) (param $n i32) (param $s f64)
+    (local $end i32) (local $sv v128) (local $uv v128) (local $cv v128)
+    (local.set $sv (f64x2.splat (local.get $s)))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (local.set $uv (v128.load (local.get $u)))
+        (local.set $cv (v128.load (local.get $c)))
+        (v128.store
+          (local.get $out)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.promote_low_f32x4 (local.get $uv))
+                (f64x2.mul
+                  (local.get $sv)
+                  (f64x2.sub
+                    (f64x2.promote_low_f32x4 (local.get $cv))
+                    (f64x2.promote_low_f32x4 (local.get $uv))))))
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.promote_low_f32x4
+                  (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                    (local.get $uv)
+                    (local.get $uv)))
+                (f64x2.mul
+                  (local.get $sv)
+                  (f64x2.sub
+                    (f64x2.promote_low_f32x4
+                      (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                        (local.get $cv)
+                        (local.get $cv)))
+                    (f64x2.promote_low_f32x4
+                      (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                        (local.get $uv)
+                        (local.get $uv)))))))))
+        (local.set $u (i32.add (local.get $u) (i32.const 16)))
+        (local.set $c (i32.add (local.get $c) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
+  ;; PLMS (Adams–Bashforth on ε, Liu et al. 2022 eq. 12) then PNDM's formula (9), for ε
+  ;; prediction: ε′ from the newest ε (e₁) and its history, rounded to float32 (orders 2–4), then
+  ;; out = sc·x − ec·ε′.
+  ;; order 1: ε′ = e₁ (formula 9 alone)
+  (func (export "plms1") (param $e1 i32) (param $x i32) (param $out i32) (param $n i32)
+    (param $sc f64) (param $ec f64)
+    (local $end i32) (local $scv v128) (local $ecv v128) (local $e1v v128) (local $xv v128)
+    (local.set $scv (f64x2.splat (local.get $sc)))
+    (local.set $ecv (f64x2.splat (local.get $ec)))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (local.set $e1v (v128.load (local.get $e1)))
+        (local.set $xv (v128.load (local.get $x)))
+        (v128.store
+          (local.get $out)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.sub
+                (f64x2.mul (local.get $scv) (f64x2.promote_low_f32x4 (local.get $xv)))
+                (f64x2.mul (local.get $ecv) (f64x2.promote_low_f32x4 (local.get $e1v)))))
+            (f32x4.demote_f64x2_zero
+              (f64x2.sub
+                (f64x2.mul
+                  (local.get $scv)
+                  (f64x2.promote_low_f32x4
+                    (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                      (local.get $xv)
+                      (local.get $xv))))
+                (f64x2.mul
+                  (local.get $ecv)
+                  (f64x2.promote_low_f32x4
+                    (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                      (local.get $e1v)
+                      (local.get $e1v))))))))
+        (local.set $e1 (i32.add (local.get $e1) (i32.const 16)))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
+  ;; order 2: ε′ = (3e₁ − e₂) / 2
+  (func (export "plms2") (param $e1 i32) (param $e2 i32) (param $x i32) (param $out i32) (param $n i32)
+    (param $sc f64) (param $ec f64)
+    (local $end i32) (local $scv v128) (local $ecv v128) (local $e1v v128) (local $e2v v128) (local $xv v128)
+    (local.set $scv (f64x2.splat (local.get $sc)))
+    (local.set $ecv (f64x2.splat (local.get $ec)))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (local.set $e1v (v128.load (local.get $e1)))
+        (local.set $e2v (v128.load (local.get $e2)))
+        (local.set $xv (v128.load (local.get $x)))
+        (v128.store
+          (local.get $out)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.sub
+                (f64x2.mul (local.get $scv) (f64x2.promote_low_f32x4 (local.get $xv)))
+                (f64x2.mul
+                  (local.get $ecv)
+                  (f64x2.promote_low_f32x4
+                    (f32x4.demote_f64x2_zero
+                      (f64x2.div
+                        (f64x2.sub
+                          (f64x2.mul
+                            (f64x2.splat (f64.const 3))
+                            (f64x2.promote_low_f32x4 (local.get $e1v)))
+                          (f64x2.promote_low_f32x4 (local.get $e2v)))
+                        (f64x2.splat (f64.const 2))))))))
+            (f32x4.demote_f64x2_zero
+              (f64x2.sub
+                (f64x2.mul
+                  (local.get $scv)
+                  (f64x2.promote_low_f32x4
+                    (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                      (local.get $xv)
+                      (local.get $xv))))
+                (f64x2.mul
+                  (local.get $ecv)
+                  (f64x2.promote_low_f32x4
+                    (f32x4.demote_f64x2_zero
+                      (f64x2.div
+                        (f64x2.sub
+                          (f64x2.mul
+                            (f64x2.splat (f64.const 3))
+                            (f64x2.promote_low_f32x4
+                              (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                                (local.get $e1v)
+                                (local.get $e1v))))
+                          (f64x2.promote_low_f32x4
+                            (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                              (local.get $e2v)
+                              (local.get $e2v))))
+                        (f64x2.splat (f64.const 2))))))))))
+        (local.set $e1 (i32.add (local.get $e1) (i32.const 16)))
+        (local.set $e2 (i32.add (local.get $e2) (i32.const 16)))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
+  ;; order 3: ε′ = (23e₁ − 16e₂ + 5e₃) / 12
+  (func (export "plms3") (param $e1 i32) (param $e2 i32) (param $e3 i32) (param $x i32) (param $out i32) (param $n i32)
+    (param $sc f64) (param $ec f64)
+    (local $end i32) (local $scv v128) (local $ecv v128) (local $e1v v128) (local $e2v v128) (local $e3v v128) (local $xv v128)
+    (local.set $scv (f64x2.splat (local.get $sc)))
+    (local.set $ecv (f64x2.splat (local.get $ec)))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (local.set $e1v (v128.load (local.get $e1)))
+        (local.set $e2v (v128.load (local.get $e2)))
+        (local.set $e3v (v128.load (local.get $e3)))
+        (local.set $xv (v128.load (local.get $x)))
+        (v128.store
+          (local.get $out)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.sub
+                (f64x2.mul (local.get $scv) (f64x2.promote_low_f32x4 (local.get $xv)))
+                (f64x2.mul
+                  (local.get $ecv)
+                  (f64x2.promote_low_f32x4
+                    (f32x4.demote_f64x2_zero
+                      (f64x2.div
+                        (f64x2.add
+                          (f64x2.sub
+                            (f64x2.mul
+                              (f64x2.splat (f64.const 23))
+                              (f64x2.promote_low_f32x4 (local.get $e1v)))
+                            (f64x2.mul
+                              (f64x2.splat (f64.const 16))
+                              (f64x2.promote_low_f32x4 (local.get $e2v))))
+                          (f64x2.mul
+                            (f64x2.splat (f64.const 5))
+                            (f64x2.promote_low_f32x4 (local.get $e3v))))
+                        (f64x2.splat (f64.const 12))))))))
+            (f32x4.demote_f64x2_zero
+              (f64x2.sub
+                (f64x2.mul
+                  (local.get $scv)
+                  (f64x2.promote_low_f32x4
+                    (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                      (local.get $xv)
+                      (local.get $xv))))
+                (f64x2.mul
+                  (local.get $ecv)
+                  (f64x2.promote_low_f32x4
+                    (f32x4.demote_f64x2_zero
+                      (f64x2.div
+                        (f64x2.add
+                          (f64x2.sub
+                            (f64x2.mul
+                              (f64x2.splat (f64.const 23))
+                              (f64x2.promote_low_f32x4
+                                (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                                  (local.get $e1v)
+                                  (local.get $e1v))))
+                            (f64x2.mul
+                              (f64x2.splat (f64.const 16))
+                              (f64x2.promote_low_f32x4
+                                (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                                  (local.get $e2v)
+                                  (local.get $e2v)))))
+                          (f64x2.mul
+                            (f64x2.splat (f64.const 5))
+                            (f64x2.promote_low_f32x4
+                              (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                                (local.get $e3v)
+                                (local.get $e3v)))))
+                        (f64x2.splat (f64.const 12))))))))))
+        (local.set $e1 (i32.add (local.get $e1) (i32.const 16)))
+        (local.set $e2 (i32.add (local.get $e2) (i32.const 16)))
+        (local.set $e3 (i32.add (local.get $e3) (i32.const 16)))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
+  ;; order 4: ε′ = (1/24)·(55e₁ − 59e₂ + 37e₃ − 9e₄), 1/24 as a double
+  (func (export "plms4") (param $e1 i32) (param $e2 i32) (param $e3 i32) (param $e4 i32) (param $x i32) (param $out i32) (param $n i32)
+    (param $sc f64) (param $ec f64)
+    (local $end i32) (local $scv v128) (local $ecv v128) (local $e1v v128) (local $e2v v128) (local $e3v v128) (local $e4v v128) (local $xv v128)
+    (local.set $scv (f64x2.splat (local.get $sc)))
+    (local.set $ecv (f64x2.splat (local.get $ec)))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (local.set $e1v (v128.load (local.get $e1)))
+        (local.set $e2v (v128.load (local.get $e2)))
+        (local.set $e3v (v128.load (local.get $e3)))
+        (local.set $e4v (v128.load (local.get $e4)))
+        (local.set $xv (v128.load (local.get $x)))
+        (v128.store
+          (local.get $out)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.sub
+                (f64x2.mul (local.get $scv) (f64x2.promote_low_f32x4 (local.get $xv)))
+                (f64x2.mul
+                  (local.get $ecv)
+                  (f64x2.promote_low_f32x4
+                    (f32x4.demote_f64x2_zero
+                      (f64x2.mul
+                        (f64x2.splat (f64.const 0.041666666666666664))
+                        (f64x2.sub
+                          (f64x2.add
+                            (f64x2.sub
+                              (f64x2.mul
+                                (f64x2.splat (f64.const 55))
+                                (f64x2.promote_low_f32x4 (local.get $e1v)))
+                              (f64x2.mul
+                                (f64x2.splat (f64.const 59))
+                                (f64x2.promote_low_f32x4 (local.get $e2v))))
+                            (f64x2.mul
+                              (f64x2.splat (f64.const 37))
+                              (f64x2.promote_low_f32x4 (local.get $e3v))))
+                          (f64x2.mul
+                            (f64x2.splat (f64.const 9))
+                            (f64x2.promote_low_f32x4 (local.get $e4v))))))))))
+            (f32x4.demote_f64x2_zero
+              (f64x2.sub
+                (f64x2.mul
+                  (local.get $scv)
+                  (f64x2.promote_low_f32x4
+                    (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                      (local.get $xv)
+                      (local.get $xv))))
+                (f64x2.mul
+                  (local.get $ecv)
+                  (f64x2.promote_low_f32x4
+                    (f32x4.demote_f64x2_zero
+                      (f64x2.mul
+                        (f64x2.splat (f64.const 0.041666666666666664))
+                        (f64x2.sub
+                          (f64x2.add
+                            (f64x2.sub
+                              (f64x2.mul
+                                (f64x2.splat (f64.const 55))
+                                (f64x2.promote_low_f32x4
+                                  (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                                    (local.get $e1v)
+                                    (local.get $e1v))))
+                              (f64x2.mul
+                                (f64x2.splat (f64.const 59))
+                                (f64x2.promote_low_f32x4
+                                  (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                                    (local.get $e2v)
+                                    (local.get $e2v)))))
+                            (f64x2.mul
+                              (f64x2.splat (f64.const 37))
+                              (f64x2.promote_low_f32x4
+                                (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                                  (local.get $e3v)
+                                  (local.get $e3v)))))
+                          (f64x2.mul
+                            (f64x2.splat (f64.const 9))
+                            (f64x2.promote_low_f32x4
+                              (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                                (local.get $e4v)
+                                (local.get $e4v)))))))))))))
+        (local.set $e1 (i32.add (local.get $e1) (i32.const 16)))
+        (local.set $e2 (i32.add (local.get $e2) (i32.const 16)))
+        (local.set $e3 (i32.add (local.get $e3) (i32.const 16)))
+        (local.set $e4 (i32.add (local.get $e4) (i32.const 16)))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
+  ;; Decoder output → 8-bit RGB as diffusers computes it in numpy float32:
+  ;; ((x / 2 + 0.5).clip(0, 1) · 255).round(), rounding half to even; NaN becomes 0 (pmax keeps
+  ;; its first operand when a comparison fails). x / 2 and x · 0.5 are the same float32. Three
+  ;; planes of n float32 from $r → n interleaved RGB pixels; a turn writes 16 bytes for 12, so
+  ;; the output needs 4 bytes of room past its end.
+  (func (export "to_rgb8") (param $r i32) (param $out i32) (param $n i32)
+    (local $g i32) (local $b i32) (local $end i32) (local $bl v128)
+    (local.set $g (i32.add (local.get $r) (i32.shl (local.get $n) (i32.const 2))))
+    (local.set $b (i32.add (local.get $g) (i32.shl (local.get $n) (i32.const 2))))
+    (local.set $end (local.get $g))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $r) (local.get $end)))
+        (local.set $bl
+          (i32x4.trunc_sat_f32x4_u
+            (f32x4.nearest
+              (f32x4.mul
+                (f32x4.pmin
+                  (f32x4.pmax
+                    (f32x4.splat (f32.const 0))
+                    (f32x4.add
+                      (f32x4.mul (v128.load (local.get $b)) (f32x4.splat (f32.const 0.5)))
+                      (f32x4.splat (f32.const 0.5))))
+                  (f32x4.splat (f32.const 1)))
+                (f32x4.splat (f32.const 255))))))
+        ;; [r0 r1 r2 r3 g0 g1 g2 g3 b0 b1 b2 b3 b0 b1 b2 b3] → r0 g0 b0 r1 g1 b1 …
+        (v128.store
+          (local.get $out)
+          (i8x16.shuffle 0 4 8 1 5 9 2 6 10 3 7 11 12 13 14 15
+            (i8x16.narrow_i16x8_u
+              (i16x8.narrow_i32x4_u
+                (i32x4.trunc_sat_f32x4_u
+                  (f32x4.nearest
+                    (f32x4.mul
+                      (f32x4.pmin
+                        (f32x4.pmax
+                          (f32x4.splat (f32.const 0))
+                          (f32x4.add
+                            (f32x4.mul (v128.load (local.get $r)) (f32x4.splat (f32.const 0.5)))
+                            (f32x4.splat (f32.const 0.5))))
+                        (f32x4.splat (f32.const 1)))
+                      (f32x4.splat (f32.const 255)))))
+                (i32x4.trunc_sat_f32x4_u
+                  (f32x4.nearest
+                    (f32x4.mul
+                      (f32x4.pmin
+                        (f32x4.pmax
+                          (f32x4.splat (f32.const 0))
+                          (f32x4.add
+                            (f32x4.mul (v128.load (local.get $g)) (f32x4.splat (f32.const 0.5)))
+                            (f32x4.splat (f32.const 0.5))))
+                        (f32x4.splat (f32.const 1)))
+                      (f32x4.splat (f32.const 255))))))
+              (i16x8.narrow_i32x4_u (local.get $bl) (local.get $bl)))
+            (local.get $bl)))
+        (local.set $r (i32.add (local.get $r) (i32.const 16)))
+        (local.set $g (i32.add (local.get $g) (i32.const 16)))
+        (local.set $b (i32.add (local.get $b) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 12)))
+        (br $next))))
+)
