@@ -10,6 +10,8 @@ import {
   allocateBeside,
   applyGuidance,
   ArenaPool,
+  divide,
+  eulerStep,
   epsilonUpdate,
   KernelArena,
   plmsStep,
@@ -147,6 +149,41 @@ describe('plmsStep', () => {
     expect(() => plmsStep([x, x, x, x, x], x, x, 1, 1)).toThrow(/1 to 4/);
     expect(() => plmsStep([new Float32Array(4)], x, x, 1, 1)).toThrow(/eps\[0\] has 4 values/);
   });
+});
+
+describe('Euler kernels', () => {
+  const c = { cSkip: 0.8123, cOut: -3.217, sigma: 3.1415, dt: -0.4567 };
+
+  for (const n of [16384, 38]) {
+    it(`euler and euler ancestral equal the loops' double arithmetic, n = ${n}, copied and in place`, () => {
+      const [x, m, z] = [values(n, 11, 14), values(n, 12), values(n, 13)];
+      const sigmaUp = 0.377;
+      const plain = new Float32Array(n);
+      const ancestral = new Float32Array(n);
+      for (let i = 0; i < n; i++) {
+        const x0 = c.cSkip * x[i]! + c.cOut * m[i]!;
+        const d = (x[i]! - x0) / c.sigma;
+        plain[i] = x[i]! + d * c.dt;
+        ancestral[i] = x[i]! + d * c.dt + z[i]! * sigmaUp;
+      }
+      const out = new Float32Array(n);
+      eulerStep(x, m, out, c);
+      expect(differences(out, plain)).toEqual([]);
+      eulerStep(x, m, out, c, { z, sigmaUp });
+      expect(differences(out, ancestral)).toEqual([]);
+
+      const arena = new KernelArena([n, n, n]);
+      const [ax, am, az] = [both(x, arena)[1], both(m, arena)[1], both(z, arena)[1]];
+      eulerStep(ax, am, ax, c, { z: az, sigmaUp });
+      expect(differences(ax, ancestral)).toEqual([]);
+    });
+
+    it(`divide equals x / d in double, n = ${n}`, () => {
+      const x = values(n, 21, 10);
+      const d = Math.fround(Math.sqrt(Math.fround(Math.fround(14.6 * 14.6) + 1)));
+      expect(differences(divide(x, d, new Float32Array(n)), x.map((v) => v / d))).toEqual([]);
+    });
+  }
 });
 
 describe('toRgb8', () => {

@@ -16,6 +16,20 @@ interface KernelExports {
   guidance(u: number, c: number, out: number, n: number, scale: number): void;
   /** plms1 … plms4: the ε offsets (newest first), then x, out, n, sampleCoeff, epsCoeff. */
   [plms: `plms${number}`]: (...args: number[]) => void;
+  divide(x: number, out: number, n: number, d: number): void;
+  euler(x: number, m: number, out: number, n: number, cSkip: number, cOut: number, sigma: number, dt: number): void;
+  euler_ancestral(
+    x: number,
+    m: number,
+    z: number,
+    out: number,
+    n: number,
+    cSkip: number,
+    cOut: number,
+    sigma: number,
+    dt: number,
+    sigmaUp: number,
+  ): void;
   to_rgb8(src: number, out: number, n: number): void;
 }
 
@@ -255,6 +269,44 @@ export function epsilonUpdate(
   epsCoeff: number,
 ): void {
   plmsStep([eps], sample, out, sampleCoeff, epsCoeff);
+}
+
+/** `sample / divisor` into `out` (the σ schedulers' scale_model_input). */
+export function divide(sample: Float32Array, divisor: number, out: Float32Array): Float32Array {
+  checkLength('out', out, sample.length);
+  runFloatKernel([sample], out, (k, [x], o, n) => k.divide(x!, o, n, divisor));
+  return out;
+}
+
+/** The scalars of one Euler step: the denoiser's c_skip and c_out at σ, and the step dt. */
+export interface EulerCoefficients {
+  cSkip: number;
+  cOut: number;
+  sigma: number;
+  dt: number;
+}
+
+/**
+ * One Euler step (Karras et al. 2022, alg. 2 with γ = 0) into `out`: x₀ = c_skip·x + c_out·m,
+ * d = (x − x₀)/σ, x + d·dt; with `noise`, plus z·σ_up (the ancestral sampler).
+ */
+export function eulerStep(
+  sample: Float32Array,
+  modelOutput: Float32Array,
+  out: Float32Array,
+  { cSkip, cOut, sigma, dt }: EulerCoefficients,
+  noise?: { z: Float32Array; sigmaUp: number },
+): void {
+  checkLength('modelOutput', modelOutput, sample.length);
+  checkLength('out', out, sample.length);
+  if (!noise) {
+    runFloatKernel([sample, modelOutput], out, (k, [x, m], o, n) => k.euler(x!, m!, o, n, cSkip, cOut, sigma, dt));
+    return;
+  }
+  checkLength('noise', noise.z, sample.length);
+  runFloatKernel([sample, modelOutput, noise.z], out, (k, [x, m, z], o, n) =>
+    k.euler_ancestral(x!, m!, z!, o, n, cSkip, cOut, sigma, dt, noise.sigmaUp),
+  );
 }
 
 /**

@@ -9,7 +9,8 @@
 ;; between WebAssembly functions, and a call per lane pair cost more than the arithmetic.
 ;;
 ;; Arguments are byte offsets into the memory and a count of values, a multiple of 4 (callers
-;; pad); offsets are 16-byte aligned. Compiled to kernels.wasm by `npm run build:kernels`; a test checks the two agree.
+;; pad); offsets are 16-byte aligned. Compiled to kernels.wasm by `npm run build:kernels`; a
+;; test checks the two agree.
 (module
   ;; Each arena (index.ts) instantiates this module over its own memory.
   (import "env" "memory" (memory 1))
@@ -325,6 +326,170 @@
         (local.set $e3 (i32.add (local.get $e3) (i32.const 16)))
         (local.set $e4 (i32.add (local.get $e4) (i32.const 16)))
         (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
+  ;; The σ schedulers' scale_model_input: out = x / d (d = √(σ² + 1) in float32).
+  (func (export "divide") (param $x i32) (param $out i32) (param $n i32)
+    (param $d f64)
+    (local $end i32) (local $xv v128) (local $d2 v128)
+    (local.set $d2 (f64x2.splat (local.get $d)))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (local.set $xv (v128.load (local.get $x)))
+        (v128.store
+          (local.get $out)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.div (f64x2.promote_low_f32x4 (local.get $xv)) (local.get $d2)))
+            (f32x4.demote_f64x2_zero
+              (f64x2.div
+                (f64x2.promote_low_f32x4
+                  (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                    (local.get $xv)
+                    (local.get $xv)))
+                (local.get $d2)))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
+  ;; Euler step (Karras et al. 2022, alg. 2 with γ = 0): x₀ = c_skip·x + c_out·m,
+  ;; d = (x − x₀)/σ, out = x + d·dt.
+  (func (export "euler") (param $x i32) (param $m i32) (param $out i32) (param $n i32)
+    (param $cskip f64) (param $cout f64) (param $sigma f64) (param $dt f64)
+    (local $end i32) (local $xv v128) (local $mv v128) (local $cskip2 v128) (local $cout2 v128) (local $sigma2 v128) (local $dt2 v128)
+    (local.set $cskip2 (f64x2.splat (local.get $cskip)))
+    (local.set $cout2 (f64x2.splat (local.get $cout)))
+    (local.set $sigma2 (f64x2.splat (local.get $sigma)))
+    (local.set $dt2 (f64x2.splat (local.get $dt)))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (local.set $xv (v128.load (local.get $x)))
+        (local.set $mv (v128.load (local.get $m)))
+        (v128.store
+          (local.get $out)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.promote_low_f32x4 (local.get $xv))
+                (f64x2.mul
+                  (f64x2.div
+                    (f64x2.sub
+                      (f64x2.promote_low_f32x4 (local.get $xv))
+                      (f64x2.add
+                        (f64x2.mul (local.get $cskip2) (f64x2.promote_low_f32x4 (local.get $xv)))
+                        (f64x2.mul (local.get $cout2) (f64x2.promote_low_f32x4 (local.get $mv)))))
+                    (local.get $sigma2))
+                  (local.get $dt2))))
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.promote_low_f32x4
+                  (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                    (local.get $xv)
+                    (local.get $xv)))
+                (f64x2.mul
+                  (f64x2.div
+                    (f64x2.sub
+                      (f64x2.promote_low_f32x4
+                        (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                          (local.get $xv)
+                          (local.get $xv)))
+                      (f64x2.add
+                        (f64x2.mul
+                          (local.get $cskip2)
+                          (f64x2.promote_low_f32x4
+                            (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                              (local.get $xv)
+                              (local.get $xv))))
+                        (f64x2.mul
+                          (local.get $cout2)
+                          (f64x2.promote_low_f32x4
+                            (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                              (local.get $mv)
+                              (local.get $mv))))))
+                    (local.get $sigma2))
+                  (local.get $dt2))))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $m (i32.add (local.get $m) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
+  ;; Euler ancestral step: as `euler` to σ_down, plus noise z of scale σ_up:
+  ;; out = x + d·dt + z·σ_up.
+  (func (export "euler_ancestral") (param $x i32) (param $m i32) (param $z i32) (param $out i32) (param $n i32)
+    (param $cskip f64) (param $cout f64) (param $sigma f64) (param $dt f64) (param $up f64)
+    (local $end i32) (local $xv v128) (local $mv v128) (local $zv v128) (local $cskip2 v128) (local $cout2 v128) (local $sigma2 v128) (local $dt2 v128) (local $up2 v128)
+    (local.set $cskip2 (f64x2.splat (local.get $cskip)))
+    (local.set $cout2 (f64x2.splat (local.get $cout)))
+    (local.set $sigma2 (f64x2.splat (local.get $sigma)))
+    (local.set $dt2 (f64x2.splat (local.get $dt)))
+    (local.set $up2 (f64x2.splat (local.get $up)))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (local.set $xv (v128.load (local.get $x)))
+        (local.set $mv (v128.load (local.get $m)))
+        (local.set $zv (v128.load (local.get $z)))
+        (v128.store
+          (local.get $out)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.add
+                  (f64x2.promote_low_f32x4 (local.get $xv))
+                  (f64x2.mul
+                    (f64x2.div
+                      (f64x2.sub
+                        (f64x2.promote_low_f32x4 (local.get $xv))
+                        (f64x2.add
+                          (f64x2.mul (local.get $cskip2) (f64x2.promote_low_f32x4 (local.get $xv)))
+                          (f64x2.mul (local.get $cout2) (f64x2.promote_low_f32x4 (local.get $mv)))))
+                      (local.get $sigma2))
+                    (local.get $dt2)))
+                (f64x2.mul (f64x2.promote_low_f32x4 (local.get $zv)) (local.get $up2))))
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.add
+                  (f64x2.promote_low_f32x4
+                    (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                      (local.get $xv)
+                      (local.get $xv)))
+                  (f64x2.mul
+                    (f64x2.div
+                      (f64x2.sub
+                        (f64x2.promote_low_f32x4
+                          (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                            (local.get $xv)
+                            (local.get $xv)))
+                        (f64x2.add
+                          (f64x2.mul
+                            (local.get $cskip2)
+                            (f64x2.promote_low_f32x4
+                              (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                                (local.get $xv)
+                                (local.get $xv))))
+                          (f64x2.mul
+                            (local.get $cout2)
+                            (f64x2.promote_low_f32x4
+                              (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                                (local.get $mv)
+                                (local.get $mv))))))
+                      (local.get $sigma2))
+                    (local.get $dt2)))
+                (f64x2.mul
+                  (f64x2.promote_low_f32x4
+                    (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                      (local.get $zv)
+                      (local.get $zv)))
+                  (local.get $up2))))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $m (i32.add (local.get $m) (i32.const 16)))
+        (local.set $z (i32.add (local.get $z) (i32.const 16)))
         (local.set $out (i32.add (local.get $out) (i32.const 16)))
         (br $next))))
 

@@ -3,6 +3,7 @@
  * https://arxiv.org/abs/2206.00364): an Euler step down to σ_down, then fresh noise of scale
  * σ_up, with σ_down² + σ_up² = σ_next². A port of diffusers' `EulerAncestralDiscreteScheduler`.
  */
+import { eulerStep } from '../kernels/index.js';
 import type { SchedulerConfig } from '../types.js';
 import { checkSameLength, outputFor } from './sample-buffers.js';
 import { denoiserScalings, interpolatedSigmas, SigmaScheduler } from './sigma-schedule.js';
@@ -43,15 +44,9 @@ export class EulerAncestralDiscreteScheduler extends SigmaScheduler {
     const z = noiseFor(sample, noise);
 
     const prevSample = outputFor(sample, out);
-    for (let i = 0; i < sample.length; i++) {
-      const x = sample[i] as number;
-      // 1. compute predicted original sample (x₀) from σ-scaled predicted noise
-      const x0 = cSkip * x + cOut * (modelOutput[i] as number);
-      // 2. convert to an ODE derivative, step to σ_down
-      const derivative = (x - x0) / sigma;
-      // 3. add noise z ~ N(0, I) of scale σ_up
-      prevSample[i] = x + derivative * dt + (z[i] as number) * sigmaUp;
-    }
+    // 1. predicted original sample x₀ = c_skip·x + c_out·m; 2. ODE derivative d = (x − x₀)/σ,
+    // step to σ_down; 3. add noise z ~ N(0, I) of scale σ_up
+    eulerStep(sample, modelOutput, prevSample, { cSkip, cOut, sigma, dt }, { z, sigmaUp });
     this.advance();
     return { prevSample };
   }

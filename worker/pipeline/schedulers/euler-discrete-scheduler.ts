@@ -3,6 +3,7 @@
  * (https://arxiv.org/abs/2206.00364) without churn; a port of diffusers' `EulerDiscreteScheduler`
  * (after crowsonkb's k-diffusion `sample_euler`).
  */
+import { eulerStep } from '../kernels/index.js';
 import type { SchedulerConfig } from '../types.js';
 import { choice, option, optionalNumber, rejectEnabled } from './scheduler-config.js';
 import { checkSameLength, outputFor } from './sample-buffers.js';
@@ -72,15 +73,9 @@ export class EulerDiscreteScheduler extends SigmaScheduler {
     const { cSkip, cOut } = denoiserScalings(this.predictionType, sigmaHat);
 
     const prevSample = outputFor(sample, out);
-    for (let i = 0; i < sample.length; i++) {
-      const x = sample[i] as number;
-      // 1. compute predicted original sample (x₀) from σ-scaled predicted noise
-      const x0 = cSkip * x + cOut * (modelOutput[i] as number);
-      // 2. convert to an ODE derivative d = (x − x₀)/σ̂
-      const derivative = (x - x0) / sigmaHat;
-      // 3. Euler step from σ̂ to the next σ
-      prevSample[i] = x + derivative * dt;
-    }
+    // 1. predicted original sample x₀ = c_skip·x + c_out·m; 2. ODE derivative d = (x − x₀)/σ̂;
+    // 3. Euler step from σ̂ to the next σ: x + d·dt
+    eulerStep(sample, modelOutput, prevSample, { cSkip, cOut, sigma: sigmaHat, dt });
     this.advance();
     return { prevSample };
   }

@@ -2,6 +2,7 @@
  * Pieces shared by the σ-parameterised (k-diffusion style, Karras et al. 2022) schedulers:
  * x_σ = x₀ + σ·ε, with the model fed c_in·x_σ = x_σ / √(σ² + 1).
  */
+import { divide } from '../kernels/index.js';
 import type { Scheduler, SchedulerConfig } from '../types.js';
 import { kDiffusionAlphasCumprod, type NoiseScheduleDefaults } from './noise-schedule.js';
 import { interp } from './numpy-like.js';
@@ -65,9 +66,7 @@ export function initNoiseSigmaFor(sigmas: Float32Array, spacing: string): number
 export function scaleBySigma(sample: Float32Array, sigma: number, out?: Float32Array): Float32Array {
   const f = Math.fround;
   const denom = f(Math.sqrt(f(f(sigma * sigma) + 1)));
-  const scaled = outputFor(sample, out);
-  for (let i = 0; i < sample.length; i++) scaled[i] = (sample[i] as number) / denom;
-  return scaled;
+  return divide(sample, denom, outputFor(sample, out));
 }
 
 /**
