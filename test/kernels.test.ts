@@ -11,6 +11,8 @@ import {
   applyGuidance,
   ArenaPool,
   divide,
+  dpmDataFromEpsilon,
+  dpmUpdate,
   eulerStep,
   epsilonUpdate,
   KernelArena,
@@ -182,6 +184,28 @@ describe('Euler kernels', () => {
       const x = values(n, 21, 10);
       const d = Math.fround(Math.sqrt(Math.fround(Math.fround(14.6 * 14.6) + 1)));
       expect(differences(divide(x, d, new Float32Array(n)), x.map((v) => v / d))).toEqual([]);
+    });
+  }
+});
+
+describe('DPM-Solver kernels', () => {
+  for (const n of [16384, 38]) {
+    it(`data prediction, first and second order equal the loops' arithmetic, n = ${n}`, () => {
+      const [x, m, m0, m1] = [values(n, 31, 14), values(n, 32), values(n, 33), values(n, 34)];
+      const [sigma, alpha, sc, c0, c1, r0] = [0.9876, 0.1567, 0.8765, -0.2345, 0.1234, 0.7531];
+      const x0 = x.map((v, i) => (v - sigma * m[i]!) / alpha);
+      // the loops added a zero noise term: −0 becomes +0 there and here
+      const first = x.map((v, i) => sc * v + c0 * m0[i]! + 0);
+      const second = x.map((v, i) => sc * v + c0 * m0[i]! + c1 * ((1 / r0) * (m0[i]! - m1[i]!)) + 0);
+      expect(differences(dpmDataFromEpsilon(x, m, new Float32Array(n), sigma, alpha), x0)).toEqual([]);
+      const out = new Float32Array(n);
+      dpmUpdate(x, m0, undefined, out, { sampleCoeff: sc, d0Coeff: c0 });
+      expect(differences(out, first)).toEqual([]);
+      dpmUpdate(x, m0, m1, out, { sampleCoeff: sc, d0Coeff: c0, d1Coeff: c1, r0 });
+      expect(differences(out, second)).toEqual([]);
+      // (−1)·0 + 1·(−0) is −0; with the zero term it is +0
+      dpmUpdate(new Float32Array(n), new Float32Array(n).fill(-0), undefined, out, { sampleCoeff: -1, d0Coeff: 1 });
+      expect(out.every((v) => Object.is(v, 0))).toBe(true);
     });
   }
 });

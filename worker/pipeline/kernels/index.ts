@@ -30,6 +30,19 @@ interface KernelExports {
     dt: number,
     sigmaUp: number,
   ): void;
+  dpm_data_from_eps(x: number, m: number, out: number, n: number, sigma: number, alpha: number): void;
+  dpm_first(x: number, m0: number, out: number, n: number, sampleCoeff: number, modelCoeff: number): void;
+  dpm_second(
+    x: number,
+    m0: number,
+    m1: number,
+    out: number,
+    n: number,
+    sampleCoeff: number,
+    d0Coeff: number,
+    d1Coeff: number,
+    inverseR0: number,
+  ): void;
   to_rgb8(src: number, out: number, n: number): void;
 }
 
@@ -306,6 +319,45 @@ export function eulerStep(
   checkLength('noise', noise.z, sample.length);
   runFloatKernel([sample, modelOutput, noise.z], out, (k, [x, m, z], o, n) =>
     k.euler_ancestral(x!, m!, z!, o, n, cSkip, cOut, sigma, dt, noise.sigmaUp),
+  );
+}
+
+/** DPM-Solver++'s data prediction from ε: x₀ = (x − σ·ε)/α into `out`. */
+export function dpmDataFromEpsilon(
+  sample: Float32Array,
+  eps: Float32Array,
+  out: Float32Array,
+  sigma: number,
+  alpha: number,
+): Float32Array {
+  checkLength('eps', eps, sample.length);
+  checkLength('out', out, sample.length);
+  runFloatKernel([sample, eps], out, (k, [x, m], o, n) => k.dpm_data_from_eps(x!, m!, o, n, sigma, alpha));
+  return out;
+}
+
+/**
+ * A DPM-Solver update without noise into `out`: first order sc·x + c₀·m₀ when `m1` is absent,
+ * else multistep second order sc·x + c₀·m₀ + c₁·(m₀ − m₁)/r₀ (DPM-Solver++ 2M).
+ */
+export function dpmUpdate(
+  sample: Float32Array,
+  m0: Float32Array,
+  m1: Float32Array | undefined,
+  out: Float32Array,
+  c: { sampleCoeff: number; d0Coeff: number; d1Coeff?: number; r0?: number },
+): void {
+  checkLength('m0', m0, sample.length);
+  checkLength('out', out, sample.length);
+  if (m1 === undefined) {
+    runFloatKernel([sample, m0], out, (k, [x, a], o, n) => k.dpm_first(x!, a!, o, n, c.sampleCoeff, c.d0Coeff));
+    return;
+  }
+  checkLength('m1', m1, sample.length);
+  const d1Coeff = c.d1Coeff ?? 0;
+  const inverseR0 = 1 / (c.r0 ?? 1);
+  runFloatKernel([sample, m0, m1], out, (k, [x, a, b], o, n) =>
+    k.dpm_second(x!, a!, b!, o, n, c.sampleCoeff, c.d0Coeff, d1Coeff, inverseR0),
   );
 }
 

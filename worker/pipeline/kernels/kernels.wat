@@ -493,6 +493,158 @@
         (local.set $out (i32.add (local.get $out) (i32.const 16)))
         (br $next))))
 
+  ;; DPM-Solver++ data prediction from ε: x₀ = (x − σ·m)/α.
+  (func (export "dpm_data_from_eps") (param $x i32) (param $m i32) (param $out i32) (param $n i32)
+    (param $sigma f64) (param $alpha f64)
+    (local $end i32) (local $xv v128) (local $mv v128) (local $sigma2 v128) (local $alpha2 v128)
+    (local.set $sigma2 (f64x2.splat (local.get $sigma)))
+    (local.set $alpha2 (f64x2.splat (local.get $alpha)))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (local.set $xv (v128.load (local.get $x)))
+        (local.set $mv (v128.load (local.get $m)))
+        (v128.store
+          (local.get $out)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.div
+                (f64x2.sub
+                  (f64x2.promote_low_f32x4 (local.get $xv))
+                  (f64x2.mul (local.get $sigma2) (f64x2.promote_low_f32x4 (local.get $mv))))
+                (local.get $alpha2)))
+            (f32x4.demote_f64x2_zero
+              (f64x2.div
+                (f64x2.sub
+                  (f64x2.promote_low_f32x4
+                    (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                      (local.get $xv)
+                      (local.get $xv)))
+                  (f64x2.mul
+                    (local.get $sigma2)
+                    (f64x2.promote_low_f32x4
+                      (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                        (local.get $mv)
+                        (local.get $mv)))))
+                (local.get $alpha2)))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $m (i32.add (local.get $m) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
+  ;; DPM-Solver first order without noise: out = sc·x + mc·m₀ + 0 (the loop added
+  ;; its zero noise term, which turns −0 into +0).
+  (func (export "dpm_first") (param $x i32) (param $m0 i32) (param $out i32) (param $n i32)
+    (param $sc f64) (param $mc f64)
+    (local $end i32) (local $xv v128) (local $m0v v128) (local $sc2 v128) (local $mc2 v128)
+    (local.set $sc2 (f64x2.splat (local.get $sc)))
+    (local.set $mc2 (f64x2.splat (local.get $mc)))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (local.set $xv (v128.load (local.get $x)))
+        (local.set $m0v (v128.load (local.get $m0)))
+        (v128.store
+          (local.get $out)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.add
+                  (f64x2.mul (local.get $sc2) (f64x2.promote_low_f32x4 (local.get $xv)))
+                  (f64x2.mul (local.get $mc2) (f64x2.promote_low_f32x4 (local.get $m0v))))
+                (f64x2.splat (f64.const 0))))
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.add
+                  (f64x2.mul
+                    (local.get $sc2)
+                    (f64x2.promote_low_f32x4
+                      (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                        (local.get $xv)
+                        (local.get $xv))))
+                  (f64x2.mul
+                    (local.get $mc2)
+                    (f64x2.promote_low_f32x4
+                      (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                        (local.get $m0v)
+                        (local.get $m0v)))))
+                (f64x2.splat (f64.const 0))))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $m0 (i32.add (local.get $m0) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
+  ;; DPM-Solver multistep second order without noise: D₁ = (1/r₀)·(m₀ − m₁),
+  ;; out = sc·x + c₀·m₀ + c₁·D₁ + 0.
+  (func (export "dpm_second") (param $x i32) (param $m0 i32) (param $m1 i32) (param $out i32) (param $n i32)
+    (param $sc f64) (param $c0 f64) (param $c1 f64) (param $inv f64)
+    (local $end i32) (local $xv v128) (local $m0v v128) (local $m1v v128) (local $sc2 v128) (local $c02 v128) (local $c12 v128) (local $inv2 v128)
+    (local.set $sc2 (f64x2.splat (local.get $sc)))
+    (local.set $c02 (f64x2.splat (local.get $c0)))
+    (local.set $c12 (f64x2.splat (local.get $c1)))
+    (local.set $inv2 (f64x2.splat (local.get $inv)))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (local.set $xv (v128.load (local.get $x)))
+        (local.set $m0v (v128.load (local.get $m0)))
+        (local.set $m1v (v128.load (local.get $m1)))
+        (v128.store
+          (local.get $out)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.add
+                  (f64x2.add
+                    (f64x2.mul (local.get $sc2) (f64x2.promote_low_f32x4 (local.get $xv)))
+                    (f64x2.mul (local.get $c02) (f64x2.promote_low_f32x4 (local.get $m0v))))
+                  (f64x2.mul
+                    (local.get $c12)
+                    (f64x2.mul
+                      (local.get $inv2)
+                      (f64x2.sub
+                        (f64x2.promote_low_f32x4 (local.get $m0v))
+                        (f64x2.promote_low_f32x4 (local.get $m1v))))))
+                (f64x2.splat (f64.const 0))))
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.add
+                  (f64x2.add
+                    (f64x2.mul
+                      (local.get $sc2)
+                      (f64x2.promote_low_f32x4
+                        (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                          (local.get $xv)
+                          (local.get $xv))))
+                    (f64x2.mul
+                      (local.get $c02)
+                      (f64x2.promote_low_f32x4
+                        (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                          (local.get $m0v)
+                          (local.get $m0v)))))
+                  (f64x2.mul
+                    (local.get $c12)
+                    (f64x2.mul
+                      (local.get $inv2)
+                      (f64x2.sub
+                        (f64x2.promote_low_f32x4
+                          (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                            (local.get $m0v)
+                            (local.get $m0v)))
+                        (f64x2.promote_low_f32x4
+                          (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                            (local.get $m1v)
+                            (local.get $m1v)))))))
+                (f64x2.splat (f64.const 0))))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $m0 (i32.add (local.get $m0) (i32.const 16)))
+        (local.set $m1 (i32.add (local.get $m1) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
   ;; Decoder output → 8-bit RGB as diffusers computes it in numpy float32:
   ;; ((x / 2 + 0.5).clip(0, 1) · 255).round(), rounding half to even; NaN becomes 0 (pmax keeps
   ;; its first operand when a comparison fails). x / 2 and x · 0.5 are the same float32. Three

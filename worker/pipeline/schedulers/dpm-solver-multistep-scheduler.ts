@@ -5,6 +5,7 @@
  * (https://arxiv.org/abs/2206.00927); and their SDE variants "sde-dpmsolver++" (DPM++ 2M SDE) and
  * "sde-dpmsolver" (orders 1 and 2), which take the step's noise.
  */
+import { dpmDataFromEpsilon, dpmUpdate } from '../kernels/index.js';
 import type { Scheduler, SchedulerConfig } from '../types.js';
 import { kDiffusionAlphasCumprod } from './noise-schedule.js';
 import { arange, linspace, roundHalfEven } from './numpy-like.js';
@@ -230,7 +231,8 @@ export class DpmSolverMultistepScheduler implements Scheduler {
   ): Float32Array {
     const { alpha, sigma } = vpCoefficients(this.sigmas[index] as number);
     const type = this.predictionType;
-    const out = reusable(buffer, sample.length);
+    const out = reusable(buffer, sample.length, sample);
+    if (this.dataPrediction && type === 'epsilon') return dpmDataFromEpsilon(sample, modelOutput, out, sigma, alpha);
     if (this.dataPrediction) {
       for (let i = 0; i < sample.length; i++) {
         const x = sample[i] as number;
@@ -279,8 +281,12 @@ export class DpmSolverMultistepScheduler implements Scheduler {
       modelCoeff = -2 * (t.sigma * (Math.exp(h) - 1));
       noiseCoeff = t.sigma * Math.sqrt(Math.exp(2 * h) - 1);
     }
+    if (noise === undefined) {
+      dpmUpdate(sample, m0, undefined, out, { sampleCoeff, d0Coeff: modelCoeff });
+      return;
+    }
     for (let i = 0; i < sample.length; i++) {
-      const z = noise === undefined ? 0 : noiseCoeff * (noise[i] as number);
+      const z = noiseCoeff * (noise[i] as number);
       out[i] = sampleCoeff * (sample[i] as number) + modelCoeff * (m0[i] as number) + z;
     }
   }
@@ -330,10 +336,14 @@ export class DpmSolverMultistepScheduler implements Scheduler {
       d1Coeff = this.heun ? -2 * (t.sigma * ((Math.exp(h) - 1) / h - 1)) : -expTerm;
       noiseCoeff = t.sigma * Math.sqrt(Math.exp(2 * h) - 1);
     }
+    if (noise === undefined) {
+      dpmUpdate(sample, m0, m1, out, { sampleCoeff, d0Coeff, d1Coeff, r0 });
+      return;
+    }
     for (let i = 0; i < sample.length; i++) {
       const d0 = m0[i] as number;
       const d1 = (1 / r0) * (d0 - (m1[i] as number));
-      const z = noise === undefined ? 0 : noiseCoeff * (noise[i] as number);
+      const z = noiseCoeff * (noise[i] as number);
       out[i] = sampleCoeff * (sample[i] as number) + d0Coeff * d0 + d1Coeff * d1 + z;
     }
   }
