@@ -10,12 +10,15 @@ import {
   allocateBeside,
   applyGuidance,
   ArenaPool,
+  axpby,
+  ddimStep,
   divide,
   dpmDataFromEpsilon,
   dpmUpdate,
   eulerStep,
   epsilonUpdate,
   KernelArena,
+  lcmDenoise,
   plmsStep,
   rgbFloats,
   toRgb8,
@@ -206,6 +209,43 @@ describe('DPM-Solver kernels', () => {
       // (−1)·0 + 1·(−0) is −0; with the zero term it is +0
       dpmUpdate(new Float32Array(n), new Float32Array(n).fill(-0), undefined, out, { sampleCoeff: -1, d0Coeff: 1 });
       expect(out.every((v) => Object.is(v, 0))).toBe(true);
+    });
+  }
+});
+
+describe('DDIM and LCM kernels', () => {
+  const [sqrtAlpha, sqrtBeta, sqrtAlphaPrev, directionCoeff] = [0.3456, 0.9384, 0.5678, 0.8232];
+  const clip = (v: number, range: number) => Math.min(Math.max(v, -range), range);
+
+  for (const clipRange of [Infinity, 1]) {
+    it(`DDIM for ε and v, LCM's denoiser and a·x + b·y equal the loops, clip range ${clipRange}`, () => {
+      const n = 16384;
+      const [x, m, z] = [values(n, 41, 4), values(n, 42, 4), values(n, 43)];
+      x.set([NaN, -0, 0], 0);
+      const ddimEps = x.map((v, i) => {
+        const x0 = (v - sqrtBeta * m[i]!) / sqrtAlpha;
+        return sqrtAlphaPrev * (clipRange === Infinity ? x0 : clip(x0, clipRange)) + directionCoeff * m[i]!;
+      });
+      const ddimV = x.map((v, i) => {
+        const x0 = sqrtAlpha * v - sqrtBeta * m[i]!;
+        const eps = sqrtAlpha * m[i]! + sqrtBeta * v;
+        return sqrtAlphaPrev * (clipRange === Infinity ? x0 : clip(x0, clipRange)) + directionCoeff * eps;
+      });
+      const [cOut, cSkip] = [0.9876, 0.0123];
+      const lcm = x.map((v, i) => {
+        const x0 = (v - sqrtBeta * m[i]!) / sqrtAlpha;
+        return cOut * (clipRange === Infinity ? x0 : clip(x0, clipRange)) + cSkip * v;
+      });
+      const c = { sqrtAlpha, sqrtBeta, clipRange, sqrtAlphaPrev, directionCoeff };
+      const out = new Float32Array(n);
+      ddimStep(x, m, out, 'epsilon', c);
+      expect(differences(out, ddimEps)).toEqual([]);
+      ddimStep(x, m, out, 'v_prediction', c);
+      expect(differences(out, ddimV)).toEqual([]);
+      lcmDenoise(x, m, out, { sqrtAlpha, sqrtBeta, clipRange, cOut, cSkip });
+      expect(differences(out, lcm)).toEqual([]);
+      axpby(0.25, x, -1.5, z, out);
+      expect(differences(out, x.map((v, i) => 0.25 * v + -1.5 * z[i]!))).toEqual([]);
     });
   }
 });

@@ -43,6 +43,20 @@ interface KernelExports {
     d1Coeff: number,
     inverseR0: number,
   ): void;
+  /** ddim_eps, ddim_v: x, m, out, n, √β, √α, clip range, √α_prev, √(1 − α_prev). */
+  [ddim: `ddim_${string}`]: (...args: number[]) => void;
+  lcm_denoise(
+    x: number,
+    m: number,
+    out: number,
+    n: number,
+    sqrtBeta: number,
+    sqrtAlpha: number,
+    range: number,
+    cOut: number,
+    cSkip: number,
+  ): void;
+  axpby(x: number, y: number, out: number, n: number, a: number, b: number): void;
   to_rgb8(src: number, out: number, n: number): void;
 }
 
@@ -359,6 +373,53 @@ export function dpmUpdate(
   runFloatKernel([sample, m0, m1], out, (k, [x, a, b], o, n) =>
     k.dpm_second(x!, a!, b!, o, n, c.sampleCoeff, c.d0Coeff, d1Coeff, inverseR0),
   );
+}
+
+/** √ᾱ_t and √(1 − ᾱ_t) of a step, and the clip range of x₀ (Infinity when clipping is off). */
+export interface AlphaCoefficients {
+  sqrtAlpha: number;
+  sqrtBeta: number;
+  clipRange: number;
+}
+
+/**
+ * One DDIM step with η = 0 (Song et al. 2021, eq. 12) into `out`: x₀ from the model output
+ * (ε or v), clipped, then √α_prev·x₀ + √(1 − α_prev)·ε.
+ */
+export function ddimStep(
+  sample: Float32Array,
+  modelOutput: Float32Array,
+  out: Float32Array,
+  type: 'epsilon' | 'v_prediction',
+  c: AlphaCoefficients & { sqrtAlphaPrev: number; directionCoeff: number },
+): void {
+  checkLength('modelOutput', modelOutput, sample.length);
+  checkLength('out', out, sample.length);
+  const kernel = type === 'epsilon' ? 'ddim_eps' : 'ddim_v';
+  runFloatKernel([sample, modelOutput], out, (k, [x, m], o, n) =>
+    k[kernel]!(x!, m!, o, n, c.sqrtBeta, c.sqrtAlpha, c.clipRange, c.sqrtAlphaPrev, c.directionCoeff),
+  );
+}
+
+/** LCM's denoiser for ε prediction into `out`: c_out·x₀ + c_skip·x, x₀ = (x − √β·ε)/√α clipped. */
+export function lcmDenoise(
+  sample: Float32Array,
+  eps: Float32Array,
+  out: Float32Array,
+  c: AlphaCoefficients & { cOut: number; cSkip: number },
+): void {
+  checkLength('eps', eps, sample.length);
+  checkLength('out', out, sample.length);
+  runFloatKernel([sample, eps], out, (k, [x, m], o, n) =>
+    k.lcm_denoise(x!, m!, o, n, c.sqrtBeta, c.sqrtAlpha, c.clipRange, c.cOut, c.cSkip),
+  );
+}
+
+/** a·x + b·y into `out`. */
+export function axpby(a: number, x: Float32Array, b: number, y: Float32Array, out: Float32Array): void {
+  checkLength('y', y, x.length);
+  checkLength('out', out, x.length);
+  runFloatKernel([x, y], out, (k, [xo, yo], o, n) => k.axpby(xo!, yo!, o, n, a, b));
 }
 
 /**

@@ -645,6 +645,250 @@
         (local.set $out (i32.add (local.get $out) (i32.const 16)))
         (br $next))))
 
+  ;; DDIM (η = 0, Song et al. 2021 eq. 12) for ε prediction: x₀ = (x − √β·m)/√α, clipped
+  ;; to ±range (∞ when off), out = √α_prev·x₀ + √(1 − α_prev)·m.
+  (func (export "ddim_eps") (param $x i32) (param $m i32) (param $out i32) (param $n i32)
+    (param $sb f64) (param $sa f64) (param $range f64) (param $ap f64) (param $dir f64)
+    (local $end i32) (local $xv v128) (local $mv v128) (local $sb2 v128) (local $sa2 v128) (local $range2 v128) (local $ap2 v128) (local $dir2 v128)
+    (local.set $sb2 (f64x2.splat (local.get $sb)))
+    (local.set $sa2 (f64x2.splat (local.get $sa)))
+    (local.set $range2 (f64x2.splat (local.get $range)))
+    (local.set $ap2 (f64x2.splat (local.get $ap)))
+    (local.set $dir2 (f64x2.splat (local.get $dir)))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (local.set $xv (v128.load (local.get $x)))
+        (local.set $mv (v128.load (local.get $m)))
+        (v128.store
+          (local.get $out)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.mul
+                  (local.get $ap2)
+                  (f64x2.min
+                    (f64x2.max
+                      (f64x2.div
+                        (f64x2.sub
+                          (f64x2.promote_low_f32x4 (local.get $xv))
+                          (f64x2.mul (local.get $sb2) (f64x2.promote_low_f32x4 (local.get $mv))))
+                        (local.get $sa2))
+                      (f64x2.neg (local.get $range2)))
+                    (local.get $range2)))
+                (f64x2.mul (local.get $dir2) (f64x2.promote_low_f32x4 (local.get $mv)))))
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.mul
+                  (local.get $ap2)
+                  (f64x2.min
+                    (f64x2.max
+                      (f64x2.div
+                        (f64x2.sub
+                          (f64x2.promote_low_f32x4
+                            (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                              (local.get $xv)
+                              (local.get $xv)))
+                          (f64x2.mul
+                            (local.get $sb2)
+                            (f64x2.promote_low_f32x4
+                              (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                                (local.get $mv)
+                                (local.get $mv)))))
+                        (local.get $sa2))
+                      (f64x2.neg (local.get $range2)))
+                    (local.get $range2)))
+                (f64x2.mul
+                  (local.get $dir2)
+                  (f64x2.promote_low_f32x4
+                    (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                      (local.get $mv)
+                      (local.get $mv))))))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $m (i32.add (local.get $m) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
+  ;; DDIM for v prediction: x₀ = √α·x − √β·v (clipped), ε = √α·v + √β·x,
+  ;; out = √α_prev·x₀ + √(1 − α_prev)·ε.
+  (func (export "ddim_v") (param $x i32) (param $m i32) (param $out i32) (param $n i32)
+    (param $sb f64) (param $sa f64) (param $range f64) (param $ap f64) (param $dir f64)
+    (local $end i32) (local $xv v128) (local $mv v128) (local $sb2 v128) (local $sa2 v128) (local $range2 v128) (local $ap2 v128) (local $dir2 v128)
+    (local.set $sb2 (f64x2.splat (local.get $sb)))
+    (local.set $sa2 (f64x2.splat (local.get $sa)))
+    (local.set $range2 (f64x2.splat (local.get $range)))
+    (local.set $ap2 (f64x2.splat (local.get $ap)))
+    (local.set $dir2 (f64x2.splat (local.get $dir)))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (local.set $xv (v128.load (local.get $x)))
+        (local.set $mv (v128.load (local.get $m)))
+        (v128.store
+          (local.get $out)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.mul
+                  (local.get $ap2)
+                  (f64x2.min
+                    (f64x2.max
+                      (f64x2.sub
+                        (f64x2.mul (local.get $sa2) (f64x2.promote_low_f32x4 (local.get $xv)))
+                        (f64x2.mul (local.get $sb2) (f64x2.promote_low_f32x4 (local.get $mv))))
+                      (f64x2.neg (local.get $range2)))
+                    (local.get $range2)))
+                (f64x2.mul
+                  (local.get $dir2)
+                  (f64x2.add
+                    (f64x2.mul (local.get $sa2) (f64x2.promote_low_f32x4 (local.get $mv)))
+                    (f64x2.mul (local.get $sb2) (f64x2.promote_low_f32x4 (local.get $xv)))))))
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.mul
+                  (local.get $ap2)
+                  (f64x2.min
+                    (f64x2.max
+                      (f64x2.sub
+                        (f64x2.mul
+                          (local.get $sa2)
+                          (f64x2.promote_low_f32x4
+                            (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                              (local.get $xv)
+                              (local.get $xv))))
+                        (f64x2.mul
+                          (local.get $sb2)
+                          (f64x2.promote_low_f32x4
+                            (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                              (local.get $mv)
+                              (local.get $mv)))))
+                      (f64x2.neg (local.get $range2)))
+                    (local.get $range2)))
+                (f64x2.mul
+                  (local.get $dir2)
+                  (f64x2.add
+                    (f64x2.mul
+                      (local.get $sa2)
+                      (f64x2.promote_low_f32x4
+                        (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                          (local.get $mv)
+                          (local.get $mv))))
+                    (f64x2.mul
+                      (local.get $sb2)
+                      (f64x2.promote_low_f32x4
+                        (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                          (local.get $xv)
+                          (local.get $xv))))))))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $m (i32.add (local.get $m) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
+  ;; LCM's boundary-condition denoiser for ε prediction: x₀ = (x − √β·m)/√α, clipped,
+  ;; out = c_out·x₀ + c_skip·x.
+  (func (export "lcm_denoise") (param $x i32) (param $m i32) (param $out i32) (param $n i32)
+    (param $sb f64) (param $sa f64) (param $range f64) (param $cout f64) (param $cskip f64)
+    (local $end i32) (local $xv v128) (local $mv v128) (local $sb2 v128) (local $sa2 v128) (local $range2 v128) (local $cout2 v128) (local $cskip2 v128)
+    (local.set $sb2 (f64x2.splat (local.get $sb)))
+    (local.set $sa2 (f64x2.splat (local.get $sa)))
+    (local.set $range2 (f64x2.splat (local.get $range)))
+    (local.set $cout2 (f64x2.splat (local.get $cout)))
+    (local.set $cskip2 (f64x2.splat (local.get $cskip)))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (local.set $xv (v128.load (local.get $x)))
+        (local.set $mv (v128.load (local.get $m)))
+        (v128.store
+          (local.get $out)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.mul
+                  (local.get $cout2)
+                  (f64x2.min
+                    (f64x2.max
+                      (f64x2.div
+                        (f64x2.sub
+                          (f64x2.promote_low_f32x4 (local.get $xv))
+                          (f64x2.mul (local.get $sb2) (f64x2.promote_low_f32x4 (local.get $mv))))
+                        (local.get $sa2))
+                      (f64x2.neg (local.get $range2)))
+                    (local.get $range2)))
+                (f64x2.mul (local.get $cskip2) (f64x2.promote_low_f32x4 (local.get $xv)))))
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.mul
+                  (local.get $cout2)
+                  (f64x2.min
+                    (f64x2.max
+                      (f64x2.div
+                        (f64x2.sub
+                          (f64x2.promote_low_f32x4
+                            (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                              (local.get $xv)
+                              (local.get $xv)))
+                          (f64x2.mul
+                            (local.get $sb2)
+                            (f64x2.promote_low_f32x4
+                              (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                                (local.get $mv)
+                                (local.get $mv)))))
+                        (local.get $sa2))
+                      (f64x2.neg (local.get $range2)))
+                    (local.get $range2)))
+                (f64x2.mul
+                  (local.get $cskip2)
+                  (f64x2.promote_low_f32x4
+                    (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                      (local.get $xv)
+                      (local.get $xv))))))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $m (i32.add (local.get $m) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
+  ;; out = a·x + b·y (LCM's noise injection).
+  (func (export "axpby") (param $x i32) (param $y i32) (param $out i32) (param $n i32)
+    (param $a f64) (param $b f64)
+    (local $end i32) (local $xv v128) (local $yv v128) (local $a2 v128) (local $b2 v128)
+    (local.set $a2 (f64x2.splat (local.get $a)))
+    (local.set $b2 (f64x2.splat (local.get $b)))
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (local.set $xv (v128.load (local.get $x)))
+        (local.set $yv (v128.load (local.get $y)))
+        (v128.store
+          (local.get $out)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.mul (local.get $a2) (f64x2.promote_low_f32x4 (local.get $xv)))
+                (f64x2.mul (local.get $b2) (f64x2.promote_low_f32x4 (local.get $yv)))))
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.mul
+                  (local.get $a2)
+                  (f64x2.promote_low_f32x4
+                    (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                      (local.get $xv)
+                      (local.get $xv))))
+                (f64x2.mul
+                  (local.get $b2)
+                  (f64x2.promote_low_f32x4
+                    (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+                      (local.get $yv)
+                      (local.get $yv))))))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $y (i32.add (local.get $y) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (br $next))))
+
   ;; Decoder output → 8-bit RGB as diffusers computes it in numpy float32:
   ;; ((x / 2 + 0.5).clip(0, 1) · 255).round(), rounding half to even; NaN becomes 0 (pmax keeps
   ;; its first operand when a comparison fails). x / 2 and x · 0.5 are the same float32. Three

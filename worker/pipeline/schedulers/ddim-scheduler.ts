@@ -2,6 +2,7 @@
  * Denoising diffusion implicit models (Song et al. 2020, https://arxiv.org/abs/2010.02502), a port
  * of diffusers' `DDIMScheduler` with η = 0: the deterministic update of formula (12).
  */
+import { ddimStep } from '../kernels/index.js';
 import type { Scheduler, SchedulerConfig } from '../types.js';
 import { DiscreteAlphas, predictedNoise, predictedOriginalSample } from './noise-schedule.js';
 import { option, predictionType, rejectEnabled, type PredictionType } from './scheduler-config.js';
@@ -77,6 +78,12 @@ export class DdimScheduler implements Scheduler {
 
     const { predictionType: type, clipSample, clipSampleRange: range } = this;
     const prevSample = outputFor(sample, out);
+    if (type !== 'sample') {
+      // steps 3–7 below, for ε and v, in one kernel pass
+      const clipRange = clipSample ? range : Infinity;
+      ddimStep(sample, modelOutput, prevSample, type, { sqrtAlpha, sqrtBeta, clipRange, sqrtAlphaPrev, directionCoeff });
+      return { prevSample };
+    }
     for (let i = 0; i < sample.length; i++) {
       const x = sample[i] as number;
       const m = modelOutput[i] as number;

@@ -3,6 +3,7 @@
  * Algorithm 3), a port of diffusers' `LCMScheduler`: each step maps x_t to the consistency
  * function's x₀ estimate (`denoised`), then re-noises it to the next timestep.
  */
+import { axpby, lcmDenoise } from '../kernels/index.js';
 import type { Scheduler, SchedulerConfig } from '../types.js';
 import { linspace } from './numpy-like.js';
 import { DiscreteAlphas, predictedOriginalSample } from './noise-schedule.js';
@@ -111,15 +112,21 @@ export class LcmScheduler implements Scheduler {
     const { predictionType: type, clipSample, clipSampleRange: range } = this;
     const sqrtAlpha = Math.sqrt(alphaProdT);
     const sqrtBeta = Math.sqrt(betaProdT);
-    const denoised = (this.denoised = reusable(this.denoised, sample.length));
-    for (let i = 0; i < sample.length; i++) {
-      const x = sample[i] as number;
-      // 4. compute the predicted original sample x₀ from the model parameterisation
-      let x0 = predictedOriginalSample(type, x, modelOutput[i] as number, sqrtAlpha, sqrtBeta);
-      // 5. clip "predicted x₀"
-      if (clipSample) x0 = Math.min(Math.max(x0, -range), range);
-      // 6. denoise the model output using the boundary conditions
-      denoised[i] = cOut * x0 + cSkip * x;
+    const denoised = (this.denoised = reusable(this.denoised, sample.length, sample));
+    if (type === 'epsilon') {
+      // steps 4–6 below in one kernel pass
+      const clipRange = clipSample ? range : Infinity;
+      lcmDenoise(sample, modelOutput, denoised, { sqrtAlpha, sqrtBeta, clipRange, cOut, cSkip });
+    } else {
+      for (let i = 0; i < sample.length; i++) {
+        const x = sample[i] as number;
+        // 4. compute the predicted original sample x₀ from the model parameterisation
+        let x0 = predictedOriginalSample(type, x, modelOutput[i] as number, sqrtAlpha, sqrtBeta);
+        // 5. clip "predicted x₀"
+        if (clipSample) x0 = Math.min(Math.max(x0, -range), range);
+        // 6. denoise the model output using the boundary conditions
+        denoised[i] = cOut * x0 + cSkip * x;
+      }
     }
 
     // 7. inject noise z ~ N(0, I) for multistep inference; not on the final timestep, hence
@@ -133,9 +140,7 @@ export class LcmScheduler implements Scheduler {
     const z = noiseFor(sample, noise);
     const sqrtAlphaPrev = Math.sqrt(alphaProdTPrev);
     const sqrtBetaPrev = Math.sqrt(betaProdTPrev);
-    for (let i = 0; i < prevSample.length; i++) {
-      prevSample[i] = sqrtAlphaPrev * (denoised[i] as number) + sqrtBetaPrev * (z[i] as number);
-    }
+    axpby(sqrtAlphaPrev, denoised, sqrtBetaPrev, z, prevSample);
     return { prevSample, denoised };
   }
 }
