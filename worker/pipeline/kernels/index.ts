@@ -14,8 +14,11 @@ import { readFileSync } from 'node:fs';
 
 interface KernelExports {
   guidance(u: number, c: number, out: number, n: number, scale: number): void;
-  /** plms1 … plms4: the ε offsets (newest first), then x, out, n, sampleCoeff, epsCoeff. */
-  [plms: `plms${number}`]: (...args: number[]) => void;
+  // PLMS of each order: the ε offsets (newest first), then x, out, n, sampleCoeff, epsCoeff
+  plms1(e1: number, x: number, out: number, n: number, sc: number, ec: number): void;
+  plms2(e1: number, e2: number, x: number, out: number, n: number, sc: number, ec: number): void;
+  plms3(e1: number, e2: number, e3: number, x: number, out: number, n: number, sc: number, ec: number): void;
+  plms4(e1: number, e2: number, e3: number, e4: number, x: number, out: number, n: number, sc: number, ec: number): void;
   divide(x: number, out: number, n: number, d: number): void;
   euler(x: number, m: number, out: number, n: number, cSkip: number, cOut: number, sigma: number, dt: number): void;
   euler_ancestral(
@@ -282,9 +285,17 @@ export function plmsStep(
 ): void {
   const order = eps.length;
   if (order < 1 || order > 4) throw new RangeError(`PLMS takes 1 to 4 ε, got ${order}`);
-  eps.forEach((e, i) => checkLength(`eps[${i}]`, e, sample.length));
+  for (let i = 0; i < order; i++) {
+    if (eps[i]!.length !== sample.length) checkLength(`eps[${i}]`, eps[i]!, sample.length);
+  }
   checkLength('out', out, sample.length);
-  runFloatKernel([...eps, sample], out, (k, offsets, o, n) => k[`plms${order}`]!(...offsets, o, n, sampleCoeff, epsCoeff));
+  const [sc, ec] = [sampleCoeff, epsCoeff];
+  runFloatKernel([...eps, sample], out, (k, [a, b, c, d, e], o, n) => {
+    if (order === 1) k.plms1(a!, b!, o, n, sc, ec);
+    else if (order === 2) k.plms2(a!, b!, c!, o, n, sc, ec);
+    else if (order === 3) k.plms3(a!, b!, c!, d!, o, n, sc, ec);
+    else k.plms4(a!, b!, c!, d!, e!, o, n, sc, ec);
+  });
 }
 
 /** PNDM's formula (9) for ε prediction: sampleCoeff·x − epsCoeff·ε into `out`. */
