@@ -11,6 +11,7 @@ import {
 } from '../worker/pipeline/schedulers/index.js';
 import { arange, interp, linspace, roundHalfEven } from '../worker/pipeline/schedulers/numpy-like.js';
 import { indexForTimestep } from '../worker/pipeline/schedulers/timestep-schedule.js';
+import { UNSCALED_INPUT_SCHEDULERS } from '../worker/pipeline/pipeline.js';
 import { DiscreteAlphas } from '../worker/pipeline/schedulers/noise-schedule.js';
 import { PNDM_DEFAULTS } from '../worker/pipeline/schedulers/pndm-scheduler.js';
 import { randn } from '../worker/pipeline/randn.js';
@@ -501,6 +502,20 @@ describe('scheduler behaviour', () => {
     const ddim = createScheduler('DDIMScheduler', SD15);
     expect(() => ddim.setTimesteps(0)).toThrow(SchedulerConfigError);
   });
+});
+
+describe('scale_model_input', () => {
+  // The pipeline steps the latents inside the UNet's input buffer for the schedulers it lists as
+  // passing the sample through; any other scheduler must get its own buffer.
+  for (const className of SUPPORTED_SCHEDULERS) {
+    it(`${className} ${UNSCALED_INPUT_SCHEDULERS.has(className) ? 'passes' : 'scales'} the sample, as the pipeline assumes`, () => {
+      const scheduler = createScheduler(className, {});
+      scheduler.setTimesteps(10);
+      const sample = Float32Array.from({ length: 16 }, (_, i) => i - 7.5);
+      const scaled = scheduler.scaleModelInput(sample, scheduler.timesteps[0]!, new Float32Array(16));
+      expect([...scaled].every((v, i) => v === sample[i])).toBe(UNSCALED_INPUT_SCHEDULERS.has(className));
+    });
+  }
 });
 
 describe('resolveScheduler and createScheduler', () => {

@@ -89,6 +89,8 @@ const MAX_SEED = 2 ** 32 - 1; // numpy RandomState seeds are uint32
 
 /** Schedulers whose step draws fresh noise (diffusers' `generator` argument). */
 const STOCHASTIC_SCHEDULERS = new Set(['EulerAncestralDiscreteScheduler', 'LCMScheduler']);
+/** Schedulers whose scale_model_input passes the sample through unchanged (not the σ ones). */
+export const UNSCALED_INPUT_SCHEDULERS = new Set(['PNDMScheduler', 'DDIMScheduler', 'DPMSolverMultistepScheduler', 'LCMScheduler']);
 /** Latent-sized arrays a scheduler keeps between steps (PNDM: four ε, the refined sample, ε′). */
 const SCHEDULER_STATE_ARRAYS = 6;
 
@@ -569,11 +571,12 @@ class OnnxStableDiffusionPipeline implements Pipeline {
     const [, channels, height, width] = plan.latentShape;
     const batch = batchOf(sample, rows);
     const size = latents.length;
-    const x = arena.allocateUnset(size);
-    x.set(latents);
-    // The UNet's sample rows: the scaled latents, twice with guidance.
+    // The UNet's sample rows: the scaled latents, twice with guidance. Where scale_model_input
+    // is the identity, the latents are stepped right there (no copy each step).
     const modelInput = arena.allocate(rows * size / n);
     const scaledLatents = modelInput.subarray(0, size);
+    const x = UNSCALED_INPUT_SCHEDULERS.has(plan.schedulerClass) ? scaledLatents : arena.allocateUnset(size);
+    x.set(latents);
     const modelDims = [rows, channels, height, width];
     const sampleInput = new BatchedInput(sample, modelInput, batch, modelDims);
     const inputs = [sampleInput, ...this.conditioning(plan, text, n, batch)];

@@ -23,7 +23,7 @@ export function outputFor(sample: Float32Array, out: Float32Array | undefined): 
 
 /** `scale_model_input` of the schedulers that feed x_t as it is. */
 export function unscaledModelInput(sample: Float32Array, out: Float32Array | undefined): Float32Array {
-  if (out === undefined) return sample;
+  if (out === undefined || out === sample) return sample;
   outputFor(sample, out).set(sample);
   return out;
 }
