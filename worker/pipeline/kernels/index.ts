@@ -1,9 +1,12 @@
 /**
  * The denoising loop's element-wise arithmetic and the image conversion in WebAssembly SIMD
  * (kernels.wat). The loop kernels return, bit for bit, what the plain loops they replace
- * returned. They exist because V8's scalar float32 loops cost 2–5 ns a value on a small server
- * core, which over a 512 px latent (16k values, several passes a step) and its 786k-value image
- * made the JavaScript around ONNX Runtime a visible share of a tiny model's time.
+ * returned; the image conversion follows diffusers' float32 numpy arithmetic. They exist because
+ * V8's scalar float32 loops cost 2–5 ns a value on a small server core, which over a 512 px
+ * latent (16k values, several passes a step) and its 786k-value image made the JavaScript around
+ * ONNX Runtime a visible share of a tiny model's time. Right after a session run the caches hold
+ * ONNX Runtime's data, not ours, so what a step costs is mostly how much memory it touches: the
+ * loop's arrays stay in one reused block, and results go straight where the next run reads them.
  *
  * A kernel reads and writes WebAssembly memory. Arrays allocated from a `KernelArena` already
  * live there and are used in place; any other array is copied into a shared scratch memory and
@@ -46,8 +49,9 @@ interface KernelExports {
     d1Coeff: number,
     inverseR0: number,
   ): void;
-  /** ddim_eps, ddim_v: x, m, out, n, √β, √α, clip range, √α_prev, √(1 − α_prev). */
-  [ddim: `ddim_${string}`]: (...args: number[]) => void;
+  // DDIM for ε and for v: x, m, out, n, √β, √α, clip range, √α_prev, √(1 − α_prev)
+  ddim_eps(x: number, m: number, out: number, n: number, sb: number, sa: number, range: number, ap: number, dir: number): void;
+  ddim_v(x: number, m: number, out: number, n: number, sb: number, sa: number, range: number, ap: number, dir: number): void;
   lcm_denoise(
     x: number,
     m: number,
