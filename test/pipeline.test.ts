@@ -245,6 +245,27 @@ describe('LCM', () => {
   });
 });
 
+describe('a model whose scheduler draws noise in every step', () => {
+  it('gives the same image for the same seed (DPM-Solver++ SDE from the model config)', async () => {
+    const dir = await tinyModel();
+    const file = path.join(dir, 'scheduler', 'scheduler_config.json');
+    const config = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    await writeFile(
+      file,
+      JSON.stringify({ ...config, _class_name: 'DPMSolverMultistepScheduler', algorithm_type: 'sde-dpmsolver++' }),
+    );
+    const pipeline = await load(dir);
+    const sde = { ...request, numInferenceSteps: 4 };
+    const [a, b, other] = await Promise.all([
+      pipeline.generate(sde),
+      pipeline.generate(sde),
+      pipeline.generate({ ...sde, seed: sde.seed + 1 }),
+    ]);
+    expect(Buffer.from(b.images[0]!.data).equals(Buffer.from(a.images[0]!.data))).toBe(true);
+    expect(Buffer.from(other.images[0]!.data).equals(Buffer.from(a.images[0]!.data))).toBe(false);
+  });
+});
+
 describe('static-shape export', () => {
   it('reports fixed size and batch, loops over images and rejects other sizes', async () => {
     const pipeline = await load(await tinyModel({ fixedSize: 64, fixedBatch: 1 }));

@@ -11,7 +11,6 @@ import {
 } from '../worker/pipeline/schedulers/index.js';
 import { arange, interp, linspace, roundHalfEven } from '../worker/pipeline/schedulers/numpy-like.js';
 import { indexForTimestep } from '../worker/pipeline/schedulers/timestep-schedule.js';
-import { UNSCALED_INPUT_SCHEDULERS } from '../worker/pipeline/pipeline.js';
 import { DiscreteAlphas } from '../worker/pipeline/schedulers/noise-schedule.js';
 import { PNDM_DEFAULTS } from '../worker/pipeline/schedulers/pndm-scheduler.js';
 import { randn } from '../worker/pipeline/randn.js';
@@ -504,16 +503,31 @@ describe('scheduler behaviour', () => {
   });
 });
 
-describe('scale_model_input', () => {
-  // The pipeline steps the latents inside the UNet's input buffer for the schedulers it lists as
-  // passing the sample through; any other scheduler must get its own buffer.
-  for (const className of SUPPORTED_SCHEDULERS) {
-    it(`${className} ${UNSCALED_INPUT_SCHEDULERS.has(className) ? 'passes' : 'scales'} the sample, as the pipeline assumes`, () => {
-      const scheduler = createScheduler(className, {});
-      scheduler.setTimesteps(10);
+describe('what a scheduler says of itself', () => {
+  // The pipeline steps the latents inside the UNet's input buffer when scalesModelInput is false,
+  // and passes seeded noise exactly when takesNoise is true.
+  const configs: Array<[string, SchedulerConfig]> = [
+    ...SUPPORTED_SCHEDULERS.map((name): [string, SchedulerConfig] => [name, {}]),
+    ['DPMSolverMultistepScheduler', { algorithm_type: 'sde-dpmsolver++' }],
+    ['DPMSolverMultistepScheduler', { algorithm_type: 'sde-dpmsolver', final_sigmas_type: 'sigma_min' }],
+  ];
+  for (const [className, config] of configs) {
+    it(`${className} ${JSON.stringify(config)}: scalesModelInput and takesNoise match what it does`, () => {
+      const make = () => {
+        const scheduler = createScheduler(className, config);
+        scheduler.setTimesteps(10);
+        return scheduler;
+      };
+      const scheduler = make();
       const sample = Float32Array.from({ length: 16 }, (_, i) => i - 7.5);
-      const scaled = scheduler.scaleModelInput(sample, scheduler.timesteps[0]!, new Float32Array(16));
-      expect([...scaled].every((v, i) => v === sample[i])).toBe(UNSCALED_INPUT_SCHEDULERS.has(className));
+      const t = scheduler.timesteps[0]!;
+      const scaled = scheduler.scaleModelInput(sample, t, new Float32Array(16));
+      expect(scaled.some((v, i) => v !== sample[i])).toBe(scheduler.scalesModelInput);
+      const modelOutput = Float32Array.from({ length: 16 }, (_, i) => Math.sin(i));
+      const [a, b] = [make(), make()];
+      const withNoise = a.step(modelOutput, t, sample, new Float32Array(16).fill(1)).prevSample;
+      const withOther = b.step(modelOutput, t, sample, new Float32Array(16).fill(-1)).prevSample;
+      expect(withNoise.some((v, i) => v !== withOther[i])).toBe(scheduler.takesNoise);
     });
   }
 });

@@ -87,10 +87,6 @@ const MAX_SIZE = 2048;
 const MAX_IMAGES = 16;
 const MAX_SEED = 2 ** 32 - 1; // numpy RandomState seeds are uint32
 
-/** Schedulers whose step draws fresh noise (diffusers' `generator` argument). */
-const STOCHASTIC_SCHEDULERS = new Set(['EulerAncestralDiscreteScheduler', 'LCMScheduler']);
-/** Schedulers whose scale_model_input passes the sample through unchanged (not the σ ones). */
-export const UNSCALED_INPUT_SCHEDULERS = new Set(['PNDMScheduler', 'DDIMScheduler', 'DPMSolverMultistepScheduler', 'LCMScheduler']);
 /** Latent-sized arrays a scheduler keeps between steps (PNDM: four ε, the refined sample, ε′). */
 const SCHEDULER_STATE_ARRAYS = 6;
 
@@ -575,7 +571,7 @@ class OnnxStableDiffusionPipeline implements Pipeline {
     // is the identity, the latents are stepped right there (no copy each step).
     const modelInput = arena.allocate(rows * size / n);
     const scaledLatents = modelInput.subarray(0, size);
-    const x = UNSCALED_INPUT_SCHEDULERS.has(plan.schedulerClass) ? scaledLatents : arena.allocateUnset(size);
+    const x = scheduler.scalesModelInput ? arena.allocateUnset(size) : scaledLatents;
     x.set(latents);
     const modelDims = [rows, channels, height, width];
     const sampleInput = new BatchedInput(sample, modelInput, batch, modelDims);
@@ -583,7 +579,8 @@ class OnnxStableDiffusionPipeline implements Pipeline {
     const timestepInput = new TimestepInput(timestep, batch.size);
     const prediction = arena.allocateUnset(modelInput.length);
     const guided = plan.guided ? arena.allocateUnset(size) : undefined;
-    const noise = STOCHASTIC_SCHEDULERS.has(plan.schedulerClass) ? arena.allocate(size) : undefined;
+    // seeded noise for the steps that draw it (diffusers' `generator`)
+    const noise = scheduler.takesNoise ? arena.allocate(size) : undefined;
 
     let denoised: Float32Array | undefined;
     for (const t of scheduler.timesteps) {

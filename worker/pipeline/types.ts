@@ -16,6 +16,10 @@ export interface Scheduler {
   readonly timesteps: number[];
   /** Standard deviation of the initial noise: initial latents are `randn × initNoiseSigma`. */
   readonly initNoiseSigma: number;
+  /** Whether `step` draws standard normals (ancestral, LCM and SDE steps): pass seeded `noise`. */
+  readonly takesNoise: boolean;
+  /** False when `scaleModelInput` returns the sample unchanged. */
+  readonly scalesModelInput: boolean;
   /**
    * Scales the denoising model's input for timestep `t` (identity for most schedulers). Writes
    * into `out` when given; otherwise returns a new array, or `sample` itself for the identity.

@@ -30,6 +30,8 @@ export const DDIM_DEFAULTS = {
 
 export class DdimScheduler implements Scheduler {
   readonly initNoiseSigma = 1;
+  readonly takesNoise = false; // η = 0
+  readonly scalesModelInput = false;
   timesteps: number[] = [];
 
   private readonly alphas: DiscreteAlphas;

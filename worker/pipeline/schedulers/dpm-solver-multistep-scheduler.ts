@@ -55,6 +55,7 @@ function vpCoefficients(sigma: number): { alpha: number; sigma: number; lambda: 
 
 export class DpmSolverMultistepScheduler implements Scheduler {
   readonly initNoiseSigma = 1;
+  readonly scalesModelInput = false;
   timesteps: number[] = [];
 
   private readonly alphasCumprod: Float32Array;
@@ -64,7 +65,8 @@ export class DpmSolverMultistepScheduler implements Scheduler {
   private readonly algorithm: AlgorithmType;
   /** x₀ (data prediction, the "++" algorithms) or ε (noise prediction) is what gets integrated. */
   private readonly dataPrediction: boolean;
-  private readonly sde: boolean;
+  /** The SDE variants add σ-scaled noise to every update. */
+  readonly takesNoise: boolean;
   private readonly heun: boolean;
   private readonly lowerOrderFinal: boolean;
   private readonly eulerAtFinal: boolean;
@@ -98,12 +100,12 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     );
     this.algorithm = algorithm === 'deis' ? 'dpmsolver++' : algorithm;
     this.dataPrediction = this.algorithm === 'dpmsolver++' || this.algorithm === 'sde-dpmsolver++';
-    this.sde = this.algorithm === 'sde-dpmsolver++' || this.algorithm === 'sde-dpmsolver';
+    this.takesNoise = this.algorithm === 'sde-dpmsolver++' || this.algorithm === 'sde-dpmsolver';
     this.solverOrder = option(config, 'solver_order', DPM_SOLVER_MULTISTEP_DEFAULTS.solver_order);
     if (![1, 2, 3].includes(this.solverOrder)) {
       throw new SchedulerConfigError('solver_order', 'solver_order must be 1, 2 or 3');
     }
-    if (this.sde && this.solverOrder === 3) {
+    if (this.takesNoise && this.solverOrder === 3) {
       // diffusers' third-order update has no SDE branch (it fails there)
       throw new SchedulerConfigError('solver_order', `solver_order 3 is not supported for ${this.algorithm}`);
     }
@@ -205,7 +207,7 @@ export class DpmSolverMultistepScheduler implements Scheduler {
     this.modelOutputs.push(x0);
 
     // the SDE variants take the step's noise (drawn before `out`, which may be `sample`, is written)
-    const z = this.sde ? noiseFor(sample, noise) : undefined;
+    const z = this.takesNoise ? noiseFor(sample, noise) : undefined;
     const prevSample = outputFor(sample, out);
     if (this.solverOrder === 1 || this.lowerOrderNums < 1 || lowerOrderFinal) {
       this.firstOrderUpdate(x0, sample, index, prevSample, z);

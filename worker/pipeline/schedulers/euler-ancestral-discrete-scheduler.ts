@@ -22,6 +22,7 @@ export const EULER_ANCESTRAL_DISCRETE_DEFAULTS = {
 } as const;
 
 export class EulerAncestralDiscreteScheduler extends SigmaScheduler {
+  readonly takesNoise = true;
   constructor(config: SchedulerConfig) {
     super('EulerAncestralDiscreteScheduler', config, EULER_ANCESTRAL_DISCRETE_DEFAULTS);
   }

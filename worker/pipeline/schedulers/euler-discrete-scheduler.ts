@@ -26,6 +26,7 @@ export const EULER_DISCRETE_DEFAULTS = {
 } as const;
 
 export class EulerDiscreteScheduler extends SigmaScheduler {
+  readonly takesNoise = false; // s_churn = 0
   private readonly useKarrasSigmas: boolean;
   private readonly sigmaMin: number | undefined;
   private readonly sigmaMax: number | undefined;

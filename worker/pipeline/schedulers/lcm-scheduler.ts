@@ -34,6 +34,8 @@ const SIGMA_DATA = 0.5;
 
 export class LcmScheduler implements Scheduler {
   readonly initNoiseSigma = 1;
+  readonly takesNoise = true;
+  readonly scalesModelInput = false;
   timesteps: number[] = [];
 
   private readonly alphas: DiscreteAlphas;

@@ -27,6 +27,8 @@ export const PNDM_DEFAULTS = {
 
 export class PndmScheduler implements Scheduler {
   readonly initNoiseSigma = 1;
+  readonly takesNoise = false;
+  readonly scalesModelInput = false;
   timesteps: number[] = [];
 
   private readonly alphas: DiscreteAlphas;

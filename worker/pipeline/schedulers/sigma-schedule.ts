@@ -112,6 +112,9 @@ export class StepIndex {
 export abstract class SigmaScheduler implements Scheduler {
   timesteps: number[] = [];
   initNoiseSigma: number;
+  /** c_in = 1/√(σ² + 1) scales the model input. */
+  readonly scalesModelInput = true;
+  abstract readonly takesNoise: boolean;
   protected readonly numTrainTimesteps: number;
   protected readonly alphasCumprod: Float32Array;
   protected readonly predictionType: PredictionType;
