@@ -155,14 +155,10 @@ export class OnnxModel {
    */
   async run(
     feeds: Record<string, Tensor>,
-    fetches?: readonly string[] | Record<string, Tensor>,
+    fetches?: InferenceSession.FetchesType,
   ): Promise<{ outputs: InferenceSession.ReturnType; ms: number }> {
     const start = performance.now();
-    const outputs = await (fetches === undefined
-      ? this.session.run(feeds)
-      : Array.isArray(fetches)
-        ? this.session.run(feeds, fetches)
-        : this.session.run(feeds, fetches as Record<string, Tensor>));
+    const outputs = await (fetches ? this.session.run(feeds, fetches) : this.session.run(feeds));
     return { outputs, ms: performance.now() - start };
   }
 

@@ -424,14 +424,7 @@ class OnnxStableDiffusionPipeline implements Pipeline {
       const latents = this.prepareLatents(plan, streams, scheduler);
       // The loop's arrays, and room for the scheduler's state beside them, live in WebAssembly
       // memory that the kernels work on in place, reused from one generation to the next.
-      const size = latents.length;
-      const rows = plan.guided ? 2 * group.length : group.length;
-      // latents, guided ε, step noise and the scheduler's state; the UNet's input and output rows
-      const loopArrays = [
-        ...Array<number>(3 + SCHEDULER_STATE_ARRAYS).fill(size),
-        ...Array<number>(2 * rows).fill(size / group.length),
-      ];
-      const decodedImages = await this.arenas.use(loopArrays, async (arena) => {
+      const decodedImages = await this.arenas.use(loopArrays(plan, latents.length, group.length), async (arena) => {
         const loopStart = performance.now();
         const ctx = { plan, timings, options, progress, arena };
         const final = await this.denoise(latents, streams, text, scheduler, ctx);
@@ -577,6 +570,7 @@ class OnnxStableDiffusionPipeline implements Pipeline {
     const sampleInput = new BatchedInput(sample, modelInput, batch, modelDims);
     const inputs = [sampleInput, ...this.conditioning(plan, text, n, batch)];
     const timestepInput = new TimestepInput(timestep, batch.size);
+    const fixed = { [timestepInput.name]: timestepInput.tensor };
     const prediction = arena.allocateUnset(modelInput.length);
     const guided = plan.guided ? arena.allocateUnset(size) : undefined;
     // seeded noise for the steps that draw it (diffusers' `generator`)
@@ -592,7 +586,6 @@ class OnnxStableDiffusionPipeline implements Pipeline {
       timestepInput.set(t);
       timings.scheduler += performance.now() - mark;
 
-      const fixed = { [timestepInput.name]: timestepInput.tensor };
       const out = await runRows(unet, inputs, batch, outSample, fixed, { data: prediction, dims: modelDims });
       timings.unet += out.ms;
 
@@ -675,6 +668,16 @@ class OnnxStableDiffusionPipeline implements Pipeline {
     }
     return images;
   }
+}
+
+/**
+ * Float32 lengths of the arrays `denoise` allocates for `images` images of `size` latent values
+ * in all: the latents (when the scheduler scales its input), guided ε, step noise and the
+ * scheduler's state, each `size`; the UNet's input and output, a latent image per row.
+ */
+function loopArrays(plan: Plan, size: number, images: number): number[] {
+  const rows = plan.guided ? 2 * images : images;
+  return [...Array<number>(3 + SCHEDULER_STATE_ARRAYS).fill(size), ...Array<number>(2 * rows).fill(size / images)];
 }
 
 /** Standard normals for a stochastic step: image i's share continues image i's stream. */
