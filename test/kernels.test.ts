@@ -136,16 +136,28 @@ describe('plmsStep', () => {
     expect(differences(out, x.map((v, i) => 2 * v - 0.5 * e[i]!))).toEqual([]);
   });
 
-  it('copies instead of computing in place when arena arrays overlap or are misaligned', () => {
-    const n = 16;
-    const arena = new KernelArena([3 * n]);
-    const block = arena.allocate(3 * n);
-    block.set(values(3 * n, 9));
-    const e1 = block.subarray(1, 1 + n); // not 16-byte aligned
-    const x = block.subarray(n + 4, 2 * n + 4);
-    const expected = x.map((v, i) => 1.5 * v - 0.25 * e1[i]!);
-    plmsStep([e1], x, x, 1.5, 0.25);
-    expect(differences(x, expected)).toEqual([]);
+  it('copies instead of computing in place when arena arrays partly overlap or end mid-block', () => {
+    // out starts 4 values into the sample: in place, a block's store would overwrite sample
+    // values a later block still reads
+    const arena = new KernelArena([24, 16, 16]);
+    const block = arena.allocate(24);
+    block.set(values(24, 9));
+    const e1 = arena.allocate(16);
+    e1.set(values(16, 10));
+    const sample = block.subarray(0, 16);
+    const out = block.subarray(4, 20);
+    const expected = Float32Array.from(sample, (v, i) => 1.5 * v - 0.25 * e1[i]!);
+    plmsStep([e1], sample, out, 1.5, 0.25);
+    expect(differences(out, expected)).toEqual([]);
+
+    // 6 values: in place, the kernel's second block would write 2 values into the neighbour
+    const pair = arena.allocate(16);
+    pair.set(values(16, 11));
+    const [x6, out6, neighbour] = [pair.subarray(0, 6), pair.subarray(8, 14), [...pair.subarray(14, 16)]];
+    const expected6 = Float32Array.from(x6, (v, i) => 2 * v - 0.5 * e1[i]!);
+    plmsStep([e1.subarray(0, 6)], x6, out6, 2, 0.5);
+    expect(differences(out6, expected6)).toEqual([]);
+    expect([...pair.subarray(14, 16)]).toEqual(neighbour);
   });
 
   it('takes one to four ε of the sample’s length', () => {
