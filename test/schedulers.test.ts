@@ -11,6 +11,7 @@ import {
 } from '../worker/pipeline/schedulers/index.js';
 import { arange, interp, linspace, roundHalfEven } from '../worker/pipeline/schedulers/numpy-like.js';
 import { indexForTimestep } from '../worker/pipeline/schedulers/timestep-schedule.js';
+import { SCHEDULER_NAMES } from '../shared/job-schema.js';
 import { DiscreteAlphas } from '../worker/pipeline/schedulers/noise-schedule.js';
 import { PNDM_DEFAULTS } from '../worker/pipeline/schedulers/pndm-scheduler.js';
 import { randn } from '../worker/pipeline/randn.js';
@@ -578,11 +579,13 @@ describe('resolveScheduler and createScheduler', () => {
       'DPMSolverMultistepScheduler',
       'LCMScheduler',
     ]);
-    for (const name of ['pndm', 'ddim', 'euler', 'euler_a', 'dpmpp_2m', 'dpmpp_2m_karras', 'lcm', ...SUPPORTED_SCHEDULERS]) {
+    // the names the API's request schema accepts (shared/, which cannot import the worker)
+    for (const name of SCHEDULER_NAMES) {
       expect(SCHEDULER_ALIASES).toContain(name);
       expect(() => resolveScheduler(name, SD15)).not.toThrow();
     }
     expect(SCHEDULER_ALIASES).toHaveLength(7 + SUPPORTED_SCHEDULERS.length);
+    expect(SCHEDULER_NAMES).toHaveLength(SCHEDULER_ALIASES.length);
   });
 
   it('throws UnknownSchedulerError for unknown names', () => {
