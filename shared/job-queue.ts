@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Config } from './config.js';
 import { failFastOnRedis } from './errors.js';
 import { JobControl } from './job-control.js';
+import type { FilterVerdict } from './filters.js';
 import type { JobPayload } from './job-schema.js';
 import { subscribeQueueEvents, type EventSubscription } from './queue-events.js';
 import { GENERATE_JOB, GENERATE_QUEUE } from './queues.js';
@@ -21,6 +22,14 @@ export interface StoredImage {
   width: number;
   height: number;
   seed: number;
+  /** The prompt the image was made from (absent in results of workers before filters). */
+  prompt?: string;
+  /** Each filter's verdict by name. */
+  filters?: Record<string, FilterVerdict>;
+  /** Tries it took; more than 1 when filters screened out earlier ones. */
+  tries?: number;
+  /** Every try was screened out: the stored image is black. */
+  blocked?: boolean;
 }
 
 /** What a worker returns for a succeeded job (BullMQ's return value). */

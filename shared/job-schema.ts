@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Config } from './config.js';
+import { BUILTIN_FILTERS, FILTER_NAME_PATTERN, MAX_FILTERS } from './filters.js';
 import { DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS } from './webhooks/events.js';
 
 /**
@@ -128,6 +129,8 @@ export function makeGenerationRequestSchema(limits: RequestLimits) {
           .min(1, { error: 'timeout_s must be at least 1' })
           .max(MAX_TIMEOUT_S, { error: `timeout_s must be at most ${MAX_TIMEOUT_S}` })
           .optional(),
+        filters: filtersField().optional(),
+        prompt_variations: z.boolean({ error: 'prompt_variations must be true or false' }).optional(),
       },
       { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field: ${i.keys.join(', ')}` : 'the body must be a JSON object') },
     )
@@ -135,6 +138,25 @@ export function makeGenerationRequestSchema(limits: RequestLimits) {
       if (r.img_size !== undefined && (r.width !== undefined || r.height !== undefined)) {
         ctx.addIssue({ code: 'custom', path: ['img_size'], message: 'img_size cannot be combined with width or height' });
       }
+    });
+}
+
+/**
+ * `filters`: names of the filters to run on each image (which exist is checked against the served
+ * model where the request is parsed). Every problem is reported on the field itself.
+ */
+function filtersField() {
+  return z
+    .array(
+      z
+        .string({ error: 'filters must hold filter names (strings)' })
+        .regex(FILTER_NAME_PATTERN, { error: 'filters: a filter name is lowercase letters, digits, _ or - (at most 32), starting with a letter' }),
+      { error: `filters must be a list of filter names, e.g. ["${BUILTIN_FILTERS.join('", "')}"]` },
+    )
+    .max(MAX_FILTERS, { error: `filters may name at most ${MAX_FILTERS} filters` })
+    .refine((names) => new Set(names).size === names.length, { error: 'filters must not name a filter twice' })
+    .meta({
+      description: `Filters to screen each image with; default: the model's (nsfw when the export has a safety checker). Known: ${BUILTIN_FILTERS.join(', ')}, and any a worker registered.`,
     });
 }
 
@@ -162,6 +184,12 @@ export const JobPayloadSchema = z.object({
   owner: z.string().optional(),
   /** Base URL the job was submitted on, for links in webhook bodies. */
   origin: z.string().optional(),
+  /** Filters the client asked for; absent: the model's defaults (the worker knows them). */
+  filters: z.array(z.string()).optional(),
+  /** The client asked for prompt variations; `prompts` holds them. */
+  promptVariations: z.boolean().optional(),
+  /** Image i's prompt (prompt variations); absent: `prompt` for every image. */
+  prompts: z.array(z.string()).optional(),
 });
 export type JobPayload = z.infer<typeof JobPayloadSchema>;
 
@@ -194,6 +222,8 @@ export function toJobPayload(
       ? { webhook: { url: request.webhook.url, events: [...new Set(request.webhook.events ?? DEFAULT_WEBHOOK_EVENTS)] } }
       : {}),
     ...(request.timeout_s !== undefined ? { timeoutS: request.timeout_s } : {}),
+    ...(request.filters !== undefined ? { filters: request.filters } : {}),
+    ...(request.prompt_variations ? { promptVariations: true } : {}),
   };
 }
 
@@ -206,6 +236,11 @@ export function coerceQuery(query: Record<string, unknown>): Record<string, unkn
   for (const [key, value] of Object.entries(query)) {
     if (NUMERIC_FIELDS.has(key) && typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value))) {
       out[key] = Number(value);
+    } else if (key === 'prompt_variations' && (value === 'true' || value === 'false')) {
+      out[key] = value === 'true';
+    } else if (key === 'filters' && typeof value === 'string') {
+      // filters=nsfw,grayscale (empty: none)
+      out[key] = value.split(',').map((name) => name.trim()).filter((name) => name !== '');
     } else {
       out[key] = value;
     }
