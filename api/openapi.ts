@@ -56,6 +56,7 @@ const FIELD_DESCRIPTIONS: Record<string, string> = {
   model: 'The served model (the only accepted value).',
   webhook: 'Where to POST the job when it ends, signed per Standard Webhooks.',
   timeout_s: 'Give up on the job (it fails with code timeout) when it has not finished this many seconds after it started.',
+  prompt_variations: 'Give each image its own variant of the prompt: the prompt as written plus a style, lighting, lens and composition modifier, chosen from the seed.',
 };
 
 const OPERATIONS: Operation[] = [
@@ -245,6 +246,8 @@ function syncOperation(operationId: string, summary: string, schemas: Schemas): 
       required: required.has(name),
       ...(typeof schema.description === 'string' ? { description: schema.description } : {}),
       schema: name === 'num_images' ? { ...schema, maximum: 1 } : schema,
+      // Lists go comma-separated: filters=nsfw,grayscale
+      ...(schema.type === 'array' ? { style: 'form', explode: false } : {}),
     }));
   return {
     operationId,
@@ -258,6 +261,8 @@ function syncOperation(operationId: string, summary: string, schemas: Schemas): 
         headers: {
           'X-Job-Id': { description: 'The job id.', schema: { type: 'string' } },
           'X-Seed': { description: 'The seed used.', schema: { type: 'string' } },
+          'X-Nsfw-Content-Detected': { description: "The safety checker's verdict, when the nsfw filter ran.", schema: { type: 'string', enum: ['true', 'false'] } },
+          'X-Image-Blocked': { description: 'true: every try was screened out and the PNG is black.', schema: { type: 'string', enum: ['true', 'false'] } },
         },
         content: { 'image/png': { schema: { type: 'string', contentMediaType: 'image/png' } } },
       },

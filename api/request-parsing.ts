@@ -7,6 +7,8 @@ import {
   toJobPayload,
   type JobPayload,
 } from '../shared/job-schema.js';
+import { BUILTIN_FILTERS } from '../shared/filters.js';
+import { promptVariants } from '../shared/prompt-variations.js';
 import { AddressPolicy } from '../shared/webhooks/address-policy.js';
 import { HttpError, invalidRequest } from './http-errors.js';
 import type { AppDeps } from './deps.js';
@@ -53,7 +55,8 @@ export async function parseGenerationRequest(
     throw new HttpError(400, 'invalid_request', 'The body must be a JSON object with at least a prompt.', 'body');
   }
   const parsed = requestSchema(deps).safeParse(input);
-  if (!parsed.success) throw invalidRequest(describeIssues(parsed.error));
+  // A problem with one entry of `filters` is a problem with the field.
+  if (!parsed.success) throw invalidRequest(describeIssues(parsed.error).map((p) => (p.field.startsWith('filters.') ? { ...p, field: 'filters' } : p)));
 
   const served = deps.config.model.name;
   if (parsed.data.model !== undefined && parsed.data.model !== served) {
@@ -78,6 +81,19 @@ export async function parseGenerationRequest(
       }
     }
     if (problems.length > 0) throw invalidRequest(problems.slice(0, parsed.data.img_size !== undefined ? 1 : 2));
+  }
+  if (payload.filters) {
+    // What the model's workers published; before any has (scaled to zero), the built-in names.
+    const known: readonly string[] = model?.filters?.available ?? BUILTIN_FILTERS;
+    const unknown = payload.filters.find((name) => !known.includes(name));
+    if (unknown !== undefined) {
+      const why =
+        unknown === 'nsfw' && model?.filters ? 'this model has no safety checker' : `this model's filters are: ${known.join(', ') || 'none'}`;
+      throw invalidRequest([{ field: 'filters', message: `unknown filter ${JSON.stringify(unknown)}: ${why}` }]);
+    }
+  }
+  if (payload.promptVariations) {
+    payload.prompts = promptVariants(payload.prompt, payload.seed, payload.numImages, deps.config.promptModifiers);
   }
   if (payload.webhook) {
     if (deps.config.webhooks.secrets.length === 0) {

@@ -10,6 +10,15 @@ import { WEBHOOK_EVENTS } from '../shared/webhooks/events.js';
 
 const timestamp = z.iso.datetime().nullable();
 
+const FilterVerdictSchema = z
+  .object({
+    passed: z.boolean().meta({ description: 'false: the filter screened the image out.' }),
+    score: z.number().optional().meta({ description: 'The measure the filter decided on (grayscale: the 99th-percentile chroma, 0…255).' }),
+    threshold: z.number().optional().meta({ description: 'The limit the score was held against.' }),
+    detail: z.string().optional(),
+  })
+  .meta({ description: "One filter's verdict on the image's last try." });
+
 export const JobStatusSchema = z.enum(['queued', 'running', 'succeeded', 'failed', 'canceled']);
 
 export const JobViewSchema = z
@@ -29,6 +38,8 @@ export const JobViewSchema = z
         num_images: z.int(),
         scheduler: z.union([z.enum(SCHEDULER_NAMES), z.string()]).nullable().meta({ description: "null: the model's own scheduler." }),
         timeout_s: z.int().nullable().meta({ description: "The client's deadline for the run; null: the service's JOB_MAX_RUN_S." }),
+        filters: z.array(z.string()).nullable().meta({ description: "The filters asked for; null: the model's defaults (see each image's `filters`)." }),
+        prompt_variations: z.boolean(),
       })
       .meta({ description: 'The request with every default filled in.' }),
     progress: z
@@ -48,7 +59,15 @@ export const JobViewSchema = z
             url: z.url().meta({ description: 'GET it for the PNG.' }),
             width: z.int(),
             height: z.int(),
-            seed: z.int().meta({ description: 'Image i of a job uses seed + i.' }),
+            seed: z.int().meta({ description: 'The seed this image was made with: seed + i, or a fresh one when filters made it again.' }),
+            prompt: z.string().meta({ description: 'The prompt this image was made from (its variant with prompt_variations).' }),
+            nsfw_content_detected: z
+              .boolean()
+              .nullable()
+              .meta({ description: "The safety checker's verdict on the image's last try; null when the nsfw filter did not run." }),
+            filters: z.record(z.string(), FilterVerdictSchema).meta({ description: 'The verdict of every filter that ran, by name.' }),
+            tries: z.int().meta({ description: 'Tries it took; above 1 when filters screened out earlier ones (FILTER_MAX_TRIES at most).' }),
+            blocked: z.boolean().meta({ description: 'Every try was screened out: the image is black, and `filters` says why.' }),
           }),
         ),
       })

@@ -24,6 +24,8 @@ export function jobView(record: JobRecord, baseUrl: string) {
       num_images: p.numImages,
       scheduler: p.scheduler ?? null,
       timeout_s: p.timeoutS ?? null,
+      filters: p.filters ?? null,
+      prompt_variations: p.promptVariations ?? false,
     },
     progress: record.progress,
     queue_position: record.queuePosition,
@@ -39,6 +41,12 @@ export function jobView(record: JobRecord, baseUrl: string) {
             width: image.width,
             height: image.height,
             seed: image.seed,
+            prompt: image.prompt ?? p.prompts?.[index] ?? p.prompt,
+            // diffusers' name: the safety checker's verdict; null when it did not run.
+            nsfw_content_detected: image.filters?.['nsfw'] ? !image.filters['nsfw'].passed : null,
+            filters: image.filters ?? {},
+            tries: image.tries ?? 1,
+            blocked: image.blocked ?? false,
           })),
         }
       : null,
