@@ -11,6 +11,7 @@ import ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { writeTinyModel } from '../scripts/tiny-model/index.js';
+import { GENERATE_JOB } from '../shared/queues.js';
 import { createFilterSet } from '../worker/filters/registry.js';
 import { pollJob, startStack, type TestStack } from './helpers/stack.js';
 
@@ -204,5 +205,14 @@ describe('a model without a safety checker', () => {
     const res = await submit(stack, { prompt: 'x', filters: ['nsfw'] });
     expect(res.status).toBe(400);
     expect(((await res.json()) as Job).error).toMatchObject({ field: 'filters', message: expect.stringMatching(/no safety checker/) });
+  });
+
+  it('fails a queued job naming a filter this worker lacks at once, as bad input (the API had no record to check against)', async () => {
+    const payload = { prompt: 'x', negativePrompt: '', width: 64, height: 64, numInferenceSteps: 2, guidanceScale: 7.5, seed: 1, numImages: 1, model: stack.config.model.name, randomSeed: false, filters: ['nsfw'] };
+    const queued = await stack.queue.add(GENERATE_JOB, payload, { attempts: 3 });
+    const job = await pollJob(stack.api.url, queued.id!);
+    expect(job.status).toBe('failed');
+    expect(job.error).toMatchObject({ code: 'invalid_request', message: expect.stringMatching(/filters: this worker has no filter "nsfw"/) });
+    expect(job.attempts.made).toBe(1);
   });
 });
