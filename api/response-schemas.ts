@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { SCHEDULER_NAMES } from '../shared/job-schema.js';
+import { OUTPUT_FORMATS } from '../shared/output-format.js';
 import { WEBHOOK_EVENTS } from '../shared/webhooks/events.js';
 
 /**
@@ -40,6 +41,8 @@ export const JobViewSchema = z
         timeout_s: z.int().nullable().meta({ description: "The client's deadline for the run; null: the service's JOB_MAX_RUN_S." }),
         filters: z.array(z.string()).nullable().meta({ description: "The filters asked for; null: the model's defaults (see each image's `filters`)." }),
         prompt_variations: z.boolean(),
+        output_format: z.enum(OUTPUT_FORMATS),
+        output_quality: z.int().nullable().meta({ description: 'webp and jpeg quality; null for png.' }),
       })
       .meta({ description: 'The request with every default filled in.' }),
     progress: z
@@ -56,7 +59,7 @@ export const JobViewSchema = z
         seed: z.int(),
         images: z.array(
           z.object({
-            url: z.url().meta({ description: 'GET it for the PNG.' }),
+            url: z.url().meta({ description: 'GET it for the image: `<n>.png`, `<n>.webp` or `<n>.jpg` after the output format.' }),
             width: z.int(),
             height: z.int(),
             seed: z.int().meta({ description: 'The seed this image was made with: seed + i, or a fresh one when filters made it again.' }),

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { Config } from './config.js';
 import { BUILTIN_FILTERS, FILTER_NAME_PATTERN, MAX_FILTERS } from './filters.js';
 import { DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS } from './webhooks/events.js';
+import { DEFAULT_OUTPUT_QUALITY, OUTPUT_FORMATS } from './output-format.js';
 
 /**
  * The generation request as clients send it (snake_case, like diffusers' argument names), and
@@ -38,6 +39,7 @@ const NUMERIC_FIELDS = new Set([
   'seed',
   'num_images',
   'timeout_s',
+  'output_quality',
 ]);
 
 /** The longest per-request deadline a client may ask for (JOB_MAX_RUN_S caps it further). */
@@ -131,12 +133,22 @@ export function makeGenerationRequestSchema(limits: RequestLimits) {
           .optional(),
         filters: filtersField().optional(),
         prompt_variations: z.boolean({ error: 'prompt_variations must be true or false' }).optional(),
+        output_format: z.enum(OUTPUT_FORMATS, { error: `output_format must be one of: ${OUTPUT_FORMATS.join(', ')}` }).optional(),
+        output_quality: z
+          .number({ error: 'output_quality must be a number' })
+          .int({ error: 'output_quality must be a whole number' })
+          .min(1, { error: 'output_quality must be at least 1' })
+          .max(100, { error: 'output_quality must be at most 100' })
+          .optional(),
       },
       { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field: ${i.keys.join(', ')}` : 'the body must be a JSON object') },
     )
     .superRefine((r, ctx) => {
       if (r.img_size !== undefined && (r.width !== undefined || r.height !== undefined)) {
         ctx.addIssue({ code: 'custom', path: ['img_size'], message: 'img_size cannot be combined with width or height' });
+      }
+      if (r.output_quality !== undefined && (r.output_format ?? 'png') === 'png') {
+        ctx.addIssue({ code: 'custom', path: ['output_quality'], message: 'output_quality applies to webp and jpeg only (png is lossless): set output_format too' });
       }
     });
 }
@@ -180,6 +192,10 @@ export const JobPayloadSchema = z.object({
   webhook: z.object({ url: z.string(), events: z.array(z.enum(WEBHOOK_EVENTS)) }).optional(),
   /** The client's deadline for the run, in seconds (JOB_MAX_RUN_S applies too). */
   timeoutS: z.number().int().positive().optional(),
+  /** How the worker encodes the images (absent: png, as before the field existed). */
+  outputFormat: z.enum(OUTPUT_FORMATS).optional(),
+  /** webp and jpeg quality, 1–100. */
+  outputQuality: z.number().int().min(1).max(100).optional(),
   /** Id of the API key that made the job: only that key sees, cancels or streams it. */
   owner: z.string().optional(),
   /** Base URL the job was submitted on, for links in webhook bodies. */
@@ -224,6 +240,10 @@ export function toJobPayload(
     ...(request.timeout_s !== undefined ? { timeoutS: request.timeout_s } : {}),
     ...(request.filters !== undefined ? { filters: request.filters } : {}),
     ...(request.prompt_variations ? { promptVariations: true } : {}),
+    outputFormat: request.output_format ?? 'png',
+    ...(request.output_format !== undefined && request.output_format !== 'png'
+      ? { outputQuality: request.output_quality ?? DEFAULT_OUTPUT_QUALITY }
+      : {}),
   };
 }
 

@@ -1,5 +1,6 @@
 import type { Config } from './config.js';
 import type { JobRecord } from './job-queue.js';
+import { extensionOf } from './output-format.js';
 
 /**
  * The job as clients see it (`GET /v1/jobs/:id`, the SSE stream's data, a webhook's `data`);
@@ -26,6 +27,8 @@ export function jobView(record: JobRecord, baseUrl: string) {
       timeout_s: p.timeoutS ?? null,
       filters: p.filters ?? null,
       prompt_variations: p.promptVariations ?? false,
+      output_format: p.outputFormat ?? 'png',
+      output_quality: p.outputQuality ?? null,
     },
     progress: record.progress,
     queue_position: record.queuePosition,
@@ -37,7 +40,7 @@ export function jobView(record: JobRecord, baseUrl: string) {
       ? {
           seed: record.result.seed,
           images: record.result.images.map((image, index) => ({
-            url: `${self}/images/${index}.png`,
+            url: `${self}/images/${imageFileName(index, image.key)}`,
             width: image.width,
             height: image.height,
             seed: image.seed,
@@ -81,3 +84,6 @@ export type JobView = ReturnType<typeof jobView>;
 export function linkBase(payload: { origin?: string | undefined }, config: Pick<Config, 'publicUrl' | 'host' | 'port'>): string {
   return payload.origin ?? config.publicUrl ?? `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${config.port}`;
 }
+
+/** An image's file name under `/v1/jobs/:id/images/`: its index and its stored format's extension. */
+export const imageFileName = (index: number, key: string) => `${index}.${extensionOf(key) || 'png'}`;

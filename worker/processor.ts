@@ -4,7 +4,7 @@ import type { Logger } from '../shared/logger.js';
 import { imageKey, type ImageStore } from '../shared/storage/index.js';
 import { ServiceError } from '../shared/errors.js';
 import { createFilterSet, type FilterSet } from './filters/registry.js';
-import { encodePng } from './image-encoding.js';
+import { encodeImage } from './image-encoding.js';
 import type { Pipeline } from './pipeline/types.js';
 import { generateScreened } from './screening.js';
 
@@ -118,10 +118,10 @@ export function createProcessor(deps: ProcessorDeps): Processor {
 
     const images = [];
     for (const [index, image] of generated.images.entries()) {
-      const png = await encodePng(image);
-      const key = imageKey(jobId, index);
+      const encoded = await encodeImage(image, { format: payload.outputFormat, quality: payload.outputQuality });
+      const key = imageKey(jobId, index, encoded.extension);
       try {
-        await deps.store.put(key, png, 'image/png');
+        await deps.store.put(key, encoded.bytes, encoded.contentType);
       } catch (err) {
         throw new JobFailure('storage_error', err instanceof Error ? err.message : String(err), true);
       }
