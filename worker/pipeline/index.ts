@@ -11,8 +11,10 @@ export {
   type LoadPipelineOptions,
   type ExecutionProvider,
   type PipelineLogger,
+  type WebGpuLayout,
 } from './pipeline.js';
-export { cudaProviderInstalled } from './onnx-session.js';
+export { cudaProviderInstalled, webgpuProviderBundled } from './onnx-session.js';
+export { describeWebGpuAdapter, vulkanSetup, type WebGpuAdapterInfo } from './webgpu-device.js';
 export {
   float32ToFloat16,
   float16ToFloat32,

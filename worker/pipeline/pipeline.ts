@@ -26,6 +26,7 @@ import { NumpyRandomState } from './randn.js';
 import { batchOf, BatchedInput, runRows, TimestepInput, type Batch } from './session-feeds.js';
 import { createScheduler, resolveScheduler } from './schedulers/index.js';
 import { ClipTokenizer } from './tokenizer.js';
+import { describeWebGpuAdapter } from './webgpu-device.js';
 import type {
   GenerateOptions,
   GenerateRequest,
@@ -38,9 +39,9 @@ import type {
 } from './types.js';
 
 export { ModelLoadError } from './onnx-session.js';
-export type { ExecutionProvider, PipelineLogger } from './onnx-session.js';
+export type { ExecutionProvider, PipelineLogger, WebGpuLayout } from './onnx-session.js';
 
-/** `provider` (default cpu), `deviceId`, `cpuThreads`, `allowCpuFallback`, `logger`. */
+/** `provider` (default cpu), `deviceId`, `cpuThreads`, `webgpuLayout`, `allowCpuFallback`, `logger`. */
 export type LoadPipelineOptions = ProviderOptions;
 
 /** A request the model cannot serve; `field` names the request field at fault. No retry. */
@@ -320,7 +321,7 @@ export async function loadPipeline(modelDir: string, options: LoadPipelineOption
     const [textEncoder, unet, vaeDecoder] = opened as [OnnxModel, OnnxModel, OnnxModel];
     const graph = validateGraph(textEncoder, unet, vaeDecoder, config, tokenizer.maxLength);
     options.logger?.info(
-      { model: config.name, provider: unet.provider, dtype: graph.sample.type },
+      { model: config.name, provider: unet.provider, dtype: graph.sample.type, ...(await adapterFields(opened)) },
       'Stable Diffusion pipeline loaded',
     );
     return new OnnxStableDiffusionPipeline(config, tokenizer, graph);
@@ -328,6 +329,13 @@ export async function loadPipeline(modelDir: string, options: LoadPipelineOption
     await Promise.allSettled(opened.map((model) => model.release()));
     throw error;
   }
+}
+
+/** For the load log: the WebGPU adapter (vendor, device, backend), when a session runs on WebGPU. */
+async function adapterFields(models: readonly OnnxModel[]): Promise<Record<string, unknown>> {
+  if (!models.some((model) => model.provider === 'webgpu')) return {};
+  const described = await describeWebGpuAdapter();
+  return described.adapter ? { adapter: described.adapter } : { adapter: null, adapterUnknown: described.reason };
 }
 
 function concat(parts: readonly Float32Array[]): Float32Array {

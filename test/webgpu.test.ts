@@ -1,0 +1,350 @@
+/**
+ * ONNX Runtime's WebGPU provider (Dawn over Vulkan): the pipeline on it against the CPU, float16
+ * exports, the errors without an adapter, the adapter in the load log, and a job through the API
+ * served by a webgpu worker process. CI runs all of it on Mesa's software Vulkan (lavapipe, from
+ * bookworm-backports: .ci/run installs it); a machine without a Vulkan device Dawn accepts skips
+ * the part that needs one and says why.
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import ort from 'onnxruntime-node';
+import sharp from 'sharp';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it, vi } from 'vitest';
+import { float16ProbeModel } from '../scripts/tiny-model/float16-probe.js';
+import { loadPipeline, type GenerateRequest, type Pipeline, type PipelineLogger } from '../worker/pipeline/index.js';
+import { sessionOptionsFor } from '../worker/pipeline/onnx-session.js';
+import {
+  dawnAdapterChoice,
+  describeWebGpuAdapter,
+  describeWebGpuFailure,
+  FLOAT16_PROBE_MODEL,
+  parseVulkanSummary,
+  resetWebGpuFloat16Probe,
+  vulkanSetup,
+} from '../worker/pipeline/webgpu-device.js';
+import { getJob, repoRoot, startScaledStack, submitJob, waitFor, type ScaledStack } from './helpers/autoscaler.js';
+import { tinyPipelines } from './helpers/tiny-pipelines.js';
+import { webgpuSkipReason } from './helpers/webgpu.js';
+
+const skip = await webgpuSkipReason();
+const gpuTitle = (title: string) => `${title}${skip ? ` (skipped: ${skip})` : ''}`;
+
+const { tempDir, tinyModel, load } = tinyPipelines('sd-webgpu-test-');
+
+/** Largest and mean absolute difference of two 8-bit images. */
+function difference(a: Uint8Array, b: Uint8Array): { max: number; mean: number } {
+  expect(a.length).toBe(b.length);
+  let max = 0;
+  let sum = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    max = Math.max(max, d);
+    sum += d;
+  }
+  return { max, mean: sum / a.length };
+}
+
+function capturingLogger(): PipelineLogger & { lines: Array<{ level: string; fields: Record<string, unknown>; message: string }> } {
+  const lines: Array<{ level: string; fields: Record<string, unknown>; message: string }> = [];
+  return {
+    lines,
+    info: (fields, message) => lines.push({ level: 'info', fields, message }),
+    warn: (fields, message) => lines.push({ level: 'warn', fields, message }),
+  };
+}
+
+/** test/fixtures/load-webgpu.ts in a process of its own, with `env` added. */
+function loadInChild(dir: string, env: Record<string, string>, mode?: 'fallback'): Promise<Record<string, any>> {
+  const args = ['--import', 'tsx', path.join(repoRoot, 'test/fixtures/load-webgpu.ts'), dir, ...(mode ? [mode] : [])];
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, args, { cwd: repoRoot, env: { ...process.env, ...env }, timeout: 90_000 }, (err, stdout, stderr) => {
+      const line = stdout.trim().split('\n').at(-1);
+      if (!line) {
+        reject(new Error(`fixture printed nothing (${err?.message ?? ''}): ${stderr.slice(-2000)}`));
+        return;
+      }
+      resolve(JSON.parse(line) as Record<string, any>);
+    });
+  });
+}
+
+const request: GenerateRequest = {
+  prompt: 'a photograph of an astronaut riding a horse',
+  width: 64,
+  height: 64,
+  numInferenceSteps: 3,
+  guidanceScale: 7.5,
+  seed: 42,
+  numImages: 1,
+};
+
+describe('WebGPU without a Vulkan driver', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = inject('tinyModelDir');
+  });
+
+  it('refuses to load, with provider_unavailable naming the cause', async () => {
+    const out = await loadInChild(dir, { VK_DRIVER_FILES: '/nonexistent/none.json' });
+    expect(out).toMatchObject({ ok: false, name: 'ModelLoadError', code: 'provider_unavailable' });
+    expect(out.message).toContain('Could not start a WebGPU session for text_encoder/model.onnx: no WebGPU adapter');
+    expect(out.message).toMatch(/no Vulkan (driver manifest was found \(searched \/nonexistent\/none\.json\)|loader \(libvulkan\.so\.1\) was found)/);
+    expect(out.message).toContain('Failed to get a WebGPU adapter');
+    expect(out.message).toContain('WORKER_ALLOW_CPU_FALLBACK');
+  });
+
+  it('runs on the CPU with a warning per model when the fallback is allowed, never unseen', async () => {
+    const out = await loadInChild(dir, { VK_DRIVER_FILES: '/nonexistent/none.json' }, 'fallback');
+    expect(out.ok).toBe(true);
+    expect(out.bytes).toBe(64 * 64 * 3);
+    const warnings = (out.logs as Array<{ level: string; fields: { file: string; fallback: string } }>).filter((l) => l.level === 'warn');
+    expect(warnings.map((w) => [w.fields.file, w.fields.fallback])).toEqual([
+      ['text_encoder/model.onnx', 'cpu'],
+      ['unet/model.onnx', 'cpu'],
+      ['vae_decoder/model.onnx', 'cpu'],
+    ]);
+    const loaded = (out.logs as Array<{ message: string; fields: Record<string, unknown> }>).find((l) => l.message === 'Stable Diffusion pipeline loaded');
+    expect(loaded?.fields).toMatchObject({ provider: 'cpu' });
+    expect(loaded?.fields).not.toHaveProperty('adapter');
+  });
+});
+
+describe('the Vulkan side', () => {
+  const noLoader = () => ({ loader: undefined, drivers: [], searched: [] });
+  const noDrivers = () => ({ loader: '/usr/lib/libvulkan.so.1', drivers: [], searched: ['/etc/vulkan/icd.d', '/usr/share/vulkan/icd.d'] });
+  const oldMesa = () => ({ loader: '/usr/lib/libvulkan.so.1', drivers: [{ file: 'lvp_icd.json', apiVersion: '1.3.230' }], searched: ['/usr/share/vulkan/icd.d'] });
+  const ortError = 'webgpu_context.cc:136 ... adapter_result.status == wgpu::RequestAdapterStatus::Success was false. Failed to get a WebGPU adapter: No supported adapters\n';
+
+  it('names what is missing when no adapter could be had', () => {
+    expect(describeWebGpuFailure(ortError, noLoader)).toMatch(/^no WebGPU adapter: no Vulkan loader \(libvulkan\.so\.1\) was found \(ONNX Runtime: Failed to get a WebGPU adapter: No supported adapters\)\. /);
+    expect(describeWebGpuFailure(ortError, noDrivers)).toContain('no Vulkan driver manifest was found (searched /etc/vulkan/icd.d, /usr/share/vulkan/icd.d)');
+    expect(describeWebGpuFailure(ortError, oldMesa)).toContain('the Vulkan drivers present (lvp_icd.json (Vulkan 1.3.230)) gave Dawn no usable device');
+    expect(describeWebGpuFailure(ortError, oldMesa)).toContain('bookworm-backports');
+    // Any other failure is ONNX Runtime's own message.
+    expect(describeWebGpuFailure('Load model from x failed: Protobuf parsing failed.', noLoader)).toBe('Load model from x failed: Protobuf parsing failed.');
+  });
+
+  it('finds driver manifests where VK_DRIVER_FILES points, with the Vulkan version each declares', async () => {
+    const dir = await tempDir();
+    fs.writeFileSync(path.join(dir, 'lvp_icd.json'), JSON.stringify({ file_format_version: '1.0.1', ICD: { library_path: 'libvulkan_lvp.so', api_version: '1.4.305' } }));
+    fs.writeFileSync(path.join(dir, 'broken.json'), '{');
+    fs.writeFileSync(path.join(dir, 'README'), 'not a manifest');
+    expect(vulkanSetup({ VK_DRIVER_FILES: dir }).drivers).toEqual([
+      { file: 'broken.json', apiVersion: undefined },
+      { file: 'lvp_icd.json', apiVersion: '1.4.305' },
+    ]);
+    expect(vulkanSetup({ VK_ICD_FILENAMES: path.join(dir, 'lvp_icd.json') }).drivers).toEqual([{ file: 'lvp_icd.json', apiVersion: '1.4.305' }]);
+  });
+
+  const summary = (devices: string) => `==========\nVULKANINFO\n==========\n\nVulkan Instance Version: 1.3.239\n\nInstance Extensions: count = 1\n-------------------------------\nVK_KHR_surface : extension revision 25\n\nDevices:\n========\n${devices}`;
+  const lavapipe = `GPU0:\n\tapiVersion         = 1.4.305\n\tdriverVersion      = 0.0.1\n\tvendorID           = 0x10005\n\tdeviceID           = 0x0000\n\tdeviceType         = PHYSICAL_DEVICE_TYPE_CPU\n\tdeviceName         = llvmpipe (LLVM 15.0.6, 256 bits)\n\tdriverID           = DRIVER_ID_MESA_LLVMPIPE\n\tdriverName         = llvmpipe\n\tdriverInfo         = Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6)\n`;
+  const h200 = (n: number) => `GPU${n}:\n\tapiVersion         = 1.4.312\n\tvendorID           = 0x10de\n\tdeviceID           = 0x2335\n\tdeviceType         = PHYSICAL_DEVICE_TYPE_DISCRETE_GPU\n\tdeviceName         = NVIDIA H200\n\tdriverName         = NVIDIA\n\tdriverInfo         = 580.95.05\n`;
+
+  it("reads vulkaninfo --summary and names Dawn's high-performance choice", () => {
+    const devices = parseVulkanSummary(summary(lavapipe.replace('GPU0', 'GPU0') + h200(1)));
+    expect(devices.map((d) => [d.index, d.vendor, d.type, d.name])).toEqual([
+      [0, 'Mesa', 'cpu', 'llvmpipe (LLVM 15.0.6, 256 bits)'],
+      [1, 'NVIDIA', 'discrete', 'NVIDIA H200'],
+    ]);
+    expect(devices[0]).toMatchObject({ vendorId: 0x10005, driver: 'llvmpipe', driverInfo: 'Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6)', apiVersion: '1.4.305' });
+    // Discrete before CPU; among equals, the first enumerated.
+    expect(dawnAdapterChoice(devices)?.name).toBe('NVIDIA H200');
+    expect(dawnAdapterChoice(parseVulkanSummary(summary(h200(0) + h200(1))))?.index).toBe(0);
+    expect(dawnAdapterChoice(parseVulkanSummary(summary(lavapipe)))?.type).toBe('cpu');
+    expect(parseVulkanSummary('ERROR: [Loader Message] Code 0 : vkCreateInstance: Found no drivers!')).toEqual([]);
+  });
+
+  it('describes the adapter from vulkaninfo, warns when a slot pinning did not narrow Vulkan, and says why it cannot', async () => {
+    const dir = await tempDir();
+    const fake = path.join(dir, 'vulkaninfo');
+    fs.writeFileSync(path.join(dir, 'summary.txt'), summary(h200(0) + lavapipe.replace('GPU0', 'GPU1')));
+    fs.writeFileSync(fake, `#!/bin/sh\n[ "$1" = --summary ] && cat "${path.join(dir, 'summary.txt')}"\n`, { mode: 0o755 });
+    const described = await describeWebGpuAdapter({ vulkaninfo: fake, env: {} });
+    expect(described.adapter).toEqual({
+      backend: 'vulkan',
+      vendor: 'NVIDIA',
+      device: 'NVIDIA H200',
+      type: 'discrete',
+      driver: '580.95.05',
+      apiVersion: '1.4.312',
+      source: "vulkaninfo: Dawn's high-performance choice of 2 Vulkan devices",
+    });
+    const pinned = await describeWebGpuAdapter({ vulkaninfo: fake, env: { DRI_PRIME: 'pci-0000_01_00_0', MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE: '1' } });
+    expect(pinned.adapter?.warning).toContain('did not narrow Vulkan');
+    expect(await describeWebGpuAdapter({ vulkaninfo: path.join(dir, 'absent'), env: {} })).toEqual({
+      adapter: null,
+      reason: 'vulkaninfo not found (install vulkan-tools to name the adapter)',
+    });
+  });
+
+  it('keeps the float16 probe model as the tiny-model builder makes it', () => {
+    expect(Buffer.from(FLOAT16_PROBE_MODEL).equals(Buffer.from(float16ProbeModel()))).toBe(true);
+  });
+});
+
+describe.skipIf(skip)(gpuTitle('pipeline on WebGPU against the CPU'), () => {
+  let dir32: string;
+  let cpu32: Pipeline;
+  let gpu32: Pipeline;
+  const loadLog = capturingLogger();
+
+  beforeAll(async () => {
+    dir32 = inject('tinyModelDir');
+    cpu32 = await load(dir32);
+    gpu32 = await load(dir32, { provider: 'webgpu', logger: loadLog });
+  });
+
+  const requests: Array<[string, Partial<GenerateRequest>]> = [
+    ['guided, 64 px', {}],
+    ['two images in one batch', { seed: 7, numImages: 2 }],
+    ['unguided 96×64 with a scheduler that draws noise', { width: 96, height: 64, guidanceScale: 1, seed: 3, scheduler: 'euler_a' }],
+  ];
+  it.each(requests)('float32: %s gives the same images within 2 levels', async (_name, overrides) => {
+    const r = { ...request, ...overrides };
+    const [onCpu, onGpu] = [await cpu32.generate(r), await gpu32.generate(r)];
+    expect(onGpu.images).toHaveLength(r.numImages);
+    for (const [i, image] of onGpu.images.entries()) {
+      expect([image.width, image.height, image.seed]).toEqual([r.width, r.height, r.seed + i]);
+      const { max } = difference(onCpu.images[i]!.data, image.data);
+      expect(max).toBeLessThanOrEqual(2);
+    }
+    expect(onGpu.timings.unet).toBeGreaterThan(0);
+  });
+
+  it('runs the UNet on WebGPU: only index and timestep arithmetic is left to the CPU', async () => {
+    const profileDir = await tempDir();
+    const session = await ort.InferenceSession.create(path.join(dir32, 'unet/model.onnx'), {
+      ...sessionOptionsFor('webgpu', {}),
+      enableProfiling: true,
+      profileFilePrefix: path.join(profileDir, 'unet'),
+    });
+    await session.run({
+      sample: new ort.Tensor('float32', new Float32Array(2 * 4 * 8 * 8), [2, 4, 8, 8]),
+      timestep: new ort.Tensor('int64', new BigInt64Array([500n, 500n]), [2]),
+      encoder_hidden_states: new ort.Tensor('float32', new Float32Array(2 * 77 * 32), [2, 77, 32]),
+    });
+    session.endProfiling();
+    await session.release();
+    const [file] = fs.readdirSync(profileDir);
+    const events = JSON.parse(fs.readFileSync(path.join(profileDir, file!), 'utf8')) as Array<{ cat: string; name: string; args: { op_name?: string; provider?: string } }>;
+    const ops = (provider: string) => new Set(events.filter((e) => e.cat === 'Node' && e.args.provider === provider).map((e) => e.args.op_name));
+    const onGpu = ops('WebGpuExecutionProvider');
+    for (const op of ['Conv', 'MatMul', 'Gemm', 'Softmax', 'InstanceNormalization', 'Add', 'Mul']) expect(onGpu, op).toContain(op);
+    expect([...ops('CPUExecutionProvider')].sort()).toEqual(['Cast', 'Gather', 'Round']);
+  });
+
+  it('logs the provider and the adapter (vendor, device, backend)', async () => {
+    const loaded = loadLog.lines.find((l) => l.message === 'Stable Diffusion pipeline loaded');
+    expect(loaded?.fields).toMatchObject({ provider: 'webgpu', dtype: 'float32' });
+    const described = await describeWebGpuAdapter();
+    if (described.adapter) {
+      // vulkaninfo present (CI installs vulkan-tools): on lavapipe, Mesa's llvmpipe device.
+      expect(loaded?.fields['adapter']).toMatchObject({ backend: 'vulkan', vendor: described.adapter.vendor, device: described.adapter.device });
+      expect(String(described.adapter.vendor).length).toBeGreaterThan(0);
+    } else {
+      expect(loaded?.fields).toMatchObject({ adapter: null, adapterUnknown: described.reason });
+    }
+  });
+
+  it('float16: the same requests agree within fp16 precision (measured: ≤ 9 levels, mean ≤ 1.1)', async () => {
+    const dir16 = await tinyModel({ dtype: 'float16' });
+    const cpu16 = await load(dir16);
+    const gpu16 = await load(dir16, { provider: 'webgpu' });
+    expect(gpu16.capabilities.dtype).toBe('float16');
+    for (const [, overrides] of requests.slice(0, 2)) {
+      const r = { ...request, ...overrides };
+      const [onCpu, onGpu] = [await cpu16.generate(r), await gpu16.generate(r)];
+      for (const [i, image] of onGpu.images.entries()) {
+        const { max, mean } = difference(onCpu.images[i]!.data, image.data);
+        expect(max).toBeLessThanOrEqual(12);
+        expect(mean).toBeLessThan(1.5);
+      }
+    }
+  });
+});
+
+describe.skipIf(skip)(gpuTitle('float16 on an adapter without f16 shaders'), () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+    resetWebGpuFloat16Probe();
+  });
+
+  /** ONNX Runtime's answer when a float16 program meets a device without shader-f16. */
+  function withoutShaderF16(): void {
+    resetWebGpuFloat16Probe();
+    const sessionClass = ort.InferenceSession as unknown as { prototype: ort.InferenceSession };
+    const run = sessionClass.prototype.run;
+    vi.spyOn(sessionClass.prototype, 'run').mockImplementation(function (this: ort.InferenceSession, feeds: any, ...rest: any[]) {
+      if (this.inputNames.length === 1 && this.inputNames[0] === 'x') {
+        return Promise.reject(new Error('shader_helper.cc:421 Program Mul requires f16 but the device does not support it.'));
+      }
+      return (run as (...args: unknown[]) => Promise<ort.InferenceSession.ReturnType>).call(this, feeds, ...rest);
+    } as typeof run);
+  }
+
+  it('refuses a float16 export with a clear provider_unavailable error', async () => {
+    const dir16 = await tinyModel({ dtype: 'float16' });
+    withoutShaderF16();
+    const error = await loadPipeline(dir16, { provider: 'webgpu' }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ name: 'ModelLoadError', code: 'provider_unavailable', file: 'text_encoder/model.onnx' });
+    expect((error as Error).message).toBe(
+      'text_encoder/model.onnx is a float16 export, and the WebGPU adapter runs no float16 shaders (it lacks the shader-f16 feature: ' +
+        'Program Mul requires f16 but the device does not support it.); use a float32 export of the model, or another provider',
+    );
+  });
+
+  it('runs a float16 export on the CPU when the fallback is allowed, with a warning', async () => {
+    const dir16 = await tinyModel({ dtype: 'float16' });
+    withoutShaderF16();
+    const log = capturingLogger();
+    const pipeline = await load(dir16, { provider: 'webgpu', allowCpuFallback: true, logger: log });
+    expect(log.lines.filter((l) => l.level === 'warn').map((l) => l.fields['file'])).toEqual(['text_encoder/model.onnx', 'unet/model.onnx', 'vae_decoder/model.onnx']);
+    expect(log.lines.find((l) => l.message === 'Stable Diffusion pipeline loaded')?.fields).toMatchObject({ provider: 'cpu' });
+    const { images } = await pipeline.generate(request);
+    expect(images[0]!.data.length).toBe(64 * 64 * 3);
+  });
+
+  it('a float32 export needs no f16 shaders', async () => {
+    withoutShaderF16();
+    const pipeline = await load(inject('tinyModelDir'), { provider: 'webgpu' });
+    expect(pipeline.capabilities.dtype).toBe('float32');
+  });
+});
+
+describe.skipIf(skip)(gpuTitle('a job through the API, served by a webgpu worker process'), () => {
+  let stack: ScaledStack;
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  it('succeeds, its image matches the CPU within 2 levels, and the worker log names provider and adapter', { timeout: 180_000 }, async () => {
+    const modelDir = inject('tinyModelDir');
+    // A machine without GPUs has CPU slots; WORKER_PROVIDER=webgpu runs them on WebGPU's software adapter.
+    stack = await startScaledStack(modelDir, { WORKER_PROVIDER: 'webgpu', AUTOSCALER_CPU_SLOTS: '1', AUTOSCALER_MAX_WORKERS: '1' });
+    const id = await submitJob(stack.api.url, { prompt: request.prompt, width: 64, height: 64, num_inference_steps: 3, guidance_scale: 7.5, seed: 42 });
+    const job = await waitFor(`job ${id} to finish`, async () => {
+      const j = await getJob(stack.api.url, id);
+      return ['succeeded', 'failed', 'canceled'].includes(j.status) ? j : null;
+    }, 150_000, 100);
+    expect(job.status, stack.logs()).toBe('succeeded');
+
+    const png = Buffer.from(await (await fetch(`${stack.api.url}/v1/jobs/${id}/images/0.png`)).arrayBuffer());
+    const served = await sharp(png).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    expect([served.info.width, served.info.height, served.info.channels]).toEqual([64, 64, 3]);
+    const cpu = await load(modelDir);
+    const { images } = await cpu.generate({ ...request, negativePrompt: '' });
+    expect(difference(images[0]!.data, new Uint8Array(served.data)).max).toBeLessThanOrEqual(2);
+
+    const workerLines = stack
+      .logs()
+      .split('--- workers ---')[1]!
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, any>);
+    const loaded = workerLines.find((l) => l.msg === 'Stable Diffusion pipeline loaded');
+    expect(loaded, stack.logs()).toMatchObject({ provider: 'webgpu' });
+    expect(loaded!['adapter'] === null ? loaded!['adapterUnknown'] : loaded!['adapter'].backend).toBeTruthy();
+    expect(workerLines.find((l) => l.msg === 'worker starting')).toMatchObject({ provider: 'webgpu' });
+  });
+});
