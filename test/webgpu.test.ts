@@ -79,6 +79,13 @@ const request: GenerateRequest = {
   numImages: 1,
 };
 
+describe('WebGPU here', () => {
+  // .ci/run installs lavapipe and sets REQUIRE_WEBGPU=1: there the GPU tests must run, never skip.
+  it.runIf(process.env['REQUIRE_WEBGPU'] === '1')('has a WebGPU adapter, as REQUIRE_WEBGPU=1 demands', () => {
+    expect(skip).toBeUndefined();
+  });
+});
+
 describe('WebGPU without a Vulkan driver', () => {
   let dir: string;
   beforeAll(async () => {
@@ -135,6 +142,10 @@ describe('the Vulkan side', () => {
       { file: 'lvp_icd.json', apiVersion: '1.4.305' },
     ]);
     expect(vulkanSetup({ VK_ICD_FILENAMES: path.join(dir, 'lvp_icd.json') }).drivers).toEqual([{ file: 'lvp_icd.json', apiVersion: '1.4.305' }]);
+    // VK_ADD_DRIVER_FILES comes before the standard places.
+    const added = vulkanSetup({ VK_ADD_DRIVER_FILES: path.join(dir, 'lvp_icd.json') });
+    expect(added.searched[0]).toBe(path.join(dir, 'lvp_icd.json'));
+    expect(added.drivers[0]).toEqual({ file: 'lvp_icd.json', apiVersion: '1.4.305' });
   });
 
   const summary = (devices: string) => `==========\nVULKANINFO\n==========\n\nVulkan Instance Version: 1.3.239\n\nInstance Extensions: count = 1\n-------------------------------\nVK_KHR_surface : extension revision 25\n\nDevices:\n========\n${devices}`;

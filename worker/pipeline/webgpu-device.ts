@@ -36,14 +36,16 @@ const LOADER_DIRS = [
   '/usr/local/lib',
 ];
 
-/** The Vulkan loader's driver manifest search (VK_DRIVER_FILES / VK_ICD_FILENAMES override it). */
+/** The Vulkan loader's driver manifest search (VK_DRIVER_FILES / VK_ICD_FILENAMES replace it, VK_ADD_DRIVER_FILES adds to it). */
 function icdLocations(env: NodeJS.ProcessEnv): string[] {
   const override = env['VK_DRIVER_FILES'] || env['VK_ICD_FILENAMES'];
   if (override) return override.split(':').filter(Boolean);
+  const added = (env['VK_ADD_DRIVER_FILES'] ?? '').split(':').filter(Boolean);
   const home = os.homedir();
   const configDirs = (env['XDG_CONFIG_DIRS'] || '/etc/xdg').split(':');
   const dataDirs = (env['XDG_DATA_DIRS'] || '/usr/local/share:/usr/share').split(':');
   return [
+    ...added,
     path.join(env['XDG_CONFIG_HOME'] || path.join(home, '.config'), 'vulkan/icd.d'),
     ...configDirs.map((d) => path.join(d, 'vulkan/icd.d')),
     '/etc/vulkan/icd.d',
