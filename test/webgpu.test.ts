@@ -13,7 +13,7 @@ import sharp from 'sharp';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { float16ProbeModel } from '../scripts/tiny-model/float16-probe.js';
 import { loadPipeline, type GenerateRequest, type Pipeline, type PipelineLogger } from '../worker/pipeline/index.js';
-import { sessionOptionsFor } from '../worker/pipeline/onnx-session.js';
+import { resolveExecutionProvider, sessionOptionsFor } from '../worker/pipeline/onnx-session.js';
 import {
   dawnAdapterChoice,
   describeWebGpuAdapter,
@@ -114,6 +114,17 @@ describe('WebGPU without a Vulkan driver', () => {
     const loaded = (out.logs as Array<{ message: string; fields: Record<string, unknown> }>).find((l) => l.message === 'Stable Diffusion pipeline loaded');
     expect(loaded?.fields).toMatchObject({ provider: 'cpu' });
     expect(loaded?.fields).not.toHaveProperty('adapter');
+  });
+});
+
+describe('choosing the WebGPU device', () => {
+  it('warns that WebGPU takes no device index, and says how a GPU is chosen', () => {
+    const log = capturingLogger();
+    expect(resolveExecutionProvider({ provider: 'webgpu', deviceId: 1, logger: log })).toBe('webgpu');
+    expect(log.lines).toHaveLength(1);
+    expect(log.lines[0]!.message).toContain('DRI_PRIME=pci-');
+    resolveExecutionProvider({ provider: 'webgpu', deviceId: 0, logger: log });
+    expect(log.lines).toHaveLength(1);
   });
 });
 

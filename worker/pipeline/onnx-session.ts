@@ -130,7 +130,17 @@ export function resolveExecutionProvider(options: ProviderOptions): ExecutionPro
   } else if (requested === 'webgpu' && !webgpuProviderBundled()) {
     missing = `WebGPU execution provider requested but this onnxruntime-node build (${process.platform}-${process.arch}) has none`;
   }
-  if (missing === undefined) return requested;
+  if (missing === undefined) {
+    if (requested === 'webgpu' && (options.deviceId ?? 0) !== 0) {
+      options.logger?.warn(
+        { provider: 'webgpu', deviceId: options.deviceId },
+        'WebGPU takes no device index (WORKER_DEVICE_ID is CUDA\'s): Dawn uses the GPU Vulkan shows this process; ' +
+          'to choose one, set DRI_PRIME=pci-<domain>_<bus>_<device>_<function> and MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE=1 ' +
+          '(the autoscaler\'s GPU slots do)',
+      );
+    }
+    return requested;
+  }
   if (!options.allowCpuFallback) throw new ModelLoadError(missing, { code: 'provider_unavailable' });
   options.logger?.warn({ provider: requested, fallback: 'cpu' }, `${missing}; falling back to CPU`);
   return 'cpu';
