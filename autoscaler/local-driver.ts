@@ -57,7 +57,8 @@ interface SlotHealth {
 
 /**
  * Runs workers as child processes of this machine, one per slot: a GPU slot's worker sees only
- * its GPU (CUDA_VISIBLE_DEVICES as device 0, or Vulkan narrowed to it for WebGPU: `slotEnv`). Workers run in their own process group, so a
+ * its GPU (CUDA_VISIBLE_DEVICES as device 0, or Vulkan narrowed to it for WebGPU: `slotEnv`).
+ * Workers run in their own process group, so a
  * Ctrl-C in the terminal reaches the autoscaler only and the drain happens once, in order; and
  * they outlive an autoscaler that dies, for the next one to adopt through their heartbeats.
  */

@@ -1,7 +1,7 @@
 /**
- * ONNX Runtime's WebGPU provider (Dawn over Vulkan): the pipeline on it against the CPU, float16
- * exports, the errors without an adapter, the adapter in the load log, and a job through the API
- * served by a webgpu worker process. CI runs all of it on Mesa's software Vulkan (lavapipe, from
+ * ONNX Runtime's WebGPU provider (Dawn over Vulkan): the pipeline on it against the CPU, the
+ * errors without an adapter, the adapter in the load log, and a job through the API served by a
+ * webgpu worker process (float16 exports: test/webgpu-float16.test.ts). CI runs all of it on Mesa's software Vulkan (lavapipe, from
  * bookworm-backports: .ci/run installs it); a machine without a Vulkan device Dawn accepts skips
  * the part that needs one and says why.
  */
@@ -10,9 +10,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import sharp from 'sharp';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { float16ProbeModel } from '../scripts/tiny-model/float16-probe.js';
-import { loadPipeline, type GenerateRequest, type Pipeline, type PipelineLogger } from '../worker/pipeline/index.js';
+import type { Pipeline } from '../worker/pipeline/index.js';
 import { resolveExecutionProvider, sessionOptionsFor } from '../worker/pipeline/onnx-session.js';
 import {
   dawnAdapterChoice,
@@ -20,45 +20,15 @@ import {
   describeWebGpuFailure,
   FLOAT16_PROBE_MODEL,
   parseVulkanSummary,
-  resetWebGpuFloat16Probe,
   vulkanSetup,
 } from '../worker/pipeline/webgpu-device.js';
 import { getJob, repoRoot, startScaledStack, submitJob, waitFor, type ScaledStack } from './helpers/autoscaler.js';
 import { tinyPipelines } from './helpers/tiny-pipelines.js';
-import { webgpuSkipReason } from './helpers/webgpu.js';
+import { capturingLogger, difference, GPU_TIMEOUT_MS, REQUEST as request, REQUESTS, webgpuSkipReason } from './helpers/webgpu.js';
 
 const skip = await webgpuSkipReason();
 const gpuTitle = (title: string) => `${title}${skip ? ` (skipped: ${skip})` : ''}`;
-/**
- * WebGPU's first runs compile the shaders: about a minute on lavapipe with a cold cache (a fresh
- * CI machine), several on a loaded one, and ONNX Runtime's Node binding runs sessions on the main
- * thread, so no timer fires meanwhile. Mesa caches the shaders on disk for the next run.
- */
-const GPU_TIMEOUT_MS = 600_000;
-
-const { tempDir, tinyModel, load } = tinyPipelines('sd-webgpu-test-');
-
-/** Largest and mean absolute difference of two 8-bit images. */
-function difference(a: Uint8Array, b: Uint8Array): { max: number; mean: number } {
-  expect(a.length).toBe(b.length);
-  let max = 0;
-  let sum = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    max = Math.max(max, d);
-    sum += d;
-  }
-  return { max, mean: sum / a.length };
-}
-
-function capturingLogger(): PipelineLogger & { lines: Array<{ level: string; fields: Record<string, unknown>; message: string }> } {
-  const lines: Array<{ level: string; fields: Record<string, unknown>; message: string }> = [];
-  return {
-    lines,
-    info: (fields, message) => lines.push({ level: 'info', fields, message }),
-    warn: (fields, message) => lines.push({ level: 'warn', fields, message }),
-  };
-}
+const { tempDir, load } = tinyPipelines('sd-webgpu-test-');
 
 /** test/fixtures/load-webgpu.ts in a process of its own, with `env` added. */
 function loadInChild(dir: string, env: Record<string, string>, mode?: 'fallback'): Promise<Record<string, any>> {
@@ -74,16 +44,6 @@ function loadInChild(dir: string, env: Record<string, string>, mode?: 'fallback'
     });
   });
 }
-
-const request: GenerateRequest = {
-  prompt: 'a photograph of an astronaut riding a horse',
-  width: 64,
-  height: 64,
-  numInferenceSteps: 3,
-  guidanceScale: 7.5,
-  seed: 42,
-  numImages: 1,
-};
 
 describe('WebGPU here', () => {
   // .ci/run installs lavapipe and sets REQUIRE_WEBGPU=1: there the GPU tests must run, never skip.
@@ -223,12 +183,7 @@ describe.skipIf(skip)(gpuTitle('pipeline on WebGPU against the CPU'), { timeout:
     gpu32 = await load(dir32, { provider: 'webgpu', logger: loadLog });
   }, GPU_TIMEOUT_MS);
 
-  const requests: Array<[string, Partial<GenerateRequest>]> = [
-    ['guided, 64 px', {}],
-    ['two images in one batch', { seed: 7, numImages: 2 }],
-    ['unguided 96×64 with a scheduler that draws noise', { width: 96, height: 64, guidanceScale: 1, seed: 3, scheduler: 'euler_a' }],
-  ];
-  it.each(requests)('float32: %s gives the same images within 2 levels', async (_name, overrides) => {
+  it.each(REQUESTS)('float32: %s gives the same images within 2 levels', async (_name, overrides) => {
     const r = { ...request, ...overrides };
     const [onCpu, onGpu] = [await cpu32.generate(r), await gpu32.generate(r)];
     expect(onGpu.images).toHaveLength(r.numImages);
@@ -273,72 +228,6 @@ describe.skipIf(skip)(gpuTitle('pipeline on WebGPU against the CPU'), { timeout:
     } else {
       expect(loaded?.fields).toMatchObject({ adapter: null, adapterUnknown: described.reason });
     }
-  });
-
-  it('float16: the same requests agree within fp16 precision (measured: ≤ 9 levels, mean ≤ 1.1)', async () => {
-    const dir16 = await tinyModel({ dtype: 'float16' });
-    const cpu16 = await load(dir16);
-    const gpu16 = await load(dir16, { provider: 'webgpu' });
-    expect(gpu16.capabilities.dtype).toBe('float16');
-    for (const [, overrides] of requests.slice(0, 2)) {
-      const r = { ...request, ...overrides };
-      const [onCpu, onGpu] = [await cpu16.generate(r), await gpu16.generate(r)];
-      for (const [i, image] of onGpu.images.entries()) {
-        const { max, mean } = difference(onCpu.images[i]!.data, image.data);
-        expect(max).toBeLessThanOrEqual(12);
-        expect(mean).toBeLessThan(1.5);
-      }
-    }
-  });
-});
-
-describe.skipIf(skip)(gpuTitle('float16 on an adapter without f16 shaders'), { timeout: GPU_TIMEOUT_MS }, () => {
-  afterEach(() => {
-    vi.restoreAllMocks();
-    resetWebGpuFloat16Probe();
-  });
-
-  const sessionClass = ort.InferenceSession as unknown as { prototype: ort.InferenceSession };
-  // Taken before any spy: a spy must call the real method, never another spy.
-  const run = sessionClass.prototype.run;
-
-  /** ONNX Runtime's answer when a float16 program meets a device without shader-f16. */
-  function withoutShaderF16(): void {
-    resetWebGpuFloat16Probe();
-    vi.spyOn(sessionClass.prototype, 'run').mockImplementation(function (this: ort.InferenceSession, feeds: any, ...rest: any[]) {
-      if (this.inputNames.length === 1 && this.inputNames[0] === 'x') {
-        return Promise.reject(new Error('shader_helper.cc:421 Program Mul requires f16 but the device does not support it.'));
-      }
-      return (run as (...args: unknown[]) => Promise<ort.InferenceSession.ReturnType>).call(this, feeds, ...rest);
-    } as typeof run);
-  }
-
-  it('refuses a float16 export with a clear provider_unavailable error', async () => {
-    const dir16 = await tinyModel({ dtype: 'float16' });
-    withoutShaderF16();
-    const error = await loadPipeline(dir16, { provider: 'webgpu' }).catch((e: unknown) => e);
-    expect(error).toMatchObject({ name: 'ModelLoadError', code: 'provider_unavailable', file: 'text_encoder/model.onnx' });
-    expect((error as Error).message).toBe(
-      'text_encoder/model.onnx is a float16 export, and the WebGPU adapter runs no float16 shaders (it lacks the shader-f16 feature: ' +
-        'Program Mul requires f16 but the device does not support it.); use a float32 export of the model, or another provider',
-    );
-  });
-
-  it('runs a float16 export on the CPU when the fallback is allowed, with a warning', async () => {
-    const dir16 = await tinyModel({ dtype: 'float16' });
-    withoutShaderF16();
-    const log = capturingLogger();
-    const pipeline = await load(dir16, { provider: 'webgpu', allowCpuFallback: true, logger: log });
-    expect(log.lines.filter((l) => l.level === 'warn').map((l) => l.fields['file'])).toEqual(['text_encoder/model.onnx', 'unet/model.onnx', 'vae_decoder/model.onnx']);
-    expect(log.lines.find((l) => l.message === 'Stable Diffusion pipeline loaded')?.fields).toMatchObject({ provider: 'cpu' });
-    const { images } = await pipeline.generate(request);
-    expect(images[0]!.data.length).toBe(64 * 64 * 3);
-  });
-
-  it('a float32 export needs no f16 shaders', async () => {
-    withoutShaderF16();
-    const pipeline = await load(inject('tinyModelDir'), { provider: 'webgpu' });
-    expect(pipeline.capabilities.dtype).toBe('float32');
   });
 });
 
