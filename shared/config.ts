@@ -79,7 +79,7 @@ const EnvSchema = z.object({
   WORKER_CPU_THREADS: int(0, 0, 256),
   WORKER_CPU_SPIN: bool(false),
   WORKER_ALLOW_CPU_FALLBACK: bool(false),
-  /** WebGPU provider: the layout of convolution-like operators (NHWC, ONNX Runtime's default, measured faster). */
+  /** WebGPU provider: the layout of convolution-like operators (NHWC: ONNX Runtime's default, a little faster on lavapipe). */
   WORKER_WEBGPU_LAYOUT: z.enum(['NHWC', 'NCHW']).default('NHWC'),
   WORKER_ID: optionalString,
   /** The slot the autoscaler gave this worker (`gpu0`, `cpu1`); shown in GET /v1/workers. */
