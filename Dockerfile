@@ -29,6 +29,15 @@ RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app \
  && mkdir -p /app /models /data \
  && chown app:app /models /data
+# WORKER_PROVIDER=webgpu reaches the GPU through Vulkan: the loader (and vulkan-tools, which names the
+# adapter in the worker log) here; NVIDIA's Vulkan driver comes from the host when
+# NVIDIA_DRIVER_CAPABILITIES includes graphics. AMD and Intel GPUs need Mesa's drivers in the image:
+#   docker build --build-arg VULKAN_PACKAGES="libvulkan1 vulkan-tools mesa-vulkan-drivers" .
+ARG VULKAN_PACKAGES="libvulkan1 vulkan-tools"
+RUN if [ -n "$VULKAN_PACKAGES" ]; then \
+      apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $VULKAN_PACKAGES \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
 WORKDIR /app
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=8000
 COPY --from=deps /app/node_modules ./node_modules

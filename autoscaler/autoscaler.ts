@@ -10,7 +10,7 @@ import { leaderKey, WorkerRegistry } from '../shared/worker-registry.js';
 import { LeaderLock } from './leader-lock.js';
 import { LocalDriver } from './local-driver.js';
 import { decide, initialTarget, type PendingScale, type PolicyConfig, type ScaleDecision } from './scale-policy.js';
-import { resolveSlots, type Slot } from './slots.js';
+import { resolveSlots, type GpuInventory, type Slot } from './slots.js';
 import type { DriverWorker, WorkerDriver } from './worker-driver.js';
 
 export interface AutoscalerDeps {
@@ -225,7 +225,8 @@ export interface StartAutoscalerOptions {
   stdout?: 'inherit' | 'ignore' | number;
   /** The workers' base environment; default process.env. */
   env?: NodeJS.ProcessEnv;
-  detectGpus?: () => Promise<number[]>;
+  /** GPU detection (tests): nvidia-smi's indices, or the whole inventory. */
+  detectGpus?: () => Promise<number[] | GpuInventory>;
   /** Start the control loop at once (default true). */
   autostart?: boolean;
 }
@@ -276,7 +277,7 @@ export async function startAutoscaler(config: Readonly<Config>, logger: Logger, 
     logger: log,
   });
   const autoscaler = new Autoscaler({ driver, registry, load, lock, policy, intervalMs: a.intervalMs, logger: log });
-  log.info({ slots: slots.map((s) => s.id), policy, intervalMs: a.intervalMs, leaderTtlMs: a.leaderTtlMs }, 'autoscaler starting');
+  log.info({ slots: slots.map((s) => (s.provider ? `${s.id} (${s.provider})` : s.id)), policy, intervalMs: a.intervalMs, leaderTtlMs: a.leaderTtlMs }, 'autoscaler starting');
   if (options.autostart ?? true) autoscaler.start();
 
   let closing: Promise<void> | undefined;

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from '../shared/logger.js';
 import type { SlotReport, WorkerRecord } from '../shared/worker-registry.js';
-import type { Slot } from './slots.js';
+import { slotEnv, type Slot } from './slots.js';
 import type { DriverEvent, DriverWorker, WorkerDriver } from './worker-driver.js';
 
 /** worker/main.ts exits 3 when the model cannot be loaded and 78 on bad configuration: retrying will not help. */
@@ -57,7 +57,8 @@ interface SlotHealth {
 
 /**
  * Runs workers as child processes of this machine, one per slot: a GPU slot's worker sees only
- * its GPU (CUDA_VISIBLE_DEVICES) as device 0. Workers run in their own process group, so a
+ * its GPU (CUDA_VISIBLE_DEVICES as device 0, or Vulkan narrowed to it for WebGPU: `slotEnv`).
+ * Workers run in their own process group, so a
  * Ctrl-C in the terminal reaches the autoscaler only and the drain happens once, in order; and
  * they outlive an autoscaler that dies, for the next one to adopt through their heartbeats.
  */
@@ -313,18 +314,8 @@ export class LocalDriver implements WorkerDriver {
   }
 
   private workerEnv(slot: Slot, id: string): NodeJS.ProcessEnv {
-    const env: NodeJS.ProcessEnv = { ...(this.options.env ?? process.env), WORKER_ID: id, WORKER_SLOT: slot.id };
-    if (slot.kind === 'gpu') {
-      // The worker sees its GPU only, as device 0.
-      Object.assign(env, { WORKER_PROVIDER: 'cuda', CUDA_VISIBLE_DEVICES: String(slot.gpu), WORKER_DEVICE_ID: '0' });
-    } else {
-      Object.assign(env, { WORKER_PROVIDER: 'cpu', CUDA_VISIBLE_DEVICES: '' });
-      // CPU slots share the cores instead of each taking all of them.
-      if (!env['WORKER_CPU_THREADS'] || env['WORKER_CPU_THREADS'] === '0') {
-        env['WORKER_CPU_THREADS'] = String(Math.max(1, Math.floor(os.availableParallelism() / this.slots.length)));
-      }
-    }
-    return env;
+    const base = this.options.env ?? process.env;
+    return { ...base, WORKER_ID: id, WORKER_SLOT: slot.id, ...slotEnv(slot, base, this.slots.length) };
   }
 
   private signal(m: Managed, signal: NodeJS.Signals): void {

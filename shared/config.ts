@@ -76,11 +76,13 @@ const EnvSchema = z.object({
   MODEL_NAME: optionalString,
   /** `npm start` writes the random-weight tiny model into MODEL_DIR when it is missing. */
   MODEL_AUTO_TINY: bool(true),
-  WORKER_PROVIDER: z.enum(['cpu', 'cuda']).default('cpu'),
+  WORKER_PROVIDER: z.enum(['cpu', 'cuda', 'webgpu']).default('cpu'),
   WORKER_DEVICE_ID: int(0, 0, 63),
   WORKER_CPU_THREADS: int(0, 0, 256),
   WORKER_CPU_SPIN: bool(false),
   WORKER_ALLOW_CPU_FALLBACK: bool(false),
+  /** WebGPU provider: the layout of convolution-like operators (NHWC: ONNX Runtime's default, a little faster on lavapipe). */
+  WORKER_WEBGPU_LAYOUT: z.enum(['NHWC', 'NCHW']).default('NHWC'),
   WORKER_ID: optionalString,
   /** The slot the autoscaler gave this worker (`gpu0`, `cpu1`); shown in GET /v1/workers. */
   WORKER_SLOT: optionalString,
@@ -100,6 +102,8 @@ const EnvSchema = z.object({
   AUTOSCALER_INTERVAL_MS: int(1000, 20, 60_000),
   AUTOSCALER_GPUS: optionalString.pipe(z.string().regex(/^(none|\d+(,\d+)*)$/, 'expected none or GPU indices like 0,1').optional()),
   AUTOSCALER_CPU_SLOTS: int(1, 1, 256),
+  /** What serves a GPU slot: auto = cuda for NVIDIA GPUs (nvidia-smi), webgpu for other GPUs (DRM render nodes). */
+  AUTOSCALER_GPU_PROVIDER: z.enum(['auto', 'cuda', 'webgpu']).default('auto'),
   AUTOSCALER_STOP_GRACE_S: seconds(120),
   AUTOSCALER_READY_TIMEOUT_S: seconds(600, 0.1),
   AUTOSCALER_RESTART_BACKOFF_MS: int(1000, 0, 600_000),
@@ -168,12 +172,13 @@ export interface Config {
     | ({ driver: 's3'; presignUrls: boolean } & S3StoreOptions);
   model: { dir: string; name: string; autoTiny: boolean };
   worker: {
-    provider: 'cpu' | 'cuda';
+    provider: 'cpu' | 'cuda' | 'webgpu';
     deviceId: number;
     cpuThreads: number;
     /** ONNX Runtime's CPU threads spin between runs (off by default: see .env.example). */
     cpuSpin: boolean;
     allowCpuFallback: boolean;
+    webgpuLayout: 'NHWC' | 'NCHW';
     id: string | undefined;
     slot: string | undefined;
     heartbeatMs: number;
@@ -223,9 +228,11 @@ export interface AutoscalerConfig {
   /** The wait before the last worker goes (1 → 0); defaults to downscaleDelayS. */
   downscaleToZeroDelayS: number;
   intervalMs: number;
-  /** GPU indices to use, 'none' for CPU slots only, or 'detect' (nvidia-smi). */
+  /** GPU indices to use, 'none' for CPU slots only, or 'detect' (nvidia-smi, then DRM render nodes for webgpu). */
   gpus: number[] | 'none' | 'detect';
   cpuSlots: number;
+  /** What serves GPU slots: cuda, webgpu, or auto (cuda for NVIDIA GPUs, webgpu for the others). */
+  gpuProvider: 'auto' | 'cuda' | 'webgpu';
   stopGraceS: number;
   readyTimeoutS: number;
   restartBackoffMs: number;
@@ -352,6 +359,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       cpuThreads: e.WORKER_CPU_THREADS,
       cpuSpin: e.WORKER_CPU_SPIN,
       allowCpuFallback: e.WORKER_ALLOW_CPU_FALLBACK,
+      webgpuLayout: e.WORKER_WEBGPU_LAYOUT,
       id: e.WORKER_ID,
       slot: e.WORKER_SLOT,
       heartbeatMs: e.WORKER_HEARTBEAT_MS,
@@ -370,6 +378,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       gpus:
         e.AUTOSCALER_GPUS === undefined ? 'detect' : e.AUTOSCALER_GPUS === 'none' ? 'none' : [...new Set(e.AUTOSCALER_GPUS.split(',').map(Number))],
       cpuSlots: e.AUTOSCALER_CPU_SLOTS,
+      gpuProvider: e.AUTOSCALER_GPU_PROVIDER,
       stopGraceS: e.AUTOSCALER_STOP_GRACE_S,
       readyTimeoutS: e.AUTOSCALER_READY_TIMEOUT_S,
       restartBackoffMs: e.AUTOSCALER_RESTART_BACKOFF_MS,

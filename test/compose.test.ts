@@ -173,6 +173,25 @@ describe.each(Object.entries(SCENARIOS))('docker-compose.yml with %s', (scenario
   });
 });
 
+describe('docker-compose.webgpu.yml (AMD and Intel GPUs)', () => {
+  const text = fs.readFileSync(path.join(root, 'docker-compose.webgpu.yml'), 'utf8');
+  // Compose's `!reset` tag is not YAML's: the parser keeps its value and is told not to warn.
+  const override = parse(text, { logLevel: 'error' }) as Json;
+
+  it('gives the autoscaler the GPUs\' render nodes and WebGPU slots instead of the NVIDIA reservation', () => {
+    const autoscaler = override.services.autoscaler as Json;
+    expect(Object.keys(override.services)).toEqual(['autoscaler']);
+    expect(autoscaler.devices).toEqual(['/dev/dri:/dev/dri']);
+    expect(text).toMatch(/^\s+deploy: !reset \{\}$/m);
+    expect(autoscaler.group_add[0]).toMatch(/^\$\{RENDER_GID:\?/);
+    const base = load(parseDotenv(envExample)).services.autoscaler as Json;
+    const env = { ...listEnv(base.environment), ...listEnv(autoscaler.environment) };
+    expect(loadConfig(env).autoscaler.gpuProvider).toBe('webgpu');
+    // NVIDIA GPUs need no override: the base file already asks for the Vulkan driver.
+    expect(listEnv(base.environment).NVIDIA_DRIVER_CAPABILITIES?.split(',')).toContain('graphics');
+  });
+});
+
 describe('variables docker-compose.yml reads', () => {
   it('are service settings from shared/config.ts or compose-only ones documented in .env.example', () => {
     const { used } = load({});

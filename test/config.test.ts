@@ -40,6 +40,17 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ S3_ACCESS_KEY_ID: 'a' })).toThrow(/S3_SECRET_ACCESS_KEY/);
   });
 
+  it('reads the WebGPU settings and names a provider it does not know', () => {
+    const config = loadConfig({ WORKER_PROVIDER: 'webgpu', WORKER_WEBGPU_LAYOUT: 'NCHW', AUTOSCALER_GPU_PROVIDER: 'webgpu' });
+    expect(config.worker).toMatchObject({ provider: 'webgpu', webgpuLayout: 'NCHW' });
+    expect(config.autoscaler.gpuProvider).toBe('webgpu');
+    expect(loadConfig({}).worker.webgpuLayout).toBe('NHWC');
+    expect(loadConfig({}).autoscaler.gpuProvider).toBe('auto');
+    expect(() => loadConfig({ WORKER_PROVIDER: 'vulkan' })).toThrow(/WORKER_PROVIDER: .*"cpu"\|"cuda"\|"webgpu"/);
+    expect(() => loadConfig({ AUTOSCALER_GPU_PROVIDER: 'rocm' })).toThrow(/AUTOSCALER_GPU_PROVIDER: .*"auto"\|"cuda"\|"webgpu"/);
+    expect(() => loadConfig({ WORKER_WEBGPU_LAYOUT: 'nhwc' })).toThrow(/WORKER_WEBGPU_LAYOUT: .*"NHWC"\|"NCHW"/);
+  });
+
   it('reads S3 settings', () => {
     const config = loadConfig({ STORAGE_DRIVER: 's3', S3_BUCKET: 'imgs', S3_ENDPOINT: 'http://minio:9000', S3_CREATE_BUCKET: 'true' });
     expect(config.storage).toMatchObject({ driver: 's3', bucket: 'imgs', endpoint: 'http://minio:9000', forcePathStyle: true, createBucket: true });

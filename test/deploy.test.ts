@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -129,5 +130,41 @@ describe('deploy/kubernetes', () => {
     const auth = find('TriggerAuthentication', trigger?.authenticationRef.name);
     const ref = (auth.spec.secretTargetRef as Json[]).find((r) => r.parameter === 'token') as Json;
     expect(find('Secret', ref.name).stringData[ref.key].length).toBeGreaterThanOrEqual(16);
+  });
+});
+
+describe('deploy/kubernetes-webgpu', () => {
+  const overlayDir = path.resolve(import.meta.dirname, '../deploy/kubernetes-webgpu');
+  const overlay = parseAllDocuments(fs.readFileSync(path.join(overlayDir, 'kustomization.yaml'), 'utf8'))[0]!.toJS() as Json;
+  const patches = (overlay.patches as Json[]).map((p) => parseAllDocuments(fs.readFileSync(path.join(overlayDir, p.path), 'utf8'))[0]!.toJS() as Json);
+
+  it('runs the same deployment with webgpu workers that get NVIDIA\'s Vulkan driver', () => {
+    expect(overlay.resources).toEqual(['../kubernetes']);
+    expect(patches.map((p) => `${p.kind}/${p.metadata.name}`)).toEqual(['Deployment/sd-jobs-worker']);
+    const patched = (patches[0]!.spec.template.spec.containers as Json[]).find((c) => c.name === workerContainer.name) as Json;
+    // A strategic-merge patch: env entries merge by name.
+    const env = containerEnv(workerContainer);
+    for (const entry of patched.env as Json[]) env[entry.name] = entry.value;
+    expect(env.NVIDIA_DRIVER_CAPABILITIES?.split(',')).toEqual(expect.arrayContaining(['compute', 'utility', 'graphics']));
+    // Besides that runtime setting, only variables the worker reads.
+    expect(Object.keys(env).filter((k) => !CONFIG_VARIABLES.includes(k))).toEqual(['NVIDIA_DRIVER_CAPABILITIES']);
+    const { NVIDIA_DRIVER_CAPABILITIES: _runtime, ...workerEnv } = env;
+    expect(loadConfig(workerEnv).worker.provider).toBe('webgpu');
+  });
+
+  const kubectl = (() => {
+    try {
+      execFileSync('kubectl', ['version', '--client'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+  it.skipIf(!kubectl)(`kubectl kustomize builds it${kubectl ? '' : ' (skipped: no kubectl on this machine)'}`, () => {
+    const built = parseAllDocuments(execFileSync('kubectl', ['kustomize', overlayDir], { encoding: 'utf8' })).map((d) => d.toJS() as Json);
+    const deployment = built.find((d) => d.kind === 'Deployment' && d.metadata.name === 'sd-jobs-worker') as Json;
+    const env = Object.fromEntries((deployment.spec.template.spec.containers[0].env as Json[]).map((e) => [e.name, e.value]));
+    expect(env).toMatchObject({ WORKER_PROVIDER: 'webgpu', NVIDIA_DRIVER_CAPABILITIES: 'compute,utility,graphics', WORKER_DEVICE_ID: '0' });
+    expect(built.length).toBe(resources.length);
   });
 });

@@ -3,12 +3,11 @@
  * golden slice, every export variant the loader must read, guidance, batching, cancellation
  * and load-time validation.
  */
-import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { copyFile, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { writeTinyModel, type TinyModelOptions } from '../scripts/tiny-model/index.js';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
+import type { TinyModelOptions } from '../scripts/tiny-model/index.js';
 import { decodeModel, encodeModel } from '../scripts/tiny-model/onnx-proto.js';
 import {
   cudaProviderInstalled,
@@ -23,6 +22,7 @@ import {
   type Pipeline,
   type RgbImage,
 } from '../worker/pipeline/index.js';
+import { tinyPipelines } from './helpers/tiny-pipelines.js';
 
 const request: GenerateRequest = {
   prompt: 'a photograph of an astronaut riding a horse',
@@ -34,26 +34,7 @@ const request: GenerateRequest = {
   numImages: 1,
 };
 
-const tempDirs: string[] = [];
-const pipelines: Pipeline[] = [];
-
-async function tinyModel(options: TinyModelOptions = {}): Promise<string> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'sd-pipeline-test-'));
-  tempDirs.push(dir);
-  await writeTinyModel(dir, options);
-  return dir;
-}
-
-async function load(dir: string, options: Parameters<typeof loadPipeline>[1] = {}): Promise<Pipeline> {
-  const pipeline = await loadPipeline(dir, { cpuThreads: 1, ...options });
-  pipelines.push(pipeline);
-  return pipeline;
-}
-
-afterAll(async () => {
-  await Promise.allSettled(pipelines.map((p) => p.release()));
-  await Promise.all(tempDirs.map((dir) => rm(dir, { recursive: true, force: true })));
-});
+const { tinyModel, load } = tinyPipelines('sd-pipeline-test-');
 
 function expectImage(image: RgbImage, width: number, height: number): void {
   expect(image.width).toBe(width);

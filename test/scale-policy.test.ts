@@ -1,7 +1,19 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { pickToStop } from '../autoscaler/autoscaler.js';
 import { decide, initialTarget, workersForLoad, type PendingScale, type PolicyConfig, type ScaleState } from '../autoscaler/scale-policy.js';
-import { parseGpuIndices, resolveSlots } from '../autoscaler/slots.js';
+import {
+  cpuSlot,
+  detectRenderGpus,
+  gpuSlot,
+  parseGpuIndices,
+  parseNvidiaGpus,
+  resolveSlots,
+  slotEnv,
+  type GpuInventory,
+} from '../autoscaler/slots.js';
 import { loadConfig } from '../shared/config.js';
 import type { DriverWorker } from '../autoscaler/worker-driver.js';
 
@@ -153,8 +165,8 @@ describe('slots', () => {
   it('uses the configured GPUs, one slot each', async () => {
     const slots = await resolveSlots({ gpus: [0, 2], cpuSlots: 4 }, async () => [0, 1, 2, 3]);
     expect(slots).toEqual([
-      { id: 'gpu0', kind: 'gpu', gpu: 0 },
-      { id: 'gpu2', kind: 'gpu', gpu: 2 },
+      { id: 'gpu0', kind: 'gpu', gpu: 0, provider: 'cuda' },
+      { id: 'gpu2', kind: 'gpu', gpu: 2, provider: 'cuda' },
     ]);
   });
   it('detects GPUs with nvidia-smi when none are configured', async () => {
@@ -167,6 +179,91 @@ describe('slots', () => {
   });
   it("parses nvidia-smi's index list, ignoring noise", () => {
     expect(parseGpuIndices('0\r\n1\n3\nNo devices were found\n')).toEqual([0, 1, 3]);
+  });
+  it("parses nvidia-smi's index and PCI address list", () => {
+    expect(parseNvidiaGpus('0, 00000000:1B:00.0\n1, 00000000:43:00.0\r\nNo devices were found\n2\n')).toEqual([
+      { index: 0, vendor: 'nvidia', pciAddress: '0000:1b:00.0' },
+      { index: 1, vendor: 'nvidia', pciAddress: '0000:43:00.0' },
+      { index: 2, vendor: 'nvidia' },
+    ]);
+  });
+
+  const nvidia: GpuInventory = {
+    nvidia: [
+      { index: 0, vendor: 'nvidia', pciAddress: '0000:1b:00.0' },
+      { index: 1, vendor: 'nvidia', pciAddress: '0000:43:00.0' },
+    ],
+    render: [{ index: 0, vendor: 'intel', pciAddress: '0000:00:02.0' }],
+  };
+  const amd: GpuInventory = {
+    nvidia: [],
+    render: [
+      { index: 0, vendor: 'amd', pciAddress: '0000:03:00.0' },
+      { index: 1, vendor: 'amd', pciAddress: '0000:83:00.0' },
+    ],
+  };
+  it('serves GPU slots with cuda or webgpu: auto keeps CUDA for NVIDIA and gives other GPUs WebGPU', async () => {
+    expect(await resolveSlots({ gpus: 'detect', cpuSlots: 1 }, async () => nvidia)).toEqual([
+      { id: 'gpu0', kind: 'gpu', gpu: 0, provider: 'cuda' },
+      { id: 'gpu1', kind: 'gpu', gpu: 1, provider: 'cuda' },
+    ]);
+    // A machine with Vulkan GPUs and no CUDA gets GPU slots.
+    expect(await resolveSlots({ gpus: 'detect', cpuSlots: 1, gpuProvider: 'auto' }, async () => amd)).toEqual([
+      { id: 'gpu0', kind: 'gpu', gpu: 0, provider: 'webgpu', pciAddress: '0000:03:00.0' },
+      { id: 'gpu1', kind: 'gpu', gpu: 1, provider: 'webgpu', pciAddress: '0000:83:00.0' },
+    ]);
+    // webgpu on NVIDIA: nvidia-smi's GPUs (CUDA's numbering), each pinned by its PCI address.
+    expect(await resolveSlots({ gpus: [1], cpuSlots: 1, gpuProvider: 'webgpu' }, async () => nvidia)).toEqual([
+      { id: 'gpu1', kind: 'gpu', gpu: 1, provider: 'webgpu', pciAddress: '0000:43:00.0' },
+    ]);
+    // cuda asked for on a machine with AMD GPUs only: no GPU slots.
+    expect((await resolveSlots({ gpus: 'detect', cpuSlots: 2, gpuProvider: 'cuda' }, async () => amd)).map((s) => s.id)).toEqual(['cpu0', 'cpu1']);
+    expect((await resolveSlots({ gpus: 'detect', cpuSlots: 1, gpuProvider: 'webgpu' }, async () => ({ nvidia: [], render: [] }))).map((s) => s.id)).toEqual(['cpu0']);
+  });
+
+  it("finds GPUs by their DRM render nodes in sysfs, leaving out VMs' display adapters", async () => {
+    const sys = fs.mkdtempSync(path.join(os.tmpdir(), 'sd-sysfs-'));
+    try {
+      const device = (address: string, vendor: string) => {
+        const dir = path.join(sys, 'devices/pci0000:00', address);
+        fs.mkdirSync(dir, { recursive: true });
+        fs.writeFileSync(path.join(dir, 'vendor'), `${vendor}\n`);
+        return dir;
+      };
+      const node = (name: string, target: string) => {
+        fs.mkdirSync(path.join(sys, 'class/drm', name), { recursive: true });
+        fs.symlinkSync(target, path.join(sys, 'class/drm', name, 'device'));
+      };
+      node('renderD129', device('0000:83:00.0', '0x1002'));
+      node('renderD128', device('0000:03:00.0', '0x1002'));
+      node('renderD130', device('0000:00:02.0', '0x8086'));
+      node('renderD131', device('0000:00:05.0', '0x1af4')); // virtio-gpu
+      node('card0', device('0000:00:01.0', '0x1234'));
+      expect(detectRenderGpus(sys)).toEqual([
+        { index: 0, vendor: 'intel', pciAddress: '0000:00:02.0' },
+        { index: 1, vendor: 'amd', pciAddress: '0000:03:00.0' },
+        { index: 2, vendor: 'amd', pciAddress: '0000:83:00.0' },
+      ]);
+      expect(detectRenderGpus(path.join(sys, 'absent'))).toEqual([]);
+    } finally {
+      fs.rmSync(sys, { recursive: true, force: true });
+    }
+  });
+
+  it("puts a worker on its slot: CUDA_VISIBLE_DEVICES, or Vulkan narrowed to the GPU's PCI address", () => {
+    expect(slotEnv(gpuSlot(1, 'cuda'), {}, 2)).toEqual({ WORKER_PROVIDER: 'cuda', CUDA_VISIBLE_DEVICES: '1', WORKER_DEVICE_ID: '0' });
+    expect(slotEnv(gpuSlot(1, 'webgpu', '0000:83:00.0'), {}, 2)).toEqual({
+      WORKER_PROVIDER: 'webgpu',
+      CUDA_VISIBLE_DEVICES: '1',
+      WORKER_DEVICE_ID: '0',
+      DRI_PRIME: 'pci-0000_83_00_0',
+      MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE: '1',
+    });
+    expect(slotEnv(gpuSlot(0, 'webgpu'), {}, 1)).toEqual({ WORKER_PROVIDER: 'webgpu', CUDA_VISIBLE_DEVICES: '0', WORKER_DEVICE_ID: '0' });
+    // CPU slots run on the CPU, sharing the cores, unless WebGPU is asked for there (a software adapter).
+    expect(slotEnv(cpuSlot(0), { WORKER_PROVIDER: 'cuda' }, 2)).toMatchObject({ WORKER_PROVIDER: 'cpu', CUDA_VISIBLE_DEVICES: '' });
+    expect(slotEnv(cpuSlot(0), { WORKER_PROVIDER: 'webgpu', WORKER_CPU_THREADS: '3' }, 2)).toEqual({ WORKER_PROVIDER: 'webgpu', CUDA_VISIBLE_DEVICES: '' });
+    expect(slotEnv(cpuSlot(0), {}, 1)['WORKER_CPU_THREADS']).toBe(String(os.availableParallelism()));
   });
 });
 

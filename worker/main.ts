@@ -25,7 +25,7 @@ async function main(): Promise<void> {
     redis: connection,
     prefix: config.queuePrefix,
     workerId,
-    slot: config.worker.slot ?? (config.worker.provider === 'cuda' ? `gpu${config.worker.deviceId}` : 'cpu'),
+    slot: config.worker.slot ?? (config.worker.provider === 'cpu' ? 'cpu' : `gpu${config.worker.deviceId}`),
     model: config.model.name,
     intervalMs: config.worker.heartbeatMs,
     logger,
@@ -46,6 +46,7 @@ async function main(): Promise<void> {
       cpuThreads: config.worker.cpuThreads,
       cpuSpinning: config.worker.cpuSpin,
       allowCpuFallback: config.worker.allowCpuFallback,
+      webgpuLayout: config.worker.webgpuLayout,
       logger,
     });
   } catch (err) {

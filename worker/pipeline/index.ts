@@ -11,10 +11,12 @@ export {
   type LoadPipelineOptions,
   type ExecutionProvider,
   type PipelineLogger,
+  type WebGpuLayout,
 } from './pipeline.js';
-export { cudaProviderInstalled } from './onnx-session.js';
 export { OnnxSafetyChecker, SAFETY_CHECKER_FILES } from './safety-checker.js';
 export { ClipImageProcessor, parsePreprocessorConfig, resizeLikePillow, type Rgb8 } from './clip-image-processor.js';
+export { cudaProviderInstalled, webgpuProviderBundled } from './onnx-session.js';
+export { describeWebGpuAdapter, vulkanSetup, type WebGpuAdapterInfo } from './webgpu-device.js';
 export {
   float32ToFloat16,
   float16ToFloat32,

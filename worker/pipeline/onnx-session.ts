@@ -8,8 +8,12 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
+import { describeWebGpuFailure, webgpuFloat16Unsupported } from './webgpu-device.js';
 
-export type ExecutionProvider = 'cpu' | 'cuda';
+export type ExecutionProvider = 'cpu' | 'cuda' | 'webgpu';
+
+/** How the WebGPU provider lays out the tensors of layout-sensitive operators (convolutions). */
+export type WebGpuLayout = 'NCHW' | 'NHWC';
 
 /** pino-compatible: `logger.warn({ …fields }, 'message')`. */
 export interface PipelineLogger {
@@ -20,8 +24,14 @@ export interface PipelineLogger {
 export interface ProviderOptions {
   /** Default `cpu`. */
   provider?: ExecutionProvider;
-  /** CUDA device (the worker's GPU slot). Default 0. */
+  /**
+   * CUDA device (the worker's GPU slot). Default 0. WebGPU takes no device index from ONNX
+   * Runtime's Node binding: its device is the adapter Dawn picks from what Vulkan shows the
+   * process (the autoscaler's GPU slots narrow that to one GPU; see `webgpu-device.ts`).
+   */
   deviceId?: number;
+  /** WebGPU: the layout of convolution-like operators (ONNX Runtime's default: NHWC). */
+  webgpuLayout?: WebGpuLayout;
   /** CPU intra-op threads; default: ONNX Runtime's choice (one per physical core). */
   cpuThreads?: number;
   /**
@@ -100,16 +110,39 @@ const CUDA_INSTALL_HINT =
   'install its libraries with `npm install --onnxruntime-node-install=cuda12` (CUDA 12 and cuDNN 9 ' +
   'must be present), or set allowCpuFallback to run on CPU';
 
+/** Whether this onnxruntime-node build carries the WebGPU provider (its Linux x64 and Windows builds do). */
+export function webgpuProviderBundled(): boolean {
+  return ort.listSupportedBackends().some((backend) => backend.name === 'webgpu');
+}
+
 /**
- * The provider the sessions will use. Requesting CUDA where it is not installed is an error
- * unless the caller opted into the CPU fallback.
+ * The provider the sessions will use: the one provider selection every session loader of the
+ * pipeline goes through (with `openOnnxModel`). Requesting a GPU provider this installation
+ * lacks is an error unless the caller opted into the CPU fallback. A WebGPU adapter is only
+ * known to exist once a session starts: `openOnnxModel` reports its absence.
  */
 export function resolveExecutionProvider(options: ProviderOptions): ExecutionProvider {
   const requested = options.provider ?? 'cpu';
-  if (requested === 'cpu' || cudaProviderInstalled()) return requested;
-  const message = `CUDA execution provider requested but onnxruntime-node's CUDA provider is not installed: ${CUDA_INSTALL_HINT}`;
-  if (!options.allowCpuFallback) throw new ModelLoadError(message, { code: 'provider_unavailable' });
-  options.logger?.warn({ provider: 'cuda', fallback: 'cpu' }, `${message}; falling back to CPU`);
+  if (requested === 'cpu') return requested;
+  let missing: string | undefined;
+  if (requested === 'cuda' && !cudaProviderInstalled()) {
+    missing = `CUDA execution provider requested but onnxruntime-node's CUDA provider is not installed: ${CUDA_INSTALL_HINT}`;
+  } else if (requested === 'webgpu' && !webgpuProviderBundled()) {
+    missing = `WebGPU execution provider requested but this onnxruntime-node build (${process.platform}-${process.arch}) has none`;
+  }
+  if (missing === undefined) {
+    if (requested === 'webgpu' && (options.deviceId ?? 0) !== 0) {
+      options.logger?.warn(
+        { provider: 'webgpu', deviceId: options.deviceId },
+        'WebGPU takes no device index (WORKER_DEVICE_ID is CUDA\'s): Dawn uses the GPU Vulkan shows this process; ' +
+          'to choose one, set DRI_PRIME=pci-<domain>_<bus>_<device>_<function> and MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE=1 ' +
+          '(the autoscaler\'s GPU slots do)',
+      );
+    }
+    return requested;
+  }
+  if (!options.allowCpuFallback) throw new ModelLoadError(missing, { code: 'provider_unavailable' });
+  options.logger?.warn({ provider: requested, fallback: 'cpu' }, `${missing}; falling back to CPU`);
   return 'cpu';
 }
 
@@ -120,6 +153,16 @@ export function sessionOptionsFor(provider: ExecutionProvider, options: Provider
       executionProviders: [{ name: 'cuda', deviceId: options.deviceId ?? 0 }, 'cpu'],
       graphOptimizationLevel: 'all',
       // Tensors live on the GPU; a CPU arena would only grow to the largest host copy and stay there.
+      enableCpuMemArena: false,
+      logSeverityLevel: 3,
+    };
+  }
+  if (provider === 'webgpu') {
+    return {
+      // Nodes the provider has no kernel for (shape arithmetic, int64 casts) run on ONNX
+      // Runtime's CPU provider, as with CUDA; the session itself never silently moves to CPU.
+      executionProviders: [{ name: 'webgpu', ...(options.webgpuLayout ? { preferredLayout: options.webgpuLayout } : {}) }],
+      graphOptimizationLevel: 'all',
       enableCpuMemArena: false,
       logSeverityLevel: 3,
     };
@@ -187,8 +230,9 @@ function specsOf(
 }
 
 /**
- * Opens `modelDir/file` on `provider`. A CUDA session that fails to start (no GPU, missing
- * CUDA/cuDNN libraries) falls back to CPU only when the caller allowed it.
+ * Opens `modelDir/file` on `provider`. A GPU session that fails to start (no GPU, missing
+ * CUDA/cuDNN libraries, no WebGPU adapter, a float16 export on an adapter without f16 shaders)
+ * falls back to CPU only when the caller allowed it.
  */
 export async function openOnnxModel(
   modelDir: string,
@@ -198,19 +242,40 @@ export async function openOnnxModel(
 ): Promise<OnnxModel> {
   const fullPath = path.join(modelDir, file);
   if (!existsSync(fullPath)) throw new ModelLoadError(`Model file ${file} is missing in ${modelDir}`, { file });
+  let model: OnnxModel;
   try {
-    const session = await ort.InferenceSession.create(fullPath, sessionOptionsFor(provider, options));
-    return new OnnxModel(file, provider, session);
+    model = new OnnxModel(file, provider, await ort.InferenceSession.create(fullPath, sessionOptionsFor(provider, options)));
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    if (provider === 'cuda') {
-      const message = `Could not start a CUDA session for ${file} (device ${options.deviceId ?? 0}): ${reason}`;
-      if (!options.allowCpuFallback) {
-        throw new ModelLoadError(`${message}; ${CUDA_INSTALL_HINT}`, { file, code: 'provider_unavailable', cause: error });
-      }
-      options.logger?.warn({ file, provider: 'cuda', fallback: 'cpu' }, `${message}; falling back to CPU`);
-      return openOnnxModel(modelDir, file, 'cpu', options);
-    }
-    throw new ModelLoadError(`ONNX Runtime could not load ${file}: ${reason}`, { file, cause: error });
+    if (provider === 'cpu') throw new ModelLoadError(`ONNX Runtime could not load ${file}: ${reason}`, { file, cause: error });
+    const message =
+      provider === 'cuda'
+        ? `Could not start a CUDA session for ${file} (device ${options.deviceId ?? 0}): ${reason}; ${CUDA_INSTALL_HINT}`
+        : `Could not start a WebGPU session for ${file}: ${describeWebGpuFailure(reason)}`;
+    return fallBackToCpu(message, error, modelDir, file, provider, options);
   }
+  if (provider === 'webgpu' && [...model.inputs.values(), ...model.outputs.values()].some((spec) => spec.type === 'float16')) {
+    const unsupported = await webgpuFloat16Unsupported(sessionOptionsFor('webgpu', options));
+    if (unsupported !== undefined) {
+      await model.release();
+      const message =
+        `${file} is a float16 export, and the WebGPU adapter runs no float16 shaders (it lacks the shader-f16 feature: ${unsupported}); ` +
+        'use a float32 export of the model, or another provider';
+      return fallBackToCpu(message, undefined, modelDir, file, provider, options);
+    }
+  }
+  return model;
+}
+
+function fallBackToCpu(
+  message: string,
+  cause: unknown,
+  modelDir: string,
+  file: string,
+  provider: ExecutionProvider,
+  options: ProviderOptions,
+): Promise<OnnxModel> {
+  if (!options.allowCpuFallback) throw new ModelLoadError(message, { file, code: 'provider_unavailable', cause });
+  options.logger?.warn({ file, provider, fallback: 'cpu' }, `${message}; falling back to CPU`);
+  return openOnnxModel(modelDir, file, 'cpu', options);
 }

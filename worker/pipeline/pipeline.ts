@@ -27,6 +27,7 @@ import { batchOf, BatchedInput, runRows, TimestepInput, type Batch } from './ses
 import { OnnxSafetyChecker } from './safety-checker.js';
 import { createScheduler, resolveScheduler } from './schedulers/index.js';
 import { ClipTokenizer } from './tokenizer.js';
+import { describeWebGpuAdapter } from './webgpu-device.js';
 import type {
   GenerateOptions,
   GenerateRequest,
@@ -39,9 +40,9 @@ import type {
 } from './types.js';
 
 export { ModelLoadError } from './onnx-session.js';
-export type { ExecutionProvider, PipelineLogger } from './onnx-session.js';
+export type { ExecutionProvider, PipelineLogger, WebGpuLayout } from './onnx-session.js';
 
-/** `provider` (default cpu), `deviceId`, `cpuThreads`, `allowCpuFallback`, `logger`. */
+/** `provider` (default cpu), `deviceId`, `cpuThreads`, `webgpuLayout`, `allowCpuFallback`, `logger`. */
 export type LoadPipelineOptions = ProviderOptions;
 
 /** A request the model cannot serve; `field` names the request field at fault. No retry. */
@@ -326,7 +327,7 @@ export async function loadPipeline(modelDir: string, options: LoadPipelineOption
     const graph = validateGraph(textEncoder, unet, vaeDecoder, config, tokenizer.maxLength);
     safetyChecker = await OnnxSafetyChecker.load(modelDir, provider, options, config.safetyCheckerListed);
     options.logger?.info(
-      { model: config.name, provider: unet.provider, dtype: graph.sample.type, safetyChecker: safetyChecker !== undefined },
+      { model: config.name, provider: unet.provider, dtype: graph.sample.type, safetyChecker: safetyChecker !== undefined, ...(await adapterFields(opened)) },
       'Stable Diffusion pipeline loaded',
     );
     return new OnnxStableDiffusionPipeline(config, tokenizer, graph, safetyChecker);
@@ -334,6 +335,13 @@ export async function loadPipeline(modelDir: string, options: LoadPipelineOption
     await Promise.allSettled([...opened.map((model) => model.release()), safetyChecker?.release()]);
     throw error;
   }
+}
+
+/** For the load log: the WebGPU adapter (vendor, device, backend), when a session runs on WebGPU. */
+async function adapterFields(models: readonly OnnxModel[]): Promise<Record<string, unknown>> {
+  if (!models.some((model) => model.provider === 'webgpu')) return {};
+  const described = await describeWebGpuAdapter();
+  return described.adapter ? { adapter: described.adapter } : { adapter: null, adapterUnknown: described.reason };
 }
 
 function concat(parts: readonly Float32Array[]): Float32Array {
