@@ -33,13 +33,15 @@ COPY shared ./shared
 COPY worker ./worker
 RUN npm run build
 
-# Stage 2: production dependencies, with onnxruntime-node's CUDA provider libraries.
+# Stage 2: production dependencies, with onnxruntime-node's CUDA provider libraries; its macOS and
+# Windows binaries (220 MB) are dropped. (typescript stays: a peer dependency of bull-board's valibot.)
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
 ARG ORT_INSTALL=cuda12
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
  && if [ "$ORT_INSTALL" != "skip" ]; then cd node_modules/onnxruntime-node && ONNXRUNTIME_NODE_INSTALL="$ORT_INSTALL" node ./script/install; fi \
+ && rm -rf /app/node_modules/onnxruntime-node/bin/napi-v*/darwin /app/node_modules/onnxruntime-node/bin/napi-v*/win32 \
  && npm cache clean --force
 
 # Stage 3: the runtime: Node copied onto the base, the compiled services, a non-root user.
