@@ -1,28 +1,50 @@
-# syntax=docker/dockerfile:1
 # One image for every process (api, worker, autoscaler, notifier); the command picks the role.
+# Production runs the compiled JavaScript in dist/ (npm run build) on Node.js 24 LTS.
 #
 # GPU image (the default): the runtime stage is NVIDIA's CUDA 12 + cuDNN 9 runtime, the libraries
 # onnxruntime-node's CUDA provider links against, and the provider itself is downloaded into
 # node_modules at build time (this needs network access to its download host).
+#   docker build -t sd-jobs:latest .
 # CPU-only image (smaller, no download beyond npm):
-#   docker build --build-arg ORT_INSTALL=skip --build-arg RUNTIME_BASE=debian:bookworm-slim .
+#   docker build --build-arg ORT_INSTALL=skip --build-arg RUNTIME_BASE=debian:bookworm-slim -t sd-jobs:cpu .
+# Both bases are build arguments, so local images can stand in for registry ones where no registry
+# is reachable: `npm run test:containers` makes them with debootstrap (docker import) and the Node
+# binary from the npm registry, and builds with --network host (npm ci needs the npm registry).
+# No `# syntax=` line: the builder's own Dockerfile frontend is used, nothing is pulled for it.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+ARG NODE_IMAGE=node:24-bookworm-slim
 ARG RUNTIME_BASE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
 FROM ${NODE_IMAGE} AS node
 
-# Stage 1: production dependencies, with onnxruntime-node's CUDA provider libraries.
+# Stage 1: compile the TypeScript to dist/ (needs the dev dependencies: typescript, tsx).
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+# No dependency needs its install script (package.json allowScripts); onnxruntime-node's is run on purpose below.
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY api ./api
+COPY assets ./assets
+COPY autoscaler ./autoscaler
+COPY notifier ./notifier
+COPY scripts ./scripts
+COPY shared ./shared
+COPY worker ./worker
+RUN npm run build
+
+# Stage 2: production dependencies, with onnxruntime-node's CUDA provider libraries; its macOS and
+# Windows binaries (220 MB) are dropped. (typescript stays: a peer dependency of bull-board's valibot.)
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
 ARG ORT_INSTALL=cuda12
-ENV ONNXRUNTIME_NODE_INSTALL=${ORT_INSTALL}
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund \
- && if [ "$ORT_INSTALL" != "skip" ]; then cd node_modules/onnxruntime-node && node ./script/install; fi \
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+ && if [ "$ORT_INSTALL" != "skip" ]; then cd node_modules/onnxruntime-node && ONNXRUNTIME_NODE_INSTALL="$ORT_INSTALL" node ./script/install; fi \
+ && rm -rf /app/node_modules/onnxruntime-node/bin/napi-v*/darwin /app/node_modules/onnxruntime-node/bin/napi-v*/win32 \
  && npm cache clean --force
 
-# Stage 2: the runtime: Node copied onto the CUDA base, sources run by tsx, a non-root user.
+# Stage 3: the runtime: Node copied onto the base, the compiled services, a non-root user.
 FROM ${RUNTIME_BASE} AS runtime
 COPY --from=node /usr/local/bin/node /usr/local/bin/node
 RUN groupadd --system --gid 10001 app \
@@ -41,9 +63,10 @@ RUN if [ -n "$VULKAN_PACKAGES" ]; then \
 WORKDIR /app
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=8000
 COPY --from=deps /app/node_modules ./node_modules
-# Everything .dockerignore lets through (service folders, assets, package files); root-owned, read-only to the app.
-COPY . .
+# dist/ carries what the code reads beside itself (pages, kernels.wasm, the tokenizer); root-owned, read-only to the app.
+COPY --from=build /app/dist ./dist
+COPY package.json ./
 USER app
 EXPOSE 8000
-# No image-wide HEALTHCHECK: only the api role serves HTTP; docker-compose.yml checks each service its own way.
-CMD ["node", "--import", "tsx", "api/main.ts"]
+# No image-wide HEALTHCHECK: each role is checked its own way (`node dist/scripts/healthcheck.js <role>`).
+CMD ["node", "dist/api/main.js"]

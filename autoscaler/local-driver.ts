@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Logger } from '../shared/logger.js';
 import type { SlotReport, WorkerRecord } from '../shared/worker-registry.js';
 import { slotEnv, type Slot } from './slots.js';
@@ -16,9 +17,9 @@ const STDERR_TAIL_BYTES = 2048;
 
 export interface LocalDriverOptions {
   slots: readonly Slot[];
-  /** The worker command line; default: this Node with tsx running worker/main.ts. */
+  /** The worker command line; default: `defaultWorkerCommand()`. */
   command?: readonly string[];
-  /** The repository root (worker/main.ts is found from here). */
+  /** The workers' working directory: relative paths in their environment (MODEL_DIR, …) resolve from here. */
   cwd: string;
   /** The workers' environment before the slot's variables are added; default process.env. */
   env?: NodeJS.ProcessEnv;
@@ -75,7 +76,7 @@ export class LocalDriver implements WorkerDriver {
 
   constructor(private readonly options: LocalDriverOptions) {
     this.slots = options.slots;
-    this.command = options.command ?? [process.execPath, '--import', 'tsx', path.join(options.cwd, 'worker/main.ts')];
+    this.command = options.command ?? defaultWorkerCommand();
     this.idPrefix = options.idPrefix ?? this.host;
     for (const slot of this.slots) this.health.set(slot.id, { crashes: [], backoffUntil: 0, crashLoopUntil: 0, failed: null, lastError: null });
   }
@@ -336,6 +337,16 @@ export class LocalDriver implements WorkerDriver {
       }
     }
   }
+}
+
+/**
+ * The worker's entry beside this module's folder: compiled (this file is dist/autoscaler/local-driver.js)
+ * it is plain Node on dist/worker/main.js; from the sources, tsx runs worker/main.ts.
+ */
+export function defaultWorkerCommand(self: string = fileURLToPath(import.meta.url)): string[] {
+  const compiled = self.endsWith('.js');
+  const main = path.join(path.dirname(self), '..', 'worker', compiled ? 'main.js' : 'main.ts');
+  return compiled ? [process.execPath, main] : [process.execPath, '--import', 'tsx', main];
 }
 
 /** Where a worker's stderr goes: named by its id, so an autoscaler that adopts the worker finds it too. */

@@ -1,5 +1,3 @@
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadConfigOrExit } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
 import { startAutoscaler } from './autoscaler.js';
@@ -9,12 +7,10 @@ import { startAutoscaler } from './autoscaler.js';
  * configured bounds. Run two for a standby that takes over when the leader dies. The first
  * SIGTERM/SIGINT drains the workers (each finishes its job); a second one kills them.
  */
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger('autoscaler', config.logLevel);
-  const running = await startAutoscaler(config, logger, { cwd: root });
+  const running = await startAutoscaler(config, logger, { cwd: process.cwd() });
 
   let signals = 0;
   const shutdown = (signal: string) => {

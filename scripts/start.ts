@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startApi } from '../api/server.js';
 import { startAutoscaler } from '../autoscaler/autoscaler.js';
 import { startNotifier } from '../notifier/notifier.js';
@@ -13,8 +12,6 @@ import { TINY_MODEL_NOTE, writeTinyModel } from './tiny-model/index.js';
  * autoscaler runs workers as child processes (one per GPU, or AUTOSCALER_CPU_SLOTS on a machine
  * without one), from zero when idle up to one per slot.
  */
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger('start', config.logLevel);
@@ -29,7 +26,7 @@ async function main(): Promise<void> {
   }
 
   const api = await startApi(config, createLogger('api', config.logLevel));
-  const autoscaler = await startAutoscaler(config, createLogger('autoscaler', config.logLevel), { cwd: root });
+  const autoscaler = await startAutoscaler(config, createLogger('autoscaler', config.logLevel), { cwd: process.cwd() });
   // Webhook deliveries, in-process: they hold sockets, never a GPU.
   const notifier = await startNotifier(config, createLogger('notifier', config.logLevel));
   let stopping = false;

@@ -3,15 +3,20 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { Ajv } from 'ajv';
 import { parse } from 'yaml';
 import { CONFIG_VARIABLES, loadConfig } from '../shared/config.js';
 
 /**
- * docker-compose.yml and the Dockerfile, checked without Docker: every service our image runs
- * gets a configuration `loadConfig` accepts (with no .env and with .env.example copied to .env),
- * hosts in URLs are services, volumes are declared, dependencies wait on health checks or on
- * one-shot jobs, the GPU service reserves NVIDIA GPUs, and the image is multi-stage and non-root.
- * Where a Compose v2 binary exists, `docker compose config` must accept the file too.
+ * docker-compose.yml and the Dockerfile, checked without Docker: the file validates against the
+ * Compose Specification's JSON schema (vendored, test/schemas/README.md) before and after
+ * interpolation; every service our image runs gets a configuration `loadConfig` accepts (with no
+ * .env and with .env.example copied to .env), runs the compiled services from the one image that
+ * one service builds, hosts in URLs are services, volumes are declared, every long-running service
+ * has a health check and dependencies wait on them or on one-shot jobs, third-party images are
+ * pinned, the gpu profile reserves NVIDIA GPUs and the cpu profile needs none, and the image is
+ * multi-stage, non-root, on a Node LTS. Where a Compose v2 binary exists, `docker compose config`
+ * must accept the file too.
  */
 
 type Json = Record<string, any>;
@@ -81,12 +86,58 @@ function containerEnv(service: Json, dotenv: Record<string, string>, haveDotenv:
   return { ...fromFiles, ...listEnv(service.environment) };
 }
 
-/** Services that run this repository's image. */
-const ownServices = (services: Record<string, Json>) => Object.entries(services).filter(([, s]) => s.build !== undefined);
+/** Services that run this repository's image: the one that builds it and those that use it by name. */
+const ownServices = (services: Record<string, Json>) => {
+  const image = Object.values(services).find((s) => s.build !== undefined)?.image as string;
+  return Object.entries(services).filter(([, s]) => s.image === image);
+};
+
+const composeSchema = JSON.parse(fs.readFileSync(path.join(root, 'test/schemas/compose-spec/compose-spec.json'), 'utf8')) as Json;
+// Draft 07 (Ajv's default), named by an https URL Ajv does not know: the name is dropped.
+const validateCompose = new Ajv({ strict: false, allErrors: true }).compile({ ...composeSchema, $schema: undefined });
+const schemaErrors = (doc: unknown) => (validateCompose(doc) ? [] : (validateCompose.errors ?? []).map((e) => `${e.instancePath} ${e.message} ${JSON.stringify(e.params)}`));
+
+describe('docker-compose.yml against the Compose Specification schema', () => {
+  it('validates as written (YAML merge keys applied)', () => {
+    expect(schemaErrors(parse(composeText, { merge: true }))).toEqual([]);
+  });
+
+  it('rejects a misspelt service field and a wrong type (the check can fail)', () => {
+    const broken = parse(composeText, { merge: true }) as Json;
+    broken.services.api.healtcheck = broken.services.api.healthcheck;
+    expect(schemaErrors(broken).join()).toMatch(/healtcheck/);
+    const wrongType = parse(composeText, { merge: true }) as Json;
+    wrongType.services.redis.restart = ['always'];
+    expect(schemaErrors(wrongType).join()).toMatch(/restart/);
+  });
+});
 
 describe.each(Object.entries(SCENARIOS))('docker-compose.yml with %s', (scenario, dotenv) => {
   const haveDotenv = scenario !== 'no .env file';
   const { compose, services } = load(dotenv);
+
+  it('validates against the Compose Specification schema once interpolated', () => {
+    expect(schemaErrors(compose)).toEqual([]);
+  });
+
+  it('builds our image once: one service builds it, the others run it by name, all on compiled JavaScript', () => {
+    const builders = Object.entries(services).filter(([, s]) => s.build !== undefined);
+    expect(builders.map(([name]) => name)).toEqual(['api']);
+    const own = ownServices(services);
+    expect(own.map(([name]) => name).sort()).toEqual(['api', 'autoscaler-cpu', 'autoscaler-gpu', 'model-init', 'notifier']);
+    for (const [name, service] of own) {
+      const command = (service.command as string[]).join(' ');
+      expect(command, name).toMatch(/node dist\/[a-z-/]+\.js/);
+      expect(command, name).not.toMatch(/tsx/);
+    }
+  });
+
+  it('pins every third-party image to a version', () => {
+    const own = new Set(ownServices(services).map(([name]) => name));
+    for (const [name, service] of Object.entries(services).filter(([n]) => !own.has(n))) {
+      expect(service.image, name).toMatch(/^[\w./-]+:\d[\w.-]*$/);
+    }
+  });
 
   it('gives every service of our image a configuration loadConfig accepts, pointing at the compose services', () => {
     const own = ownServices(services);
@@ -117,7 +168,8 @@ describe.each(Object.entries(SCENARIOS))('docker-compose.yml with %s', (scenario
     expect(config.host).toBe('0.0.0.0');
     const published = (api.ports as string[]).map((p) => String(p));
     expect(published.some((p) => p.endsWith(`:${config.port}`))).toBe(true);
-    expect(JSON.stringify(api.healthcheck.test)).toContain(`127.0.0.1:${config.port}/readyz`);
+    // The health check asks /readyz on the port the API reads from the same environment.
+    expect(api.healthcheck.test).toEqual(['CMD', 'node', 'dist/scripts/healthcheck.js', 'api']);
   });
 
   it('runs Redis durably: AOF fsync every second, noeviction, data on a volume, health-checked', () => {
@@ -130,14 +182,21 @@ describe.each(Object.entries(SCENARIOS))('docker-compose.yml with %s', (scenario
     expect(redis.healthcheck?.test).toBeDefined();
   });
 
-  it('creates the bucket the services use in MinIO before they start', () => {
-    const init = services['minio-init'] as Json;
-    expect(init.command.join(' ')).toMatch(/mc mb --ignore-existing "local\/\$\{S3_BUCKET\}"/);
+  it('runs the S3 store with the services’ own keys, health-checked, off the host, the bucket made before any worker uploads', () => {
+    const store = services.s3 as Json;
     const api = loadConfig(containerEnv(services.api as Json, dotenv, haveDotenv));
-    expect(api.storage.driver === 's3' && api.storage.bucket).toBe(listEnv(init.environment).S3_BUCKET);
-    expect(init.depends_on.minio.condition).toBe('service_healthy');
-    expect(services.minio?.healthcheck?.test).toBeDefined();
-    expect((services.minio?.ports as string[]).every((p) => p.startsWith('127.0.0.1:')), 'MinIO stays on this host').toBe(true);
+    if (api.storage.driver !== 's3') throw new Error('the API stores in S3');
+    const identity = listEnv(store.environment);
+    expect(identity.AWS_ACCESS_KEY_ID).toBe(api.storage.accessKeyId);
+    expect(identity.AWS_SECRET_ACCESS_KEY).toBe(api.storage.secretAccessKey);
+    expect(new URL(api.storage.endpoint ?? '').port).toBe('8333');
+    expect(store.healthcheck?.test.join(' ')).toMatch(/127\.0\.0\.1:8333\/healthz/);
+    expect(store.ports, 'the S3 store is reached through the API only').toBeUndefined();
+    expect(store.volumes).toContainEqual('s3-data:/data');
+    // The bucket is made on first use; the API checks it (readiness) before the autoscalers start workers.
+    expect(api.storage.createBucket).toBe(true);
+    expect((services.api as Json).depends_on.s3.condition).toBe('service_healthy');
+    for (const name of ['autoscaler-gpu', 'autoscaler-cpu']) expect(services[name]?.depends_on.api.condition, name).toBe('service_healthy');
   });
 
   it('declares every named volume and waits on health checks or finished one-shot jobs', () => {
@@ -155,20 +214,34 @@ describe.each(Object.entries(SCENARIOS))('docker-compose.yml with %s', (scenario
         else throw new Error(`${name} → ${dependency}: wait on a condition, not only on the start`);
       }
     }
-    for (const service of ['redis', 'minio', 'api']) expect(services[service]?.healthcheck?.test, service).toBeDefined();
+    for (const [name, service] of Object.entries(services)) {
+      if (service.restart === 'no') continue;
+      expect(service.healthcheck?.test, `${name} is long-running: it needs a healthcheck`).toBeDefined();
+    }
+    for (const role of ['api', 'notifier']) expect(services[role]?.healthcheck.test).toEqual(['CMD', 'node', 'dist/scripts/healthcheck.js', role]);
+    for (const name of ['autoscaler-gpu', 'autoscaler-cpu']) expect(services[name]?.healthcheck.test).toEqual(['CMD', 'node', 'dist/scripts/healthcheck.js', 'autoscaler']);
   });
 
-  it('reserves NVIDIA GPUs for the GPU service, which drains before it is stopped', () => {
-    const gpu = Object.entries(services).filter(([, s]) =>
-      ((s.deploy?.resources?.reservations?.devices ?? []) as Json[]).some((d) => (d.capabilities as string[] | undefined)?.includes('gpu')),
-    );
-    expect(gpu.length, 'a service with a GPU reservation').toBeGreaterThan(0);
-    for (const [name, service] of gpu) {
-      const device = (service.deploy.resources.reservations.devices as Json[]).find((d) => d.capabilities.includes('gpu')) as Json;
-      expect(device.driver, name).toBe('nvidia');
-      expect(device.count === 'all' || Array.isArray(device.device_ids) || typeof device.count === 'number', name).toBe(true);
-      expect(service.stop_grace_period, `${name}: time to finish the running job`).toBeDefined();
-      expect(service.volumes).toContainEqual(expect.stringMatching(/^models:\/models/));
+  it('reserves NVIDIA GPUs in the gpu profile only, and drains workers within a grace period that covers a job', () => {
+    const reserves = (s: Json) => ((s.deploy?.resources?.reservations?.devices ?? []) as Json[]).some((d) => (d.capabilities as string[] | undefined)?.includes('gpu'));
+    const gpu = Object.entries(services).filter(([, s]) => reserves(s));
+    expect(gpu.map(([name]) => name)).toEqual(['autoscaler-gpu']);
+    expect(services['autoscaler-gpu']?.profiles).toEqual(['gpu']);
+    expect(services['autoscaler-cpu']?.profiles).toEqual(['cpu']);
+    // Whatever runs without a profile, or in the cpu profile, starts on a host without the NVIDIA runtime.
+    for (const [name, service] of Object.entries(services)) if (!service.profiles?.includes('gpu')) expect(reserves(service), name).toBe(false);
+    const device = (services['autoscaler-gpu']?.deploy.resources.reservations.devices as Json[])[0] as Json;
+    expect(device.driver).toBe('nvidia');
+    expect(device.count === 'all' || Array.isArray(device.device_ids) || typeof device.count === 'number').toBe(true);
+    expect(loadConfig(containerEnv(services['autoscaler-gpu'] as Json, dotenv, haveDotenv)).worker.provider).toBe('cuda');
+    expect(loadConfig(containerEnv(services['autoscaler-cpu'] as Json, dotenv, haveDotenv)).autoscaler.gpus).toBe('none');
+    for (const name of ['autoscaler-gpu', 'autoscaler-cpu']) {
+      const service = services[name] as Json;
+      const config = loadConfig(containerEnv(service, dotenv, haveDotenv));
+      // A job runs at most JOB_MAX_RUN_S; the autoscaler waits longer before SIGKILL; compose longer still.
+      expect(config.autoscaler.stopGraceS, name).toBeGreaterThanOrEqual(config.jobs.maxRunS + 10);
+      expect(durationS(service.stop_grace_period), name).toBeGreaterThanOrEqual(config.autoscaler.stopGraceS + 10);
+      expect(service.volumes).toContainEqual(expect.stringMatching(/^models:\/models:ro$/));
     }
   });
 });
@@ -179,18 +252,25 @@ describe('docker-compose.webgpu.yml (AMD and Intel GPUs)', () => {
   const override = parse(text, { logLevel: 'error' }) as Json;
 
   it('gives the autoscaler the GPUs\' render nodes and WebGPU slots instead of the NVIDIA reservation', () => {
-    const autoscaler = override.services.autoscaler as Json;
-    expect(Object.keys(override.services)).toEqual(['autoscaler']);
+    const autoscaler = override.services['autoscaler-gpu'] as Json;
+    expect(Object.keys(override.services)).toEqual(['autoscaler-gpu']);
     expect(autoscaler.devices).toEqual(['/dev/dri:/dev/dri']);
     expect(text).toMatch(/^\s+deploy: !reset \{\}$/m);
     expect(autoscaler.group_add[0]).toMatch(/^\$\{RENDER_GID:\?/);
-    const base = load(parseDotenv(envExample)).services.autoscaler as Json;
+    const base = load(parseDotenv(envExample)).services['autoscaler-gpu'] as Json;
     const env = { ...listEnv(base.environment), ...listEnv(autoscaler.environment) };
     expect(loadConfig(env).autoscaler.gpuProvider).toBe('webgpu');
     // NVIDIA GPUs need no override: the base file already asks for the Vulkan driver.
     expect(listEnv(base.environment).NVIDIA_DRIVER_CAPABILITIES?.split(',')).toContain('graphics');
   });
 });
+
+/** A compose duration (1m30s, 11m, 90s) in seconds. */
+function durationS(value: string): number {
+  let total = 0;
+  for (const [, n, unit] of value.matchAll(/(\d+)(h|m|s)/g)) total += Number(n) * { h: 3600, m: 60, s: 1 }[unit as 'h' | 'm' | 's'];
+  return total;
+}
 
 describe('variables docker-compose.yml reads', () => {
   it('are service settings from shared/config.ts or compose-only ones documented in .env.example', () => {
@@ -204,17 +284,29 @@ describe('variables docker-compose.yml reads', () => {
 describe('Dockerfile', () => {
   const stages = [...dockerfile.matchAll(/^FROM\s+(\S+)(?:\s+AS\s+(\S+))?/gim)].map((m) => ({ image: m[1], name: m[2] }));
   const finalStage = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+  const arg = (name: string) => new RegExp(`^ARG ${name}=(\\S+)`, 'm').exec(dockerfile)?.[1];
 
-  it('is multi-stage: dependencies are installed in one stage and copied into the runtime', () => {
-    expect(stages.length).toBeGreaterThanOrEqual(2);
-    expect(finalStage).toMatch(/COPY --from=deps \/app\/node_modules/);
+  it('is multi-stage: compiled in one stage, production dependencies in another, both copied into the runtime', () => {
+    expect(stages.map((s) => s.name)).toEqual(['node', 'build', 'deps', 'runtime']);
+    expect(dockerfile).toMatch(/RUN npm run build/);
     expect(dockerfile).toMatch(/npm ci --omit=dev/);
+    expect(finalStage).toMatch(/COPY --from=deps \/app\/node_modules/);
+    expect(finalStage).toMatch(/COPY --from=build \/app\/dist \.\/dist/);
+    expect(finalStage).toMatch(/^CMD \["node", "dist\/api\/main\.js"\]$/m);
+    expect(dockerfile.replace(/^#.*$/gm, ''), 'no tsx at run time').not.toMatch(/tsx/);
+  });
+
+  it('runs a supported Node LTS, and takes its bases as build arguments (so local images can stand in)', () => {
+    expect(arg('NODE_IMAGE')).toMatch(/^node:(22|24)-/);
+    for (const stage of stages) expect(stage.image, stage.name).toMatch(/^\$\{(NODE_IMAGE|RUNTIME_BASE)\}$/);
+    // A `# syntax=` line would make BuildKit pull a frontend image: no offline build then.
+    expect(dockerfile).not.toMatch(/^# *syntax=/m);
   });
 
   it("installs onnxruntime-node's CUDA provider at build time, on a CUDA 12 + cuDNN 9 runtime", () => {
-    expect(dockerfile).toMatch(/ARG ORT_INSTALL=cuda12/);
-    expect(dockerfile).toMatch(/node_modules\/onnxruntime-node && node \.\/script\/install/);
-    expect(dockerfile).toMatch(/ARG RUNTIME_BASE=nvidia\/cuda:12\.[\d.]+-cudnn-runtime-/);
+    expect(arg('ORT_INSTALL')).toBe('cuda12');
+    expect(dockerfile).toMatch(/node_modules\/onnxruntime-node && ONNXRUNTIME_NODE_INSTALL="\$ORT_INSTALL" node \.\/script\/install/);
+    expect(arg('RUNTIME_BASE')).toMatch(/^nvidia\/cuda:12\.[\d.]+-cudnn-runtime-/);
   });
 
   it('runs as a non-root user', () => {
@@ -223,9 +315,9 @@ describe('Dockerfile', () => {
     expect(['root', '0', '0:0']).not.toContain(users.at(-1));
   });
 
-  it('keeps secrets and development files out of the build context', () => {
+  it('keeps secrets, builds and development files out of the build context', () => {
     const ignored = fs.readFileSync(path.join(root, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim());
-    for (const entry of ['.env', 'node_modules', '.git', 'models', 'data', 'test']) expect(ignored, entry).toContain(entry);
+    for (const entry of ['.env', 'node_modules', '.git', 'models', 'data', 'test', 'dist']) expect(ignored, entry).toContain(entry);
   });
 });
 
