@@ -12,6 +12,7 @@ import { createImageStore } from '../shared/storage/index.js';
 import { WorkerRegistry } from '../shared/worker-registry.js';
 import { BullQueueLoad } from '../shared/queue-load.js';
 import { createApp } from './app.js';
+import { answerClientErrors } from './client-errors.js';
 import { createMetrics } from './metrics.js';
 
 export interface RunningApi {
@@ -62,6 +63,7 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     const s = app.listen(config.port, config.host, () => resolve(s));
     s.once('error', reject);
   });
+  answerClientErrors(server, logger);
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
