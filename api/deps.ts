@@ -19,7 +19,8 @@ export interface AppDeps {
   logger: Logger;
   /** Redirect image requests to presigned URLs instead of streaming them. */
   presignImages?: boolean;
-  drawSeed?: () => number;
+  /** A random first seed for a job of `numImages` images (tests fix it). */
+  drawSeed?: (numImages: number) => number;
   /** Idempotency-Key claims (Redis); absent, they are kept in this process's memory. */
   idempotency?: IdempotencyStore;
   /** Prometheus metrics: GET /metrics and per-request counts; absent, neither. */

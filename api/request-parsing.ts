@@ -3,15 +3,18 @@ import type { Request } from 'express';
 import {
   describeIssues,
   makeGenerationRequestSchema,
-  MAX_SEED,
+  maxSeedFor,
+  queryToRequest,
   toJobPayload,
   type JobPayload,
 } from '../shared/job-schema.js';
+import { forbiddenKeyPath } from '../shared/request-values.js';
 import { AddressPolicy } from '../shared/webhooks/address-policy.js';
 import { HttpError, invalidRequest } from './http-errors.js';
 import type { AppDeps } from './deps.js';
 
-export const drawSeed = () => randomInt(0, MAX_SEED);
+/** A random first seed such that every image's seed (seed + i) is a valid one. */
+export const drawSeed = (numImages: number) => randomInt(0, maxSeedFor(numImages) + 1);
 
 type GenerationRequestSchema = ReturnType<typeof makeGenerationRequestSchema>;
 
@@ -49,10 +52,20 @@ export async function parseGenerationRequest(
   where: 'body' | 'query',
   context: SubmissionContext = {},
 ): Promise<JobPayload> {
-  if (where === 'body' && (input === undefined || input === null || typeof input !== 'object' || Array.isArray(input))) {
-    throw new HttpError(400, 'invalid_request', 'The body must be a JSON object with at least a prompt.', 'body');
+  const schema = requestSchema(deps);
+  let request: unknown = input;
+  if (where === 'body') {
+    if (input === undefined || input === null || typeof input !== 'object' || Array.isArray(input)) {
+      throw new HttpError(400, 'invalid_request', 'The body must be a JSON object with at least a prompt.', 'body');
+    }
+    const forbidden = forbiddenKeyPath(input);
+    if (forbidden !== null) throw invalidRequest([{ field: forbidden, message: `field ${forbidden} is not allowed` }]);
+  } else {
+    const { value, problems } = queryToRequest(input as Record<string, unknown>, schema);
+    if (problems.length > 0) throw invalidRequest(problems);
+    request = value;
   }
-  const parsed = requestSchema(deps).safeParse(input);
+  const parsed = schema.safeParse(request);
   if (!parsed.success) throw invalidRequest(describeIssues(parsed.error));
 
   const served = deps.config.model.name;

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Config } from './config.js';
+import { FORBIDDEN_KEYS, parseBooleanText, parseNumberText } from './request-values.js';
 import { DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS } from './webhooks/events.js';
 
 /**
@@ -26,18 +27,10 @@ export const SCHEDULER_NAMES = [
 
 export const MAX_SEED = 2 ** 32 - 1;
 
-export type RequestLimits = Config['limits'];
+/** The largest first seed of a job of `numImages` images: its last image's seed is then MAX_SEED. */
+export const maxSeedFor = (numImages: number) => MAX_SEED - numImages + 1;
 
-const NUMERIC_FIELDS = new Set([
-  'width',
-  'height',
-  'img_size',
-  'num_inference_steps',
-  'guidance_scale',
-  'seed',
-  'num_images',
-  'timeout_s',
-]);
+export type RequestLimits = Config['limits'];
 
 /** The longest per-request deadline a client may ask for (JOB_MAX_RUN_S caps it further). */
 export const MAX_TIMEOUT_S = 24 * 3600;
@@ -135,6 +128,15 @@ export function makeGenerationRequestSchema(limits: RequestLimits) {
       if (r.img_size !== undefined && (r.width !== undefined || r.height !== undefined)) {
         ctx.addIssue({ code: 'custom', path: ['img_size'], message: 'img_size cannot be combined with width or height' });
       }
+      // Image i uses seed + i: the whole range must be a valid seed (numpy's are uint32); no wrap-around.
+      const images = r.num_images ?? 1;
+      if (r.seed !== undefined && r.seed + images - 1 > MAX_SEED) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['seed'],
+          message: `seed must be at most ${maxSeedFor(images)} with num_images ${images}: image i uses seed + i, and seeds end at ${MAX_SEED}`,
+        });
+      }
     });
 }
 
@@ -174,10 +176,11 @@ export function toJobPayload(
   request: GenerationRequest,
   limits: RequestLimits,
   model: ModelDefaults,
-  drawSeed: () => number,
+  /** A random first seed for `numImages` images, at most `maxSeedFor(numImages)`. */
+  drawSeed: (numImages: number) => number,
 ): JobPayload {
   const size = request.img_size;
-  const seed = request.seed ?? drawSeed();
+  const seed = request.seed ?? drawSeed(request.num_images ?? 1);
   return {
     prompt: request.prompt,
     negativePrompt: request.negative_prompt ?? '',
@@ -197,20 +200,68 @@ export function toJobPayload(
   };
 }
 
+/** How a field's query-string text is read: by the type the request schema gives the field. */
+type QueryKind = 'number' | 'boolean' | 'text' | 'structured';
+
+function queryKinds(schema: ReturnType<typeof makeGenerationRequestSchema>): Map<string, QueryKind> {
+  const kinds = new Map<string, QueryKind>();
+  for (const [name, field] of Object.entries(schema.shape)) {
+    let inner = field as unknown as z.core.$ZodType;
+    while (inner._zod.def.type === 'optional' || inner._zod.def.type === 'default' || inner._zod.def.type === 'nullable') {
+      inner = (inner._zod.def as unknown as { innerType: z.core.$ZodType }).innerType;
+    }
+    const type = inner._zod.def.type;
+    kinds.set(name, type === 'number' ? 'number' : type === 'boolean' ? 'boolean' : type === 'object' || type === 'array' || type === 'record' ? 'structured' : 'text');
+  }
+  return kinds;
+}
+
 /**
- * Query strings carry text only: numbers in numeric fields become numbers, anything else is left
- * for the schema to reject by name. A repeated parameter is kept as an array and rejected too.
+ * A query string as a request object, its numbers and booleans read as JSON reads them
+ * (`request-values.ts`), so a query string accepts exactly what a JSON body accepts. Problems
+ * name the parameter: a prototype-reaching name, a repeated parameter, a number or boolean that is
+ * not spelled as JSON spells it, a structured field (that needs POST's JSON body). Unknown names
+ * are left for the schema, which refuses them by name too.
  */
-export function coerceQuery(query: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(query)) {
-    if (NUMERIC_FIELDS.has(key) && typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value))) {
-      out[key] = Number(value);
-    } else {
-      out[key] = value;
+export function queryToRequest(
+  query: Record<string, unknown>,
+  schema: ReturnType<typeof makeGenerationRequestSchema>,
+): { value: Record<string, unknown>; problems: FieldProblem[] } {
+  const kinds = queryKinds(schema);
+  const value: Record<string, unknown> = {};
+  const problems: FieldProblem[] = [];
+  for (const name of Object.keys(query)) {
+    const raw = query[name];
+    if (FORBIDDEN_KEYS.has(name)) {
+      problems.push({ field: name, message: `parameter ${name} is not allowed` });
+      continue;
+    }
+    if (Array.isArray(raw)) {
+      problems.push({ field: name, message: `${name} is given more than once` });
+      continue;
+    }
+    const text = String(raw);
+    switch (kinds.get(name)) {
+      case 'number': {
+        const number = parseNumberText(text);
+        if (number === null) problems.push({ field: name, message: `${name} must be a number written in decimal (like 512 or 7.5), got ${JSON.stringify(text.slice(0, 40))}` });
+        else value[name] = number;
+        break;
+      }
+      case 'boolean': {
+        const flag = parseBooleanText(text);
+        if (flag === null) problems.push({ field: name, message: `${name} must be true or false, got ${JSON.stringify(text.slice(0, 40))}` });
+        else value[name] = flag;
+        break;
+      }
+      case 'structured':
+        problems.push({ field: name, message: `${name} cannot be given in a query string; send it in the JSON body of POST /v1/jobs` });
+        break;
+      default:
+        value[name] = text;
     }
   }
-  return out;
+  return { value, problems };
 }
 
 export interface FieldProblem {

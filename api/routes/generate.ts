@@ -1,5 +1,4 @@
 import { Router, type Request, type Response } from 'express';
-import { coerceQuery } from '../../shared/job-schema.js';
 import { HttpError } from '../http-errors.js';
 import { jobView } from '../../shared/job-view.js';
 import { ownerOf } from '../auth.js';
@@ -17,9 +16,8 @@ export function generateRouter(deps: AppDeps): Router {
 
   const handle = async (req: Request, res: Response) => {
     const gone = abortOnClose(res);
-    const query = coerceQuery(req.query as Record<string, unknown>);
     const base = baseUrlOf(deps, req);
-    const payload = await parseGenerationRequest(deps, query, 'query', { owner: ownerOf(res), origin: base });
+    const payload = await parseGenerationRequest(deps, req.query, 'query', { owner: ownerOf(res), origin: base });
     if (payload.numImages !== 1) {
       throw new HttpError(400, 'invalid_request', 'num_images must be 1 here; use POST /v1/jobs for several images', 'num_images');
     }
