@@ -5,9 +5,11 @@ import {
   makeGenerationRequestSchema,
   maxSeedFor,
   queryToRequest,
+  SCHEDULER_CLASS,
   toJobPayload,
   type JobPayload,
 } from '../shared/job-schema.js';
+import { modelProblems } from '../shared/model-capabilities.js';
 import { forbiddenKeyPath } from '../shared/request-values.js';
 import { AddressPolicy } from '../shared/webhooks/address-policy.js';
 import { HttpError, invalidRequest } from './http-errors.js';
@@ -18,9 +20,12 @@ export const drawSeed = (numImages: number) => randomInt(0, maxSeedFor(numImages
 
 type GenerationRequestSchema = ReturnType<typeof makeGenerationRequestSchema>;
 
+/** What validating a request needs: the configuration and the served models. */
+export type ParsingDeps = Pick<AppDeps, 'config' | 'models' | 'drawSeed'>;
+
 // Built once per configuration, not per request.
 const schemas = new WeakMap<object, GenerationRequestSchema>();
-function requestSchema(deps: AppDeps): GenerationRequestSchema {
+function requestSchema(deps: ParsingDeps): GenerationRequestSchema {
   let schema = schemas.get(deps.config);
   if (!schema) {
     schema = makeGenerationRequestSchema(deps.config.limits);
@@ -30,7 +35,7 @@ function requestSchema(deps: AppDeps): GenerationRequestSchema {
 }
 
 const policies = new WeakMap<object, AddressPolicy>();
-function webhookPolicy(deps: AppDeps): AddressPolicy {
+function webhookPolicy(deps: ParsingDeps): AddressPolicy {
   let policy = policies.get(deps.config);
   if (!policy) {
     policy = new AddressPolicy(deps.config.webhooks.allow);
@@ -47,7 +52,7 @@ export interface SubmissionContext {
 
 /** Validates a generation request against the schema and the served model; 400s name the field. */
 export async function parseGenerationRequest(
-  deps: AppDeps,
+  deps: ParsingDeps,
   input: unknown,
   where: 'body' | 'query',
   context: SubmissionContext = {},
@@ -72,26 +77,21 @@ export async function parseGenerationRequest(
   if (parsed.data.model !== undefined && parsed.data.model !== served) {
     throw invalidRequest([{ field: 'model', message: `unknown model ${JSON.stringify(parsed.data.model)}; this service serves ${JSON.stringify(served)}` }]);
   }
-  const model = await deps.models.get(served);
-  const payload = toJobPayload(parsed.data, deps.config.limits, { name: served, defaultSize: model?.defaultSize ?? 512 }, deps.drawSeed ?? drawSeed);
-
-  if (model) {
-    const problems = [];
-    for (const field of ['width', 'height'] as const) {
-      const value = payload[field];
-      const named = parsed.data.img_size !== undefined ? 'img_size' : field;
-      const fixed = model.fixedSize?.[field];
-      if (fixed !== undefined && value !== fixed) {
-        problems.push({ field: named, message: `${named} must be ${fixed}: this model's export has a fixed ${field}` });
-      } else if (value % model.sizeMultiple !== 0 || value < model.minSize || value > model.maxSize) {
-        problems.push({
-          field: named,
-          message: `${named} must be a multiple of ${model.sizeMultiple} between ${model.minSize} and ${model.maxSize} for this model`,
-        });
-      }
-    }
-    if (problems.length > 0) throw invalidRequest(problems.slice(0, parsed.data.img_size !== undefined ? 1 : 2));
-  }
+  const model = deps.models.get(served);
+  if (!model) throw new HttpError(503, 'model_unavailable', `The model ${served} is not available.`, 'model');
+  const payload = toJobPayload(parsed.data, deps.config.limits, { name: served, defaultSize: model.defaultSize }, deps.drawSeed ?? drawSeed);
+  // What the export itself can take: the worker's pipeline checks the same again.
+  const problems = modelProblems(
+    model,
+    {
+      width: payload.width,
+      height: payload.height,
+      numInferenceSteps: payload.numInferenceSteps,
+      schedulerClass: parsed.data.scheduler === undefined ? undefined : SCHEDULER_CLASS[parsed.data.scheduler],
+    },
+    (side) => (parsed.data.img_size !== undefined ? 'img_size' : side),
+  );
+  if (problems.length > 0) throw invalidRequest(problems);
   if (payload.webhook) {
     if (deps.config.webhooks.secrets.length === 0) {
       throw invalidRequest([{ field: 'webhook', message: 'webhook is not available: this service has no WEBHOOK_SECRETS to sign deliveries with' }]);

@@ -3,7 +3,7 @@ import type { Config } from '../shared/config.js';
 import { BullJobQueue } from '../shared/job-queue.js';
 import { RedisIdempotencyStore } from '../shared/idempotency.js';
 import type { Logger } from '../shared/logger.js';
-import { readModel } from '../shared/model-registry.js';
+import { readModelCapabilities } from '../shared/model-capabilities.js';
 import { BullQueueMonitor } from '../shared/queue-monitor.js';
 import { WEBHOOK_QUEUE } from '../shared/queues.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
@@ -23,6 +23,11 @@ export interface RunningApi {
 
 /** Builds the API's real dependencies from config and listens. `close` runs every step once. */
 export async function startApi(config: Readonly<Config>, logger: Logger): Promise<RunningApi> {
+  // From the export itself, before anything listens: request checks never wait for a worker.
+  // Throws ModelCapabilitiesError (naming the file) when the export cannot be read.
+  const model = await readModelCapabilities(config.model.dir);
+  const models = new Map([[config.model.name, { ...model, name: config.model.name }]]);
+  logger.info({ model: config.model.name, defaultSize: model.defaultSize, fixedSize: model.fixedSize ?? null, dtype: model.dtype }, 'model capabilities read from the export');
   const connection = createRedis(config.redisUrl, 'api');
   const eventsConnection = createRedis(config.redisUrl, 'subscriber');
   connection.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
@@ -52,7 +57,7 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     store,
     logger,
     presignImages: config.storage.driver === 's3' && config.storage.presignUrls,
-    models: { get: (name) => readModel(connection, config.queuePrefix, name).catch(() => null) },
+    models,
     idempotency: new RedisIdempotencyStore(connection, config.queuePrefix),
     metrics,
     monitor,

@@ -109,7 +109,8 @@ const EnvSchema = z.object({
   DEFAULT_STEPS: int(20, 1, 500),
   DEFAULT_GUIDANCE: z.coerce.number({ message: 'expected a number' }).min(0).max(50).default(7.5),
   MAX_STEPS: int(150, 1, 1000),
-  MAX_NUM_IMAGES: int(4, 1, 64),
+  /** At most 16: the pipeline's limit per job. */
+  MAX_NUM_IMAGES: int(4, 1, 16),
   MIN_IMAGE_SIZE: int(64, 8, 8192),
   MAX_IMAGE_SIZE: int(1024, 8, 8192),
   MAX_PROMPT_CHARS: int(2000, 1, 100_000),

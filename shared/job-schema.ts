@@ -25,6 +25,23 @@ export const SCHEDULER_NAMES = [
   'LCMScheduler',
 ] as const;
 
+/** The diffusers class each request name stands for (the worker's resolveScheduler agrees; a test checks). */
+export const SCHEDULER_CLASS: Readonly<Record<(typeof SCHEDULER_NAMES)[number], string>> = {
+  pndm: 'PNDMScheduler',
+  ddim: 'DDIMScheduler',
+  euler: 'EulerDiscreteScheduler',
+  euler_a: 'EulerAncestralDiscreteScheduler',
+  dpmpp_2m: 'DPMSolverMultistepScheduler',
+  dpmpp_2m_karras: 'DPMSolverMultistepScheduler',
+  lcm: 'LCMScheduler',
+  PNDMScheduler: 'PNDMScheduler',
+  DDIMScheduler: 'DDIMScheduler',
+  EulerDiscreteScheduler: 'EulerDiscreteScheduler',
+  EulerAncestralDiscreteScheduler: 'EulerAncestralDiscreteScheduler',
+  DPMSolverMultistepScheduler: 'DPMSolverMultistepScheduler',
+  LCMScheduler: 'LCMScheduler',
+};
+
 export const MAX_SEED = 2 ** 32 - 1;
 
 /** The largest first seed of a job of `numImages` images: its last image's seed is then MAX_SEED. */

@@ -4,7 +4,7 @@ import type { Logger } from '../shared/logger.js';
 import { imageKey, type ImageStore } from '../shared/storage/index.js';
 import { ServiceError } from '../shared/errors.js';
 import { encodePng } from './image-encoding.js';
-import type { Pipeline } from './pipeline/types.js';
+import type { GenerateRequest, Pipeline } from './pipeline/types.js';
 
 /** What the processor needs to know about the job it runs; BullMQ's Job satisfies it. */
 export interface RunningJob {
@@ -79,20 +79,7 @@ export function createProcessor(deps: ProcessorDeps): Processor {
 
     let generated;
     try {
-      generated = await deps.pipeline.generate(
-        {
-          prompt: payload.prompt,
-          negativePrompt: payload.negativePrompt,
-          width: payload.width,
-          height: payload.height,
-          numInferenceSteps: payload.numInferenceSteps,
-          guidanceScale: payload.guidanceScale,
-          seed: payload.seed,
-          numImages: payload.numImages,
-          scheduler: payload.scheduler,
-        },
-        { signal: runSignal, onStep },
-      );
+      generated = await deps.pipeline.generate(toGenerateRequest(payload), { signal: runSignal, onStep });
     } catch (err) {
       if (deadline.signal.aborted && !signal?.aborted) {
         throw new JobFailure('timeout', `the job ran past its ${limitS} s deadline`, false);
@@ -116,6 +103,21 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     }
     log.info({ ms: Math.round(generated.timings.total), images: images.length }, 'job succeeded');
     return { images, seed: payload.seed, workerId: deps.workerId, timingsMs: { ...generated.timings } };
+  };
+}
+
+/** What the pipeline is asked to generate for a queued job. */
+export function toGenerateRequest(payload: JobPayload): GenerateRequest {
+  return {
+    prompt: payload.prompt,
+    negativePrompt: payload.negativePrompt,
+    width: payload.width,
+    height: payload.height,
+    numInferenceSteps: payload.numInferenceSteps,
+    guidanceScale: payload.guidanceScale,
+    seed: payload.seed,
+    numImages: payload.numImages,
+    scheduler: payload.scheduler,
   };
 }
 
