@@ -7,6 +7,7 @@ import {
   LivenessSchema,
   QueueLoadSchema,
   ReadinessSchema,
+  SyncFailureSchema,
   WorkersSchema,
 } from './response-schemas.js';
 import { routeKey } from './route-table.js';
@@ -262,10 +263,12 @@ function syncOperation(operationId: string, summary: string, schemas: Schemas): 
         content: { 'image/png': { schema: { type: 'string', contentMediaType: 'image/png' } } },
       },
       '202': { ...json(ref('Job'), 'Still running after SYNC_TIMEOUT_S; poll the Location.'), headers: { Location: { schema: { type: 'string' } } } },
-      '400': errorResponse('Bad input; `field` names it.'),
-      '409': json({ type: 'object' }, 'The job was canceled.'),
-      '500': json({ type: 'object' }, 'The job failed; `error` says why and `job` is the job.'),
-      '503': errorResponse('The queue (Redis) is unreachable; retry.'),
+      '400': errorResponse('Bad input; `field` names it. Nothing was queued.'),
+      '409': json(ref('SyncFailure'), 'The job was canceled.'),
+      '422': json(ref('SyncFailure'), 'The worker refused the job as bad input (`error.code` invalid_request).'),
+      '500': json(ref('SyncFailure'), 'The job failed on our side (`internal_error`).'),
+      '503': json({ anyOf: [ref('SyncFailure'), ref('Error')] }, 'The queue (Redis) is unreachable, or the job failed for storage or a model that is unavailable; retry after Retry-After.'),
+      '504': json(ref('SyncFailure'), 'The job ran past its timeout_s (`timeout`), or stayed queued past its ttl_s (`expired`).'),
     },
   };
 }
@@ -326,6 +329,7 @@ export function buildOpenApiDocument(ctx: OpenApiContext, version: string): Json
         GenerationRequest: schemas.request,
         Job: toJson(JobViewSchema),
         Error: toJson(ErrorSchema),
+        SyncFailure: toJson(SyncFailureSchema),
         Liveness: toJson(LivenessSchema),
         Readiness: toJson(ReadinessSchema),
         Workers: toJson(WorkersSchema),

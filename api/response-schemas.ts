@@ -90,6 +90,13 @@ export const ErrorSchema = z
     }),
   });
 
+export const SyncFailureSchema = z
+  .object({
+    error: z.object({ code: z.string().meta({ description: "The job's error code: invalid_request, timeout, expired, canceled, storage_error, internal_error, …" }), message: z.string() }),
+    job: JobViewSchema,
+  })
+  .meta({ description: 'A synchronous job that ended without its image: why, and the job.' });
+
 const Check = z.object({ ok: z.boolean(), error: z.string().optional() });
 
 export const ReadinessSchema = z

@@ -4,6 +4,7 @@ import { jobView } from '../../shared/job-view.js';
 import { ownerOf } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 import { baseUrlOf, parseGenerationRequest } from '../request-parsing.js';
+import { failedJobHeaders, failedJobStatus } from '../job-outcome.js';
 import { streamImage } from './images.js';
 import { abortOnClose } from '../waiting.js';
 
@@ -42,7 +43,11 @@ export function generateRouter(deps: AppDeps): Router {
     const view = jobView(finished, base);
     const image = finished.result?.images[0];
     if (finished.status !== 'succeeded' || !image) {
-      res.status(finished.status === 'canceled' ? 409 : 500).location(view.links.self).json({
+      // Whose fault it was, as a status: 422 bad input, 504 deadline, 409 canceled, 503 outage, 500 ours.
+      const status = failedJobStatus(finished);
+      log.info({ status, code: finished.error?.code ?? finished.status }, 'sync job ended without an image');
+      for (const [name, value] of Object.entries(failedJobHeaders(status))) res.setHeader(name, value);
+      res.status(status).location(view.links.self).json({
         error: finished.error ?? { code: 'internal_error', message: 'the job did not produce an image' },
         job: view,
       });
