@@ -18,6 +18,8 @@ export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
+  // Only a configured proxy's X-Forwarded-* headers count (links, client addresses); none by default.
+  app.set('trust proxy', deps.config.trustProxy);
   app.use(requestLogging(deps.logger));
   if (deps.metrics) app.use(deps.metrics.httpMiddleware);
   // API keys guard every /v1 route and the synchronous alias; health, metrics and pages stay open.

@@ -44,10 +44,9 @@ function webhookPolicy(deps: ParsingDeps): AddressPolicy {
   return policy;
 }
 
-/** Who submits the job and on which base URL: stored with it for ownership checks and webhook links. */
+/** Who submits the job: stored with it for ownership checks (nothing from the request's Host is). */
 export interface SubmissionContext {
   owner?: string | undefined;
-  origin?: string | undefined;
 }
 
 /** Validates a generation request against the schema and the served model; 400s name the field. */
@@ -101,11 +100,25 @@ export async function parseGenerationRequest(
     if (problem) throw invalidRequest([{ field: 'webhook.url', message: `webhook.url ${problem}` }]);
   }
   if (context.owner !== undefined) payload.owner = context.owner;
-  if (context.origin !== undefined) payload.origin = context.origin;
   return payload;
 }
 
-/** Absolute base URL for links: the configured public URL, else the one this request came in on. */
-export function baseUrlOf(deps: AppDeps, req: Request): string {
-  return deps.config.publicUrl ?? `${req.protocol}://${req.get('host') ?? `localhost:${deps.config.port}`}`;
+/** A host[:port] as a proxy may forward it; anything else is not used for links. */
+const HOST_PORT = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+
+/**
+ * The base of the links in an answer: PUBLIC_URL when set; else, behind a proxy TRUST_PROXY
+ * trusts, the scheme and host it forwarded (X-Forwarded-Proto, X-Forwarded-Host); else '' —
+ * links relative to the API, never built from the Host header a client chose.
+ */
+export function baseUrlOf(deps: Pick<AppDeps, 'config'>, req: Request): string {
+  if (deps.config.publicUrl) return deps.config.publicUrl;
+  if (deps.config.trustProxy === false) return '';
+  const trusted = req.app.get('trust proxy fn') as (address: string | undefined, hop: number) => boolean;
+  if (!trusted(req.socket.remoteAddress, 0)) return '';
+  // Express's own reading: the first of a comma-separated list.
+  const host = req.get('x-forwarded-host')?.split(',')[0]?.trim();
+  const protocol = req.protocol;
+  if (!host || !HOST_PORT.test(host) || (protocol !== 'http' && protocol !== 'https')) return '';
+  return `${protocol}://${host}`;
 }

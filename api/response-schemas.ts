@@ -10,6 +10,12 @@ import { WEBHOOK_EVENTS } from '../shared/webhooks/events.js';
 
 const timestamp = z.iso.datetime().nullable();
 
+/** Absolute with PUBLIC_URL or behind a trusted proxy (TRUST_PROXY), else relative to the API. */
+const link = z
+  .string()
+  .regex(/^(https?:\/\/[^/\s]+)?\/\S*$/)
+  .meta({ description: "Absolute when PUBLIC_URL is set or a trusted proxy forwarded its host (TRUST_PROXY); otherwise relative to the API's base (`/v1/jobs/…`)." });
+
 export const JobStatusSchema = z.enum(['queued', 'running', 'succeeded', 'failed', 'canceled']);
 
 export const JobViewSchema = z
@@ -45,7 +51,7 @@ export const JobViewSchema = z
         seed: z.int(),
         images: z.array(
           z.object({
-            url: z.url().meta({ description: 'GET it for the PNG.' }),
+            url: link.meta({ description: 'GET it for the PNG.' }),
             width: z.int(),
             height: z.int(),
             seed: z.int().meta({ description: 'Image i of a job uses seed + i.' }),
@@ -76,7 +82,7 @@ export const JobViewSchema = z
       })
       .nullable()
       .meta({ description: 'The webhook the job was submitted with, and how its deliveries went; null without one.' }),
-    links: z.object({ self: z.url() }),
+    links: z.object({ self: link }),
   })
   .meta({ description: 'A generation job as GET /v1/jobs/{id} answers it.' });
 

@@ -43,7 +43,7 @@ export async function startNotifier(config: Readonly<Config>, logger: Logger): P
   const http = new WebhookHttpClient(new AddressPolicy(webhooks.allow), webhooks.timeoutMs);
   const processor = createDeliveryProcessor({
     jobs,
-    render: (record) => jobView(record, linkBase(record.payload, config)),
+    render: (record) => jobView(record, linkBase(config)),
     redis: connection,
     prefix,
     secrets: webhooks.secrets,

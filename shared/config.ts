@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
 import { parseAllowList, type AllowList } from './webhooks/address-policy.js';
 import { parseSchedule } from './webhooks/schedule.js';
 import { secretBytes } from './webhooks/signing.js';
@@ -44,7 +45,9 @@ const optionalInt = (min: number, max: number) =>
 const EnvSchema = z.object({
   HOST: z.string().default('127.0.0.1'),
   PORT: int(8000, 0, 65535),
-  PUBLIC_URL: optionalString.pipe(z.url({ message: 'expected an absolute URL' }).optional()),
+  PUBLIC_URL: optionalString.pipe(z.url({ protocol: /^https?$/, message: 'expected an absolute http(s) URL' }).optional()),
+  /** Express's `trust proxy`: which proxies' X-Forwarded-Host/-Proto/-For to believe; empty = none. */
+  TRUST_PROXY: optionalString,
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Bull Board at /admin/queues behind HTTP basic auth; off (404) unless both are set. */
   ADMIN_USER: optionalString,
@@ -147,6 +150,8 @@ export interface Config {
   host: string;
   port: number;
   publicUrl: string | undefined;
+  /** Express's `trust proxy` value; false: no proxy is trusted (links are relative without PUBLIC_URL). */
+  trustProxy: TrustProxy;
   logLevel: Env['LOG_LEVEL'];
   /** null: the admin dashboard is off. */
   admin: { user: string; password: string } | null;
@@ -221,6 +226,29 @@ export interface AutoscalerConfig {
   id: string | undefined;
 }
 
+/** false, true (any peer: only behind a proxy that overwrites the headers), a hop count, or addresses/CIDRs/names. */
+export type TrustProxy = false | true | number | string[];
+
+const TRUST_PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/** TRUST_PROXY as Express takes it; throws with what was expected. */
+export function parseTrustProxy(text: string | undefined): TrustProxy {
+  const value = (text ?? '').trim();
+  if (value === '' || value === 'false') return false;
+  if (value === 'true') return true;
+  if (/^\d{1,2}$/.test(value)) return Number(value);
+  const entries = value.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  for (const entry of entries) {
+    const [address = '', bits] = entry.split('/');
+    const family = isIP(address);
+    const prefixOk = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128));
+    if (!TRUST_PROXY_NAMES.has(entry) && !(family !== 0 && prefixOk)) {
+      throw new Error(`expected false, true, a hop count, or addresses/CIDRs/loopback/linklocal/uniquelocal, comma-separated (got ${JSON.stringify(entry)})`);
+    }
+  }
+  return entries;
+}
+
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
     super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
@@ -282,6 +310,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
   } catch (err) {
     problems.push(`WEBHOOK_ALLOW_HOSTS: ${(err as Error).message}`);
   }
+  let trustProxy: TrustProxy = false;
+  try {
+    trustProxy = parseTrustProxy(e.TRUST_PROXY);
+  } catch (err) {
+    problems.push(`TRUST_PROXY: ${(err as Error).message}`);
+  }
   let retryScheduleMs: number[] = [];
   try {
     retryScheduleMs = parseSchedule(e.WEBHOOK_RETRY_SCHEDULE);
@@ -297,6 +331,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     host: e.HOST,
     port: e.PORT,
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
+    trustProxy,
     logLevel: e.LOG_LEVEL,
     admin: e.ADMIN_USER !== undefined && e.ADMIN_PASSWORD !== undefined ? { user: e.ADMIN_USER, password: e.ADMIN_PASSWORD } : null,
     metrics: { enabled: e.METRICS_ENABLED, jobEvents: e.METRICS_JOB_EVENTS },

@@ -179,8 +179,6 @@ export const JobPayloadSchema = z.object({
   timeoutS: z.number().int().positive().optional(),
   /** Id of the API key that made the job: only that key sees, cancels or streams it. */
   owner: z.string().optional(),
-  /** Base URL the job was submitted on, for links in webhook bodies. */
-  origin: z.string().optional(),
 });
 export type JobPayload = z.infer<typeof JobPayloadSchema>;
 

@@ -3,7 +3,8 @@ import type { JobRecord } from './job-queue.js';
 
 /**
  * The job as clients see it (`GET /v1/jobs/:id`, the SSE stream's data, a webhook's `data`);
- * snake_case like the request. Who made it (`owner`) is not shown.
+ * snake_case like the request. Who made it (`owner`) is not shown. `baseUrl` '' gives links
+ * relative to the API (`/v1/jobs/<id>`).
  */
 export function jobView(record: JobRecord, baseUrl: string) {
   const p = record.payload;
@@ -67,9 +68,9 @@ export function jobView(record: JobRecord, baseUrl: string) {
 export type JobView = ReturnType<typeof jobView>;
 
 /**
- * Base URL for links in a view rendered outside a request (webhook bodies): the one the job was
- * submitted on, else PUBLIC_URL, else the API's own address.
+ * Base URL for links in a view rendered outside a request (webhook bodies): PUBLIC_URL, else ''
+ * (links relative to the API). Nothing a client sent (its Host header) ever gets stored or reused.
  */
-export function linkBase(payload: { origin?: string | undefined }, config: Pick<Config, 'publicUrl' | 'host' | 'port'>): string {
-  return payload.origin ?? config.publicUrl ?? `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${config.port}`;
+export function linkBase(config: Pick<Config, 'publicUrl'>): string {
+  return config.publicUrl ?? '';
 }

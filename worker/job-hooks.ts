@@ -42,7 +42,7 @@ export function createWorkerJobHooks(config: Readonly<Config>, connection: Redis
     // The job as it is now (running), so a late delivery still says what the event saw.
     const bullJob = job as Partial<Job<JobPayload, JobResult>>;
     const record = bullJob.opts ? toJobRecord(bullJob as Job<JobPayload, JobResult>, 'active', null, []) : null;
-    const snapshot = record ? jobView(record, linkBase(payload, config)) : undefined;
+    const snapshot = record ? jobView(record, linkBase(config)) : undefined;
     await outbox.emit({ id: job.id, payload }, 'started', record?.startedAt ?? Date.now(), snapshot);
   };
 

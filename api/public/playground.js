@@ -277,7 +277,8 @@ async function showImages(job) {
     caption.append(seed, link);
     figure.append(img, caption);
     grid.append(figure);
-    const path = new URL(image.url).pathname;
+    // Absolute (PUBLIC_URL) or relative to the API: the path is what this page fetches.
+    const path = new URL(image.url, location.href).pathname;
     try {
       // Fetched rather than linked so an API key can go along.
       const res = await fetch(path, { headers: authHeaders() });

@@ -18,7 +18,7 @@ export function generateRouter(deps: AppDeps): Router {
   const handle = async (req: Request, res: Response) => {
     const gone = abortOnClose(res);
     const base = baseUrlOf(deps, req);
-    const payload = await parseGenerationRequest(deps, req.query, 'query', { owner: ownerOf(res), origin: base });
+    const payload = await parseGenerationRequest(deps, req.query, 'query', { owner: ownerOf(res) });
     if (payload.numImages !== 1) {
       throw new HttpError(400, 'invalid_request', 'num_images must be 1 here; use POST /v1/jobs for several images', 'num_images');
     }

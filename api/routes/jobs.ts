@@ -28,7 +28,7 @@ export function jobsRouter(deps: AppDeps): Router {
     const base = baseUrlOf(deps, req);
     const owner = ownerOf(res);
     const idempotencyKey = idempotencyKeyOf(req);
-    const payload = await parseGenerationRequest(deps, req.body, 'body', { owner, origin: base });
+    const payload = await parseGenerationRequest(deps, req.body, 'body', { owner });
     let record: JobRecord;
     let replayed = false;
     if (idempotencyKey === undefined) {
