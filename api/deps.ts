@@ -7,7 +7,9 @@ import type { IdempotencyStore } from '../shared/idempotency.js';
 import type { ImageStore } from '../shared/storage/index.js';
 import type { QueueLoadSource } from '../shared/queue-load.js';
 import type { WorkerDirectory } from '../shared/worker-registry.js';
+import type { TenantSecretStore } from '../shared/webhooks/tenant-secrets.js';
 import type { ApiMetrics } from './metrics.js';
+import type { TenantLimiter } from './tenant-limits.js';
 
 /** Everything the HTTP layer needs, passed in so tests can hand it real or fake parts. */
 export interface AppDeps {
@@ -31,4 +33,6 @@ export interface AppDeps {
   workers?: WorkerDirectory;
   /** The queue's full load (waiting + prioritized + due delayed + active): GET /v1/queue, KEDA's metric. */
   queueLoad?: Pick<QueueLoadSource, 'read'>;
+  /** Per-API-key state in Redis: webhook signing secrets and rate limits; absent, neither. */
+  tenants?: { secrets: TenantSecretStore; limiter: TenantLimiter };
 }

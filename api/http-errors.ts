@@ -111,6 +111,9 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     if (err instanceof ServiceError && err.code === 'queue_unavailable') {
       return sendError(res, new HttpError(503, err.code, err.message, undefined, undefined, { 'Retry-After': '1' }));
     }
+    if (err instanceof ServiceError && err.code === 'queued_jobs_limit') {
+      return sendError(res, new HttpError(429, err.code, err.message));
+    }
     if (err instanceof ServiceError && err.code === 'storage_error') {
       logger.error({ err, path: req.path }, 'storage failure');
       return sendError(res, new HttpError(503, err.code, 'Image storage is unreachable; try again shortly.'));

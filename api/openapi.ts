@@ -8,9 +8,11 @@ import {
   QueueLoadSchema,
   ReadinessSchema,
   SyncFailureSchema,
+  WebhookSecretsSchema,
   WorkersSchema,
 } from './response-schemas.js';
 import { routeKey } from './route-table.js';
+import { MAX_OVERLAP_S } from '../shared/webhooks/tenant-secrets.js';
 
 /**
  * The OpenAPI 3.1 document of this API. Request bodies and query parameters come from the very
@@ -194,6 +196,50 @@ const OPERATIONS: Operation[] = [
   },
   {
     method: 'get',
+    path: '/v1/webhook-secrets',
+    build: () => ({
+      operationId: 'listWebhookSecrets',
+      tags: ['webhooks'],
+      summary: "This API key's webhook signing secrets (the first is made on first use)",
+      description:
+        'Every webhook of a job made with this key is signed (Standard Webhooks) with each live secret here, one signature per secret. ' +
+        'Only this key sees them. Without API_KEYS the service signs with its WEBHOOK_SECRETS and this answers 409.',
+      responses: {
+        '200': json(ref('WebhookSecrets'), 'The live secrets, newest first.'),
+        '409': errorResponse('The service runs without API keys (`api_keys_required`).'),
+        '503': errorResponse('Redis is unreachable.'),
+      },
+    }),
+  },
+  {
+    method: 'post',
+    path: '/v1/webhook-secrets/rotate',
+    build: () => ({
+      operationId: 'rotateWebhookSecret',
+      tags: ['webhooks'],
+      summary: 'Add a new signing secret; the others stay valid `overlap_s` longer (default 86400), then end',
+      requestBody: {
+        required: false,
+        content: {
+          'application/json': {
+            schema: {
+              type: 'object',
+              additionalProperties: false,
+              properties: { overlap_s: { type: 'integer', minimum: 0, maximum: MAX_OVERLAP_S, default: 86400, description: 'Seconds the current secrets keep signing (0: they end now).' } },
+            },
+          },
+        },
+      },
+      responses: {
+        '201': json(ref('WebhookSecrets'), 'The live secrets, the new one first; at most five live at once.'),
+        '400': errorResponse('Bad `overlap_s` or an unknown field.'),
+        '409': errorResponse('The service runs without API keys (`api_keys_required`).'),
+        '503': errorResponse('Redis is unreachable.'),
+      },
+    }),
+  },
+  {
+    method: 'get',
     path: '/healthz',
     build: () => ({
       operationId: 'liveness',
@@ -305,6 +351,13 @@ export function buildOpenApiDocument(ctx: OpenApiContext, version: string): Json
     if (keysRequired && /^\/(v1\/|dreambooth$)/.test(op.path)) {
       operation.security = [{ apiKey: [] }];
       (operation.responses as Json)['401'] = errorResponse('No API key, or not a valid one.');
+      (operation.responses as Json)['429'] = {
+        ...errorResponse(
+          '`rate_limited`: this key made more requests (RATE_LIMIT_REQUESTS_PER_MIN) or submissions (RATE_LIMIT_SUBMISSIONS_PER_MIN) than a minute allows; ' +
+            '`queued_jobs_limit`: it has MAX_QUEUED_JOBS_PER_KEY jobs queued or running.',
+        ),
+        headers: { 'Retry-After': { description: 'Seconds until the rate limit lets this key in again (rate_limited).', schema: { type: 'integer' } } },
+      };
     }
     (paths[op.path] ??= {})[op.method] = operation;
   }
@@ -321,6 +374,7 @@ export function buildOpenApiDocument(ctx: OpenApiContext, version: string): Json
     tags: [
       { name: 'jobs', description: 'Asynchronous jobs' },
       { name: 'synchronous', description: 'Wait for the image in one request' },
+      { name: 'webhooks', description: "An API key's own webhook signing secrets" },
       { name: 'operations', description: 'Health, metrics, workers' },
     ],
     paths,
@@ -334,6 +388,7 @@ export function buildOpenApiDocument(ctx: OpenApiContext, version: string): Json
         Readiness: toJson(ReadinessSchema),
         Workers: toJson(WorkersSchema),
         QueueLoad: toJson(QueueLoadSchema),
+        WebhookSecrets: toJson(WebhookSecretsSchema),
       },
       ...(keysRequired ? { securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'Authorization: Bearer <your API key>' } } } : {}),
     },

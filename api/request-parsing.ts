@@ -92,7 +92,8 @@ export async function parseGenerationRequest(
   );
   if (problems.length > 0) throw invalidRequest(problems);
   if (payload.webhook) {
-    if (deps.config.webhooks.secrets.length === 0) {
+    // With API keys each key signs with its own secrets; the open service needs the operator's.
+    if (context.owner === undefined && deps.config.webhooks.secrets.length === 0) {
       throw invalidRequest([{ field: 'webhook', message: 'webhook is not available: this service has no WEBHOOK_SECRETS to sign deliveries with' }]);
     }
     // Literal addresses are refused here; names are checked again where it counts, at connect time.

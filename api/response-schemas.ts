@@ -169,3 +169,16 @@ export const QueueLoadSchema = z.object({
   paused: z.int(),
   at: iso,
 });
+
+export const WebhookSecretsSchema = z
+  .object({
+    secrets: z.array(
+      z.object({
+        id: z.string(),
+        secret: z.string().meta({ description: '`whsec_` + base64: give it to your Standard Webhooks verifier.' }),
+        created_at: iso,
+        expires_at: iso.nullable().meta({ description: 'When it stops signing (after a rotation); null: until the next rotation.' }),
+      }),
+    ),
+  })
+  .meta({ description: "This API key's live webhook signing secrets, newest first." });

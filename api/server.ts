@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import type { Redis } from 'ioredis';
 import type { Config } from '../shared/config.js';
 import { BullJobQueue } from '../shared/job-queue.js';
 import { RedisIdempotencyStore } from '../shared/idempotency.js';
@@ -14,6 +15,24 @@ import { BullQueueLoad } from '../shared/queue-load.js';
 import { createApp } from './app.js';
 import { answerClientErrors } from './client-errors.js';
 import { createMetrics } from './metrics.js';
+import { createTenantLimiter } from './tenant-limits.js';
+import { TenantSecretStore } from '../shared/webhooks/tenant-secrets.js';
+
+/** Resolves when `redis` is ready, fails to connect, or `ms` have passed; never rejects. */
+function connected(redis: Redis, ms: number): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      redis.off('ready', done);
+      redis.off('error', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    redis.once('ready', done);
+    redis.once('error', done);
+  });
+}
 
 export interface RunningApi {
   server: Server;
@@ -32,7 +51,13 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
   const eventsConnection = createRedis(config.redisUrl, 'subscriber');
   connection.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
   eventsConnection.on('error', (err) => logger.debug({ err: err.message }, 'redis events connection error'));
-  const queue = new BullJobQueue({ connection, eventsConnection, prefix: config.queuePrefix, jobs: config.jobs });
+  const queue = new BullJobQueue({
+    connection,
+    eventsConnection,
+    prefix: config.queuePrefix,
+    jobs: config.jobs,
+    maxQueuedPerOwner: config.tenants.maxQueuedJobs,
+  });
   const store = createImageStore(config.storage);
   const workers = new WorkerRegistry(connection, config.queuePrefix);
   const monitor = new BullQueueMonitor({
@@ -63,7 +88,14 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     monitor,
     workers,
     queueLoad,
+    tenants: {
+      secrets: new TenantSecretStore(connection, config.queuePrefix),
+      limiter: createTenantLimiter(connection, config.queuePrefix, config.tenants, logger),
+    },
   });
+  // Listen once Redis answers (or after its connect timeout, to answer 503s while it is away), so
+  // the first requests after boot do not fail on a connection still being opened.
+  await connected(connection, 2500);
   const server = await new Promise<Server>((resolve, reject) => {
     const s = app.listen(config.port, config.host, () => resolve(s));
     s.once('error', reject);

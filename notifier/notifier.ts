@@ -8,6 +8,7 @@ import { closeRedis, createRedis } from '../shared/redis.js';
 import { runShutdownSteps } from '../shared/shutdown.js';
 import { AddressPolicy } from '../shared/webhooks/address-policy.js';
 import { deliveryRecordTtlS, WebhookOutbox, type DeliveryJobData } from '../shared/webhooks/deliveries.js';
+import { TenantSecretStore } from '../shared/webhooks/tenant-secrets.js';
 import { createDeliveryProcessor, deliveryBackoff } from './delivery-processor.js';
 import { WebhookHttpClient } from './http-delivery.js';
 import { Reconciler } from './reconciler.js';
@@ -25,7 +26,7 @@ export interface RunningNotifier {
 
 export async function startNotifier(config: Readonly<Config>, logger: Logger): Promise<RunningNotifier> {
   const { webhooks, jobs: jobSettings, queuePrefix: prefix } = config;
-  if (webhooks.secrets.length === 0) logger.info('no WEBHOOK_SECRETS configured: jobs cannot ask for webhooks');
+  if (webhooks.secrets.length === 0) logger.info('no WEBHOOK_SECRETS configured: only jobs made with an API key (signed with its own secrets) can ask for webhooks');
 
   const connection = createRedis(config.redisUrl, 'worker');
   const eventsConnection = createRedis(config.redisUrl, 'subscriber');
@@ -40,13 +41,14 @@ export async function startNotifier(config: Readonly<Config>, logger: Logger): P
     keepAgeS: jobSettings.keepAgeS,
     keepCount: jobSettings.keepCount,
   });
+  const tenantSecrets = new TenantSecretStore(connection, prefix);
   const http = new WebhookHttpClient(new AddressPolicy(webhooks.allow), webhooks.timeoutMs);
   const processor = createDeliveryProcessor({
     jobs,
     render: (record) => jobView(record, linkBase(config)),
     redis: connection,
     prefix,
-    secrets: webhooks.secrets,
+    secretsFor: async (data) => (data.owner === undefined ? webhooks.secrets : (await tenantSecrets.live(data.owner)).map((s) => s.secret)),
     scheduleMs: webhooks.retryScheduleMs,
     recordTtlS: deliveryRecordTtlS(jobSettings.keepAgeS, webhooks.retryScheduleMs),
     post: (url, body, headers) => http.post(url, body, headers),

@@ -131,6 +131,12 @@ const EnvSchema = z.object({
   /** Comma-separated API keys; empty = the API runs open (and says so at startup). */
   API_KEYS: optionalString,
   IDEMPOTENCY_TTL_S: int(24 * 3600, 60, 30 * 24 * 3600),
+  /** Requests per minute one API key may make to /v1 and /dreambooth (counted in Redis, shared by replicas); 0 = no limit. */
+  RATE_LIMIT_REQUESTS_PER_MIN: int(1200, 0, 1_000_000),
+  /** Job submissions per minute one API key may make (POST /v1/jobs, GET /v1/generate, /dreambooth); 0 = no limit. */
+  RATE_LIMIT_SUBMISSIONS_PER_MIN: int(120, 0, 1_000_000),
+  /** Queued plus running jobs one API key may have at once; 0 = no limit. */
+  MAX_QUEUED_JOBS_PER_KEY: int(100, 0, 1_000_000),
 
   /** `whsec_…` signing secrets, space- or comma-separated; deliveries carry one signature per secret (rotation). */
   WEBHOOK_SECRETS: optionalString,
@@ -191,6 +197,8 @@ export interface Config {
   syncCancelOnDisconnect: boolean;
   /** SHA-256 hashes (hex) of the API keys; the keys themselves are not kept. Empty: open. */
   auth: { apiKeyHashes: string[]; idempotencyTtlS: number };
+  /** Per-key limits (with API_KEYS); 0 = none. */
+  tenants: { requestsPerMin: number; submissionsPerMin: number; maxQueuedJobs: number };
   webhooks: {
     secrets: string[];
     allow: AllowList;
@@ -411,6 +419,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     auth: {
       apiKeyHashes: [...new Set(apiKeys)].map((k) => createHash('sha256').update(k, 'utf8').digest('hex')),
       idempotencyTtlS: e.IDEMPOTENCY_TTL_S,
+    },
+    tenants: {
+      requestsPerMin: e.RATE_LIMIT_REQUESTS_PER_MIN,
+      submissionsPerMin: e.RATE_LIMIT_SUBMISSIONS_PER_MIN,
+      maxQueuedJobs: e.MAX_QUEUED_JOBS_PER_KEY,
     },
     webhooks: {
       secrets: webhookSecrets,

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Queue, type Job, type JobsOptions, type QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from './config.js';
-import { failFastOnRedis } from './errors.js';
+import { failFastOnRedis, ServiceError } from './errors.js';
 import { JobControl } from './job-control.js';
 import type { JobPayload } from './job-schema.js';
 import { subscribeQueueEvents, type EventSubscription } from './queue-events.js';
@@ -59,6 +59,34 @@ export type CancelOutcome =
 
 export type JobListener = (record: JobRecord | null) => void;
 
+/** Where a listing stopped: the creation time and id of the last job it looked at. */
+export interface ListCursor {
+  createdAt: number;
+  id: string;
+}
+
+export interface ListOptions {
+  /** Only jobs in these statuses; empty or absent: all. */
+  statuses?: ReadonlySet<JobStatus>;
+  /** Continue after this job (newest first). */
+  after?: ListCursor | undefined;
+  limit: number;
+}
+
+export interface JobPage {
+  jobs: JobRecord[];
+  /** Where the next page starts; null when there is nothing more. */
+  next: ListCursor | null;
+}
+
+/** An API key has as many queued and running jobs as it may (MAX_QUEUED_JOBS_PER_KEY). */
+export class QueuedJobsLimitError extends ServiceError {
+  constructor(readonly limit: number) {
+    super('queued_jobs_limit', `This API key already has ${limit} queued or running jobs, the most it may; wait for some to finish.`, false);
+    this.name = 'QueuedJobsLimitError';
+  }
+}
+
 export interface JobQueue {
   /** `jobId` lets a caller fix the id beforehand (idempotent submissions). */
   enqueue(payload: JobPayload, options?: { jobId?: string }): Promise<JobRecord>;
@@ -72,6 +100,8 @@ export interface JobQueue {
   watch(id: string, listener: JobListener): () => void;
   /** A queued job is taken off the queue and marked canceled; a running one is told to stop. */
   cancel(id: string, reason?: string): Promise<CancelOutcome>;
+  /** The jobs `owner` (undefined: the open service's) submitted, newest first, a page at a time. */
+  list(owner: string | undefined, options: ListOptions): Promise<JobPage>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
@@ -107,6 +137,8 @@ export interface BullJobQueueOptions {
   eventsConnection?: Redis;
   prefix: string;
   jobs: Pick<Config['jobs'], 'attempts' | 'backoffMs' | 'keepAgeS' | 'keepCount'>;
+  /** Queued plus running jobs one owner (API key) may have; 0 or absent: no limit. Jobs without an owner are not limited. */
+  maxQueuedPerOwner?: number;
 }
 
 interface Watch {
@@ -138,6 +170,53 @@ redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
 redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[4], '*', 'event', 'failed', 'jobId', ARGV[1], 'failedReason', ARGV[2], 'prev', prev)
 return 1
 `;
+
+/**
+ * An owner's job index orders jobs by creation time then id, as members of equal score sorted by
+ * their text (`<ms, 15 digits>:<id>`): a listing resumes exactly after its cursor, ties included.
+ */
+const indexMember = (at: ListCursor) => `${String(at.createdAt).padStart(15, '0')}:${at.id}`;
+function parseIndexMember(member: string): ListCursor | null {
+  const match = /^(\d{15}):(.+)$/.exec(member);
+  return match ? { createdAt: Number(match[1]), id: match[2] as string } : null;
+}
+
+/**
+ * Per-owner bookkeeping, in one step with the check, before the job is added: the owner's index of
+ * jobs (newest first, for listing) and, with a limit, its set of unfinished jobs. The set is pruned
+ * here of jobs that finished (or vanished, once a reservation is older than a grace period), so
+ * the count needs nothing to decrement it when jobs end. Returns 0 when the owner is at its limit.
+ * The index forgets entries older than retention plus a week (their jobs are long gone) as it grows.
+ * KEYS: index, unfinished · ARGV: job id, now (ms), limit (0 = none), the queue's key prefix, grace
+ * (ms), index member, the oldest index member to keep
+ */
+const RESERVE_SCRIPT = `
+local limit = tonumber(ARGV[3])
+if limit > 0 then
+  local p = ARGV[4]
+  local now = tonumber(ARGV[2])
+  local members = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  local live = 0
+  for i = 1, #members, 2 do
+    local id = members[i]
+    local finished = redis.call('ZSCORE', p .. 'completed', id) or redis.call('ZSCORE', p .. 'failed', id)
+    local gone = redis.call('EXISTS', p .. id) == 0 and tonumber(members[i + 1]) < now - tonumber(ARGV[5])
+    if finished or gone then redis.call('ZREM', KEYS[2], id) else live = live + 1 end
+  end
+  if live >= limit then return 0 end
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+end
+redis.call('ZADD', KEYS[1], 0, ARGV[6])
+redis.call('ZREMRANGEBYLEX', KEYS[1], '-', '(' .. ARGV[7])
+return 1
+`;
+
+/** Index entries outlive the jobs' retention by this much before the index forgets them. */
+const INDEX_SLACK_MS = 7 * 24 * 3600 * 1000;
+/** A reservation older than this without its job is one whose enqueue died: it no longer counts. */
+const RESERVATION_GRACE_MS = 60_000;
+/** Index entries a listing looks at per page, at most (a status filter may need to skip many). */
+const LIST_SCAN_BUDGET = 500;
 
 export class BullJobQueue implements JobQueue {
   private readonly queue: Queue<JobPayload, JobResult>;
@@ -205,8 +284,41 @@ export class BullJobQueue implements JobQueue {
     return failFastOnRedis(promise, FAST_FAIL_MS);
   }
 
+  private ownerKeys(owner: string | undefined): [index: string, unfinished: string] {
+    const base = `${this.options.prefix}:owners:${owner ?? 'open'}`;
+    return [`${base}:jobs`, `${base}:unfinished`];
+  }
+
   async enqueue(payload: JobPayload, options: { jobId?: string } = {}): Promise<JobRecord> {
     const jobId = options.jobId ?? randomUUID();
+    const limit = payload.owner === undefined ? 0 : (this.options.maxQueuedPerOwner ?? 0);
+    const keys = this.ownerKeys(payload.owner);
+    const now = Date.now();
+    const member = indexMember({ createdAt: now, id: jobId });
+    const reserved = await this.fast(
+      this.options.connection.eval(
+        RESERVE_SCRIPT,
+        2,
+        ...keys,
+        jobId,
+        now,
+        limit,
+        this.queue.toKey(''),
+        RESERVATION_GRACE_MS,
+        member,
+        indexMember({ createdAt: Math.max(0, now - this.options.jobs.keepAgeS * 1000 - INDEX_SLACK_MS), id: '' }),
+      ),
+    );
+    if (reserved === 0) throw new QueuedJobsLimitError(limit);
+    try {
+      return await this.add(jobId, payload);
+    } catch (err) {
+      await this.options.connection.multi().zrem(keys[0], member).zrem(keys[1], jobId).exec().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async add(jobId: string, payload: JobPayload): Promise<JobRecord> {
     const { attempts, backoffMs, keepAgeS, keepCount } = this.options.jobs;
     const opts: JobsOptions = {
       jobId,
@@ -251,6 +363,32 @@ export class BullJobQueue implements JobQueue {
         return { outcome: 'signaled', record };
       })(),
     );
+  }
+
+  async list(owner: string | undefined, options: ListOptions): Promise<JobPage> {
+    const [index] = this.ownerKeys(owner);
+    const connection = this.options.connection;
+    const wanted = options.statuses && options.statuses.size > 0 ? options.statuses : null;
+    const jobs: JobRecord[] = [];
+    let upper = options.after ? `(${indexMember(options.after)}` : '+';
+    let scanned = 0;
+    for (;;) {
+      const batch = await this.fast(connection.zrevrangebylex(index, upper, '-', 'LIMIT', 0, 100));
+      if (batch.length === 0) return { jobs, next: null };
+      for (const member of batch) {
+        scanned += 1;
+        upper = `(${member}`;
+        const at = parseIndexMember(member);
+        const record = at ? await this.get(at.id) : null;
+        // Gone by retention (or unreadable): drop it from the index too.
+        if (!record) await connection.zrem(index, member).catch(() => undefined);
+        else if (!wanted || wanted.has(record.status)) jobs.push(record);
+        if (at && (jobs.length >= options.limit || scanned >= LIST_SCAN_BUDGET)) {
+          const more = await this.fast(connection.zrevrangebylex(index, upper, '-', 'LIMIT', 0, 1));
+          return { jobs, next: more.length > 0 ? at : null };
+        }
+      }
+    }
   }
 
   /** Position from the consuming end of the wait list (BullMQ pushes left, takes right). */

@@ -7,6 +7,7 @@ import { baseUrlOf, parseGenerationRequest } from '../request-parsing.js';
 import { failedJobHeaders, failedJobStatus } from '../job-outcome.js';
 import { streamImage } from './images.js';
 import { abortOnClose } from '../waiting.js';
+import { limitBy } from '../tenant-limits.js';
 
 /**
  * The synchronous wrapper: enqueue, wait on the shared event subscription, answer the PNG.
@@ -60,8 +61,9 @@ export function generateRouter(deps: AppDeps): Router {
     });
   };
 
-  router.get('/v1/generate', handle);
+  const submissions = limitBy('submission', deps.tenants?.limiter);
+  router.get('/v1/generate', submissions, handle);
   // The tutorial's route: GET /dreambooth?prompt=…&img_size=512
-  router.get('/dreambooth', handle);
+  router.get('/dreambooth', submissions, handle);
   return router;
 }

@@ -9,6 +9,8 @@ import type { AppDeps } from '../deps.js';
 import { baseUrlOf, parseGenerationRequest } from '../request-parsing.js';
 import { streamImage } from './images.js';
 import { abortOnClose, preferredWaitS } from '../waiting.js';
+import { limitBy } from '../tenant-limits.js';
+import { failFastOnRedis } from '../../shared/errors.js';
 
 /** How long a cancel of a running job waits to answer with the job stopped (else 202, stopping). */
 const CANCEL_WAIT_MS = 5000;
@@ -24,11 +26,13 @@ export function jobsRouter(deps: AppDeps): Router {
     return record;
   };
 
-  router.post('/v1/jobs', async (req, res) => {
+  router.post('/v1/jobs', limitBy('submission', deps.tenants?.limiter), async (req, res) => {
     const base = baseUrlOf(deps, req);
     const owner = ownerOf(res);
     const idempotencyKey = idempotencyKeyOf(req);
     const payload = await parseGenerationRequest(deps, req.body, 'body', { owner });
+    // The key's own signing secret exists before its first webhook can be sent.
+    if (payload.webhook && owner !== undefined && deps.tenants) await failFastOnRedis(deps.tenants.secrets.ensure(owner), 1500);
     let record: JobRecord;
     let replayed = false;
     if (idempotencyKey === undefined) {

@@ -26,6 +26,8 @@ export interface DeliveryJobData {
   occurredAt: number;
   /** The job as the event saw it (the worker sends one for `started`); else rendered at the first attempt. */
   snapshot?: unknown;
+  /** The API key that made the job: its own secrets sign the message. Absent: WEBHOOK_SECRETS do. */
+  owner?: string;
   body?: string;
 }
 
@@ -122,6 +124,7 @@ export class WebhookOutbox {
     const webhookId = webhookMessageId(job.id, event);
     const data: DeliveryJobData = { jobId: job.id, event, url: hook.url, webhookId, occurredAt };
     if (snapshot !== undefined) data.snapshot = snapshot;
+    if (job.payload.owner !== undefined) data.owner = job.payload.owner;
     const ttlS = deliveryRecordTtlS(keepAgeS, scheduleMs);
     // Job first, record second: a crash between them leaves a job that writes its own record; the
     // reverse could leave a record claiming a delivery nobody will make.
