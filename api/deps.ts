@@ -7,6 +7,7 @@ import type { IdempotencyStore } from '../shared/idempotency.js';
 import type { ImageStore } from '../shared/storage/index.js';
 import type { QueueLoadSource } from '../shared/queue-load.js';
 import type { WorkerDirectory } from '../shared/worker-registry.js';
+import type { WebhookOutbox } from '../shared/webhooks/deliveries.js';
 import type { TenantSecretStore } from '../shared/webhooks/tenant-secrets.js';
 import type { ApiMetrics } from './metrics.js';
 import type { TenantLimiter } from './tenant-limits.js';
@@ -33,6 +34,8 @@ export interface AppDeps {
   workers?: WorkerDirectory;
   /** The queue's full load (waiting + prioritized + due delayed + active): GET /v1/queue, KEDA's metric. */
   queueLoad?: Pick<QueueLoadSource, 'read'>;
+  /** Sends a webhook event whose delivery gave up again (POST /v1/jobs/:id/webhooks/redeliver); absent, that answers 501. */
+  webhooks?: Pick<WebhookOutbox, 'redeliver'>;
   /** Per-API-key state in Redis: webhook signing secrets and rate limits; absent, neither. */
   tenants?: { secrets: TenantSecretStore; limiter: TenantLimiter };
 }

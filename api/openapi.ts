@@ -3,6 +3,7 @@ import type { Config } from '../shared/config.js';
 import { makeGenerationRequestSchema } from '../shared/job-schema.js';
 import {
   ErrorSchema,
+  JobListSchema,
   JobViewSchema,
   LivenessSchema,
   QueueLoadSchema,
@@ -13,6 +14,8 @@ import {
 } from './response-schemas.js';
 import { routeKey } from './route-table.js';
 import { MAX_OVERLAP_S } from '../shared/webhooks/tenant-secrets.js';
+import { WEBHOOK_EVENTS } from '../shared/webhooks/events.js';
+import { DEFAULT_PAGE, MAX_PAGE } from './job-listing.js';
 
 /**
  * The OpenAPI 3.1 document of this API. Request bodies and query parameters come from the very
@@ -59,6 +62,7 @@ const FIELD_DESCRIPTIONS: Record<string, string> = {
   model: 'The served model (the only accepted value).',
   webhook: 'Where to POST the job when it ends, signed per Standard Webhooks.',
   timeout_s: 'Give up on the job (it fails with code timeout) when it has not finished this many seconds after it started.',
+  ttl_s: 'Give up on the job if it is still queued this many seconds after submission: it ends with status `expired` and never runs.',
 };
 
 const OPERATIONS: Operation[] = [
@@ -97,6 +101,31 @@ const OPERATIONS: Operation[] = [
         '400': errorResponse('Bad input; `field` names the first bad field.'),
         '413': errorResponse('Body too large.'),
         '415': errorResponse('Body is not JSON.'),
+        '503': errorResponse('The queue (Redis) is unreachable; retry.'),
+      },
+    }),
+  },
+  {
+    method: 'get',
+    path: '/v1/jobs',
+    build: () => ({
+      operationId: 'listJobs',
+      tags: ['jobs'],
+      summary: "The caller's jobs, newest first (its API key's; every job when the service runs without keys)",
+      parameters: [
+        {
+          name: 'status',
+          in: 'query',
+          required: false,
+          description: 'Comma-separated statuses to keep, e.g. `queued,running`.',
+          schema: { type: 'string', examples: ['queued,running'] },
+        },
+        { name: 'limit', in: 'query', required: false, description: 'Jobs per page.', schema: { type: 'integer', minimum: 1, maximum: MAX_PAGE, default: DEFAULT_PAGE } },
+        { name: 'cursor', in: 'query', required: false, description: 'The `next_cursor` of the previous page.', schema: { type: 'string' } },
+      ],
+      responses: {
+        '200': json(ref('JobList'), 'A page of jobs; a status filter may give fewer than `limit` with a cursor to go on.'),
+        '400': errorResponse('A bad status, limit or cursor, or an unknown parameter; `field` names it.'),
         '503': errorResponse('The queue (Redis) is unreachable; retry.'),
       },
     }),
@@ -148,6 +177,30 @@ const OPERATIONS: Operation[] = [
     }),
   },
   {
+    method: 'post',
+    path: '/v1/jobs/{id}/webhooks/redeliver',
+    build: () => ({
+      operationId: 'redeliverWebhook',
+      tags: ['webhooks'],
+      summary: 'Send again a webhook event whose delivery gave up (exhausted, gone or refused)',
+      description:
+        'A new round of the retry schedule with the same `webhook-id` (and, while the message is stored, the same body). ' +
+        'Without a body every delivery of the job that gave up is sent again; `{"event": "completed"}` picks one. Each attempt shows in `webhook.deliveries[].history`.',
+      parameters: [jobId],
+      requestBody: {
+        required: false,
+        content: { 'application/json': { schema: { type: 'object', additionalProperties: false, properties: { event: { type: 'string', enum: [...WEBHOOK_EVENTS] } } } } },
+      },
+      responses: {
+        '202': json(ref('Job'), 'Sending again; the deliveries are pending.'),
+        '400': errorResponse('A bad body; `field` names it.'),
+        '404': errorResponse('No such job, or no such delivery (`delivery_not_found`).'),
+        '409': errorResponse('The job has no webhook (`no_webhook`), or its deliveries did not give up (`delivery_not_failed`).'),
+        '503': errorResponse('The queue (Redis) is unreachable; retry.'),
+      },
+    }),
+  },
+  {
     method: 'get',
     path: '/v1/jobs/{id}/events',
     build: () => ({
@@ -156,7 +209,7 @@ const OPERATIONS: Operation[] = [
       summary: 'Server-sent events: progress and the final state',
       description:
         'Events are named by status: `queued` (data: the job, with queue_position), `running` (data: the job, with progress), ' +
-        'then one final `succeeded`, `failed` or `canceled` with the job, after which the stream ends.',
+        'then one final `succeeded`, `failed`, `canceled` or `expired` with the job, after which the stream ends.',
       parameters: [jobId],
       responses: {
         '200': { description: 'An event stream; each `data:` line is a Job.', content: { 'text/event-stream': { schema: { type: 'string' } } } },
@@ -389,6 +442,7 @@ export function buildOpenApiDocument(ctx: OpenApiContext, version: string): Json
         Workers: toJson(WorkersSchema),
         QueueLoad: toJson(QueueLoadSchema),
         WebhookSecrets: toJson(WebhookSecretsSchema),
+        JobList: toJson(JobListSchema),
       },
       ...(keysRequired ? { securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'Authorization: Bearer <your API key>' } } } : {}),
     },

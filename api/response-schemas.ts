@@ -16,7 +16,9 @@ const link = z
   .regex(/^(https?:\/\/[^/\s]+)?\/\S*$/)
   .meta({ description: "Absolute when PUBLIC_URL is set or a trusted proxy forwarded its host (TRUST_PROXY); otherwise relative to the API's base (`/v1/jobs/…`)." });
 
-export const JobStatusSchema = z.enum(['queued', 'running', 'succeeded', 'failed', 'canceled']);
+export const JobStatusSchema = z
+  .enum(['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired'])
+  .meta({ description: 'queued → running → succeeded | failed | canceled; `expired`: still queued when its ttl_s ran out, never ran.' });
 
 export const JobViewSchema = z
   .object({
@@ -35,6 +37,7 @@ export const JobViewSchema = z
         num_images: z.int(),
         scheduler: z.union([z.enum(SCHEDULER_NAMES), z.string()]).nullable().meta({ description: "null: the model's own scheduler." }),
         timeout_s: z.int().nullable().meta({ description: "The client's deadline for the run; null: the service's JOB_MAX_RUN_S." }),
+        ttl_s: z.int().nullable().meta({ description: 'How long the job may wait in the queue; null: as long as it takes.' }),
       })
       .meta({ description: 'The request with every default filled in.' }),
     progress: z
@@ -46,6 +49,7 @@ export const JobViewSchema = z
     created_at: timestamp,
     started_at: timestamp,
     finished_at: timestamp,
+    expires_at: timestamp.meta({ description: 'With ttl_s: when the job ends `expired` if it has not started by then.' }),
     outputs: z
       .object({
         seed: z.int(),
@@ -77,6 +81,17 @@ export const JobViewSchema = z
             last_attempt_at: timestamp,
             next_attempt_at: timestamp,
             delivered_at: timestamp,
+            redeliveries: z.int().meta({ description: 'Times it was sent again by POST /v1/jobs/{id}/webhooks/redeliver.' }),
+            history: z
+              .array(
+                z.object({
+                  at: z.iso.datetime(),
+                  status_code: z.int().nullable(),
+                  error: z.string().nullable(),
+                  state: z.string().meta({ description: 'What the attempt left the delivery: delivered, retrying, exhausted, gone or refused.' }),
+                }),
+              )
+              .meta({ description: 'Every attempt, oldest first (at most the last 100).' }),
           }),
         ),
       })
@@ -85,6 +100,13 @@ export const JobViewSchema = z
     links: z.object({ self: link }),
   })
   .meta({ description: 'A generation job as GET /v1/jobs/{id} answers it.' });
+
+export const JobListSchema = z
+  .object({
+    jobs: z.array(JobViewSchema),
+    next_cursor: z.string().nullable().meta({ description: 'Pass as `cursor` for the next page; null: no more jobs.' }),
+  })
+  .meta({ description: "A page of the caller's jobs, newest first." });
 
 export const ErrorSchema = z
   .object({

@@ -17,6 +17,7 @@ import { answerClientErrors } from './client-errors.js';
 import { createMetrics } from './metrics.js';
 import { createTenantLimiter } from './tenant-limits.js';
 import { TenantSecretStore } from '../shared/webhooks/tenant-secrets.js';
+import { webhookOutboxFor } from '../shared/webhooks/deliveries.js';
 
 /** Resolves when `redis` is ready, fails to connect, or `ms` have passed; never rejects. */
 function connected(redis: Redis, ms: number): Promise<void> {
@@ -76,6 +77,7 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
       })
     : undefined;
   const queueLoad = new BullQueueLoad(connection, config.queuePrefix);
+  const outbox = webhookOutboxFor(connection, config);
   const app = createApp({
     config,
     queue,
@@ -88,6 +90,7 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     monitor,
     workers,
     queueLoad,
+    webhooks: outbox,
     tenants: {
       secrets: new TenantSecretStore(connection, config.queuePrefix),
       limiter: createTenantLimiter(connection, config.queuePrefix, config.tenants, logger),
@@ -105,15 +108,23 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
   const port = typeof address === 'object' && address ? address.port : config.port;
   const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
 
+  // Queued jobs past their ttl_s end `expired` within about a second, whoever is watching.
+  const expiry = setInterval(() => {
+    queue.expireDue().catch((err: unknown) => logger.debug({ err }, 'expiry sweep failed'));
+  }, 1000);
+  expiry.unref();
+
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
+      clearInterval(expiry);
       const steps = [
         () => new Promise<void>((resolve) => server.close(() => resolve())),
         () => queue.close(),
         () => metrics?.close(),
         () => monitor.close(),
         () => queueLoad.close(),
+        () => outbox.close(),
         () => store.close?.(),
         () => closeRedis(connection),
         () => closeRedis(eventsConnection),

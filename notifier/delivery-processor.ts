@@ -7,6 +7,8 @@ import {
   FINAL_DELIVERY_STATES,
   readDelivery,
   writeDelivery,
+  MAX_ATTEMPT_HISTORY,
+  type DeliveryAttempt,
   type DeliveryJobData,
   type DeliveryStatus,
 } from '../shared/webhooks/deliveries.js';
@@ -137,7 +139,9 @@ export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
       return body;
     }
 
+    /** Records the outcome of this attempt (each call is one attempt), its line in the history included. */
     async function saveState(patch: Partial<DeliveryStatus> & Pick<DeliveryStatus, 'state'>): Promise<void> {
+      const line: DeliveryAttempt = { at: now, statusCode: patch.lastStatusCode ?? null, error: patch.lastError ?? null, state: patch.state };
       const status: DeliveryStatus = {
         event: data.event,
         webhookId: data.webhookId,
@@ -147,7 +151,9 @@ export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
         lastAttemptAt: previous?.lastAttemptAt ?? null,
         nextAttemptAt: null,
         deliveredAt: null,
+        ...(previous?.redeliveries !== undefined ? { redeliveries: previous.redeliveries } : {}),
         ...patch,
+        history: [...(previous?.history ?? []), line].slice(-MAX_ATTEMPT_HISTORY),
       };
       await writeDelivery(deps.redis, deps.prefix, data.jobId, status, deps.recordTtlS);
     }

@@ -7,7 +7,7 @@ import { WEBHOOK_QUEUE } from '../shared/queues.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
 import { runShutdownSteps } from '../shared/shutdown.js';
 import { AddressPolicy } from '../shared/webhooks/address-policy.js';
-import { deliveryRecordTtlS, WebhookOutbox, type DeliveryJobData } from '../shared/webhooks/deliveries.js';
+import { deliveryRecordTtlS, webhookOutboxFor, type DeliveryJobData } from '../shared/webhooks/deliveries.js';
 import { TenantSecretStore } from '../shared/webhooks/tenant-secrets.js';
 import { createDeliveryProcessor, deliveryBackoff } from './delivery-processor.js';
 import { WebhookHttpClient } from './http-delivery.js';
@@ -34,13 +34,7 @@ export async function startNotifier(config: Readonly<Config>, logger: Logger): P
   eventsConnection.on('error', (err) => logger.debug({ err: err.message }, 'redis events connection error'));
 
   const jobs = new BullJobQueue({ connection, eventsConnection, prefix, jobs: jobSettings });
-  const outbox = new WebhookOutbox({
-    connection,
-    prefix,
-    scheduleMs: webhooks.retryScheduleMs,
-    keepAgeS: jobSettings.keepAgeS,
-    keepCount: jobSettings.keepCount,
-  });
+  const outbox = webhookOutboxFor(connection, config);
   const tenantSecrets = new TenantSecretStore(connection, prefix);
   const http = new WebhookHttpClient(new AddressPolicy(webhooks.allow), webhooks.timeoutMs);
   const processor = createDeliveryProcessor({

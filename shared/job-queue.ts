@@ -6,6 +6,7 @@ import { failFastOnRedis, ServiceError } from './errors.js';
 import { JobControl } from './job-control.js';
 import type { JobPayload } from './job-schema.js';
 import { subscribeQueueEvents, type EventSubscription } from './queue-events.js';
+import { CANCEL_QUEUED_SCRIPT, expireDueJobs, expiryKey, MAX_EVENTS } from './queued-jobs.js';
 import { GENERATE_JOB, GENERATE_QUEUE } from './queues.js';
 import { readDeliveries, type DeliveryStatus } from './webhooks/deliveries.js';
 
@@ -14,7 +15,10 @@ import { readDeliveries, type DeliveryStatus } from './webhooks/deliveries.js';
  * handlers work with `JobRecord`s.
  */
 
-export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
+/** `expired`: still queued when its `ttl_s` ran out; it never ran. */
+export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled' | 'expired';
+
+export const JOB_STATUSES: readonly JobStatus[] = ['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired'];
 
 export interface StoredImage {
   key: string;
@@ -124,8 +128,6 @@ const FAST_FAIL_MS = 1000;
 /** Watched jobs are re-read at most this often: progress reaches clients at ≤ 5 updates a second. */
 const WATCH_INTERVAL_MS = 200;
 const WATCH_RETRY_MS = 1000;
-/** BullMQ's default length cap of a queue's event stream. */
-const MAX_EVENTS = 10_000;
 
 export interface BullJobQueueOptions {
   /** Connection for commands: the API's fail-fast one. */
@@ -150,26 +152,6 @@ interface Watch {
   lastReadAt: number;
   status: JobStatus | null;
 }
-
-/**
- * Takes a job that is still waiting (or delayed, or prioritized) off the queue and records it as
- * failed with `canceled: …`, atomically: a worker either got it first (then it is running and must
- * be signaled) or never gets it. Mirrors what BullMQ's own scripts write for a failed job (hash
- * fields, the failed set scored by finish time, a `failed` event) so every reader treats it as one.
- */
-const CANCEL_QUEUED_SCRIPT = `
-if redis.call('EXISTS', KEYS[5]) == 0 then return -1 end
-local prev
-if redis.call('LREM', KEYS[1], 0, ARGV[1]) > 0 then prev = 'waiting'
-elseif redis.call('LREM', KEYS[2], 0, ARGV[1]) > 0 then prev = 'waiting'
-elseif redis.call('ZREM', KEYS[3], ARGV[1]) > 0 then prev = 'delayed'
-elseif redis.call('ZREM', KEYS[4], ARGV[1]) > 0 then prev = 'prioritized'
-else return 0 end
-redis.call('HSET', KEYS[5], 'failedReason', ARGV[2], 'finishedOn', ARGV[3])
-redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
-redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[4], '*', 'event', 'failed', 'jobId', ARGV[1], 'failedReason', ARGV[2], 'prev', prev)
-return 1
-`;
 
 /**
  * An owner's job index orders jobs by creation time then id, as members of equal score sorted by
@@ -311,6 +293,8 @@ export class BullJobQueue implements JobQueue {
     );
     if (reserved === 0) throw new QueuedJobsLimitError(limit);
     try {
+      // Expiry first: a job must never be queued without it (the worker refuses an expired one too).
+      if (payload.expiresAt !== undefined) await this.fast(this.options.connection.zadd(expiryKey(this.options.prefix), payload.expiresAt, jobId));
       return await this.add(jobId, payload);
     } catch (err) {
       await this.options.connection.multi().zrem(keys[0], member).zrem(keys[1], jobId).exec().catch(() => undefined);
@@ -332,6 +316,21 @@ export class BullJobQueue implements JobQueue {
   }
 
   async get(id: string): Promise<JobRecord | null> {
+    const record = await this.readRecord(id);
+    // Past its ttl_s and not swept yet: end it now, so nobody ever sees it queued late.
+    if (record?.status === 'queued' && record.payload.expiresAt !== undefined && record.payload.expiresAt <= Date.now()) {
+      await this.expireDue();
+      return this.readRecord(id);
+    }
+    return record;
+  }
+
+  /** Ends the queued jobs whose ttl_s ran out (status `expired`); resolves with their ids. */
+  expireDue(): Promise<string[]> {
+    return this.fast(expireDueJobs(this.options.connection, this.options.prefix, this.queue.toKey('')));
+  }
+
+  private async readRecord(id: string): Promise<JobRecord | null> {
     return this.fast(
       (async () => {
         // State first: a job finishing between the two reads then shows as running (the next read
@@ -353,8 +352,15 @@ export class BullJobQueue implements JobQueue {
         if (!(await this.queue.getJob(id))) return { outcome: 'not_found' };
         // Marker first: a worker taking the job from now on refuses to run it.
         await this.control.markCanceled(id);
-        const keys = ['wait', 'paused', 'delayed', 'prioritized', id, 'failed', 'events'].map((k) => this.queue.toKey(k));
-        const removed = await this.options.connection.eval(CANCEL_QUEUED_SCRIPT, keys.length, ...keys, id, encodeFailure('canceled', `${reason} (before it started)`), Date.now(), MAX_EVENTS);
+        const removed = await this.options.connection.eval(
+          CANCEL_QUEUED_SCRIPT,
+          0,
+          this.queue.toKey(''),
+          id,
+          encodeFailure('canceled', `${reason} (before it started)`),
+          Date.now(),
+          MAX_EVENTS,
+        );
         const record = await this.get(id);
         if (!record) return { outcome: 'not_found' };
         if (removed === 1) return { outcome: 'removed', record };
@@ -539,7 +545,8 @@ export function toJobRecord(
   };
 }
 
-export const isFinished = (status: JobStatus) => status === 'succeeded' || status === 'failed' || status === 'canceled';
+export const isFinished = (status: JobStatus) =>
+  status === 'succeeded' || status === 'failed' || status === 'canceled' || status === 'expired';
 
 function toStatus(state: string, failureCode: string | undefined): JobStatus {
   switch (state) {
@@ -548,7 +555,7 @@ function toStatus(state: string, failureCode: string | undefined): JobStatus {
     case 'completed':
       return 'succeeded';
     case 'failed':
-      return failureCode === 'canceled' ? 'canceled' : 'failed';
+      return failureCode === 'canceled' ? 'canceled' : failureCode === 'expired' ? 'expired' : 'failed';
     default:
       // waiting, prioritized, delayed (a retry's backoff), waiting-children
       return 'queued';

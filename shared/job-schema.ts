@@ -138,6 +138,12 @@ export function makeGenerationRequestSchema(limits: RequestLimits) {
           .min(1, { error: 'timeout_s must be at least 1' })
           .max(MAX_TIMEOUT_S, { error: `timeout_s must be at most ${MAX_TIMEOUT_S}` })
           .optional(),
+        ttl_s: z
+          .number({ error: 'ttl_s must be a number' })
+          .int({ error: 'ttl_s must be a whole number of seconds' })
+          .min(1, { error: 'ttl_s must be at least 1' })
+          .max(MAX_TIMEOUT_S, { error: `ttl_s must be at most ${MAX_TIMEOUT_S}` })
+          .optional(),
       },
       { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field: ${i.keys.join(', ')}` : 'the body must be a JSON object') },
     )
@@ -177,6 +183,9 @@ export const JobPayloadSchema = z.object({
   webhook: z.object({ url: z.string(), events: z.array(z.enum(WEBHOOK_EVENTS)) }).optional(),
   /** The client's deadline for the run, in seconds (JOB_MAX_RUN_S applies too). */
   timeoutS: z.number().int().positive().optional(),
+  /** How long the job may wait in the queue (seconds), and the time (ms) past which it ends `expired` unrun. */
+  ttlS: z.number().int().positive().optional(),
+  expiresAt: z.number().int().positive().optional(),
   /** Id of the API key that made the job: only that key sees, cancels or streams it. */
   owner: z.string().optional(),
 });
@@ -193,6 +202,7 @@ export function toJobPayload(
   model: ModelDefaults,
   /** A random first seed for `numImages` images, at most `maxSeedFor(numImages)`. */
   drawSeed: (numImages: number) => number,
+  now = Date.now(),
 ): JobPayload {
   const size = request.img_size;
   const seed = request.seed ?? drawSeed(request.num_images ?? 1);
@@ -212,6 +222,7 @@ export function toJobPayload(
       ? { webhook: { url: request.webhook.url, events: [...new Set(request.webhook.events ?? DEFAULT_WEBHOOK_EVENTS)] } }
       : {}),
     ...(request.timeout_s !== undefined ? { timeoutS: request.timeout_s } : {}),
+    ...(request.ttl_s !== undefined ? { ttlS: request.ttl_s, expiresAt: now + request.ttl_s * 1000 } : {}),
   };
 }
 

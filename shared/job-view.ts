@@ -25,6 +25,7 @@ export function jobView(record: JobRecord, baseUrl: string) {
       num_images: p.numImages,
       scheduler: p.scheduler ?? null,
       timeout_s: p.timeoutS ?? null,
+      ttl_s: p.ttlS ?? null,
     },
     progress: record.progress,
     queue_position: record.queuePosition,
@@ -32,6 +33,7 @@ export function jobView(record: JobRecord, baseUrl: string) {
     created_at: iso(record.createdAt),
     started_at: iso(record.startedAt),
     finished_at: iso(record.finishedAt),
+    expires_at: iso(p.expiresAt ?? null),
     outputs: record.result
       ? {
           seed: record.result.seed,
@@ -58,6 +60,8 @@ export function jobView(record: JobRecord, baseUrl: string) {
             last_attempt_at: iso(d.lastAttemptAt),
             next_attempt_at: iso(d.nextAttemptAt),
             delivered_at: iso(d.deliveredAt),
+            redeliveries: d.redeliveries ?? 0,
+            history: (d.history ?? []).map((a) => ({ at: iso(a.at), status_code: a.statusCode, error: a.error, state: a.state })),
           })),
         }
       : null,

@@ -114,7 +114,7 @@ describe('a synchronous job that ends without its image', () => {
       ['failed', 'internal_error', 500],
       ['failed', 'something_new', 500],
     ] as const) {
-      expect(failedJobStatus({ status: status as 'failed', error: { code: error, message: '' } }), error).toBe(expected);
+      expect(failedJobStatus({ status, error: { code: error, message: '' } }), error).toBe(expected);
     }
   });
 });

@@ -54,6 +54,11 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     const parsed = JobPayloadSchema.safeParse(job.data);
     if (!parsed.success) throw new JobFailure('invalid_request', `malformed job payload: ${parsed.error.message}`, false);
     const payload: JobPayload = parsed.data;
+    // Past its ttl_s it never runs, even if a worker took it before the API's sweep ended it.
+    if (payload.expiresAt !== undefined && payload.expiresAt <= Date.now()) {
+      log.info('job expired in the queue: not run');
+      throw new JobFailure('expired', 'the job was still queued when its ttl_s ran out; it never ran', false);
+    }
     if (deps.control && (await deps.control.isCanceled(jobId).catch(() => false))) {
       log.info('job was canceled before it started');
       throw new JobFailure('canceled', 'the job was canceled before it started', false);

@@ -1,7 +1,7 @@
 // The playground: submit a job, follow it (server-sent events, or polling where the stream is not
 // available), show its images. Plain browser JavaScript; talks only to this origin.
 
-const FINAL = new Set(['succeeded', 'failed', 'canceled']);
+const FINAL = new Set(['succeeded', 'failed', 'canceled', 'expired']);
 const JOBS_KEY = 'sdjobs.jobs';
 const KEY_KEY = 'sdjobs.apiKey';
 const MAX_REMEMBERED = 50;
