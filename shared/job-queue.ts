@@ -312,7 +312,10 @@ export class BullJobQueue implements JobQueue {
       removeOnFail: { age: keepAgeS, count: keepCount },
     };
     const job = await this.fast(this.queue.add(GENERATE_JOB, payload, opts));
-    return toJobRecord(job, 'waiting', 0, []);
+    // Its real place in line (0 = next); a worker may already have taken it, then it says so.
+    const position = await this.fast(this.waitingPosition(jobId));
+    if (position !== null) return toJobRecord(job, 'waiting', position, []);
+    return (await this.get(jobId)) ?? toJobRecord(job, 'waiting', null, []);
   }
 
   async get(id: string): Promise<JobRecord | null> {

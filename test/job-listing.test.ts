@@ -13,6 +13,8 @@ let stack: TestStack;
 let dir: string;
 const mine: string[] = [];
 const theirs: string[] = [];
+/** queue_position as each POST answered it. */
+const positions: number[] = [];
 
 beforeAll(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sdjobs-listing-'));
@@ -20,7 +22,9 @@ beforeAll(async () => {
   const submit = async (key: string, prompt: string) => {
     const res = await fetch(`${stack.api.url}/v1/jobs`, { method: 'POST', headers: { ...as(key), 'content-type': 'application/json' }, body: JSON.stringify({ prompt, img_size: 64 }) });
     expect(res.status).toBe(202);
-    return ((await res.json()) as { id: string }).id;
+    const job = (await res.json()) as { id: string; queue_position: number };
+    positions.push(job.queue_position);
+    return job.id;
   };
   for (let i = 0; i < 5; i++) mine.push(await submit(KEY_A, `mine ${i}`));
   for (let i = 0; i < 2; i++) theirs.push(await submit(KEY_B, `theirs ${i}`));
@@ -34,6 +38,12 @@ const list = async (key: string, query = '') => {
   const res = await fetch(`${stack.api.url}/v1/jobs${query}`, { headers: as(key) });
   return { status: res.status, body: (await res.json()) as Record<string, any> };
 };
+
+describe('POST /v1/jobs', () => {
+  it('answers each job with its real place in line (no worker runs here)', () => {
+    expect(positions).toEqual([0, 1, 2, 3, 4, 5, 6]);
+  });
+});
 
 describe('GET /v1/jobs', () => {
   it("lists the caller's jobs only, newest first", async () => {
