@@ -226,18 +226,41 @@ export function toJobPayload(
   };
 }
 
-/** How a field's query-string text is read: by the type the request schema gives the field. */
-type QueryKind = 'number' | 'boolean' | 'text' | 'structured';
+/**
+ * How a field's query-string text is read, by the type the request schema gives the field: a list
+ * of strings as comma-separated text (`a,b`; empty: none), other lists and objects not at all.
+ */
+type QueryKind = 'number' | 'boolean' | 'text' | 'text-list' | 'structured';
 
-function queryKinds(schema: ReturnType<typeof makeGenerationRequestSchema>): Map<string, QueryKind> {
+const unwrap = (field: z.core.$ZodType): z.core.$ZodType => {
+  let inner = field;
+  while (inner._zod.def.type === 'optional' || inner._zod.def.type === 'default' || inner._zod.def.type === 'nullable') {
+    inner = (inner._zod.def as unknown as { innerType: z.core.$ZodType }).innerType;
+  }
+  return inner;
+};
+
+/** Any object schema's fields (the request schema's, or a test's). */
+type ObjectShape = { shape: Readonly<Record<string, unknown>> };
+
+function queryKinds(schema: ObjectShape): Map<string, QueryKind> {
   const kinds = new Map<string, QueryKind>();
   for (const [name, field] of Object.entries(schema.shape)) {
-    let inner = field as unknown as z.core.$ZodType;
-    while (inner._zod.def.type === 'optional' || inner._zod.def.type === 'default' || inner._zod.def.type === 'nullable') {
-      inner = (inner._zod.def as unknown as { innerType: z.core.$ZodType }).innerType;
-    }
+    const inner = unwrap(field as unknown as z.core.$ZodType);
     const type = inner._zod.def.type;
-    kinds.set(name, type === 'number' ? 'number' : type === 'boolean' ? 'boolean' : type === 'object' || type === 'array' || type === 'record' ? 'structured' : 'text');
+    const element = type === 'array' ? unwrap((inner._zod.def as unknown as { element: z.core.$ZodType }).element)._zod.def.type : undefined;
+    kinds.set(
+      name,
+      type === 'number'
+        ? 'number'
+        : type === 'boolean'
+          ? 'boolean'
+          : element === 'string' || element === 'enum'
+            ? 'text-list'
+            : type === 'object' || type === 'array' || type === 'record'
+              ? 'structured'
+              : 'text',
+    );
   }
   return kinds;
 }
@@ -251,7 +274,7 @@ function queryKinds(schema: ReturnType<typeof makeGenerationRequestSchema>): Map
  */
 export function queryToRequest(
   query: Record<string, unknown>,
-  schema: ReturnType<typeof makeGenerationRequestSchema>,
+  schema: ObjectShape,
 ): { value: Record<string, unknown>; problems: FieldProblem[] } {
   const kinds = queryKinds(schema);
   const value: Record<string, unknown> = {};
@@ -280,6 +303,9 @@ export function queryToRequest(
         else value[name] = flag;
         break;
       }
+      case 'text-list':
+        value[name] = text.split(',').map((item) => item.trim()).filter((item) => item !== '');
+        break;
       case 'structured':
         problems.push({ field: name, message: `${name} cannot be given in a query string; send it in the JSON body of POST /v1/jobs` });
         break;

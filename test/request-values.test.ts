@@ -1,4 +1,5 @@
 import fc from 'fast-check';
+import { z } from 'zod';
 import { describe, expect, it, vi } from 'vitest';
 import { drawSeed } from '../api/request-parsing.js';
 import { loadConfig } from '../shared/config.js';
@@ -85,6 +86,13 @@ describe('numbers and booleans in query strings', () => {
     const { problems } = queryToRequest(parsed, schema);
     expect(Object.keys(parsed)).toContain('__proto__');
     expect(problems.map((p) => p.field)).toEqual(['__proto__', 'constructor', 'prototype', 'seed', 'webhook']);
+  });
+
+  it('reads a list of strings as comma-separated text, by the field type the schema gives', () => {
+    const withList = z.strictObject({ prompt: z.string(), tags: z.array(z.string()).optional(), pairs: z.array(z.number()).optional() });
+    expect(queryToRequest({ prompt: 'x', tags: 'a, b,,c' }, withList)).toEqual({ value: { prompt: 'x', tags: ['a', 'b', 'c'] }, problems: [] });
+    expect(queryToRequest({ prompt: 'x', tags: '' }, withList).value.tags).toEqual([]);
+    expect(queryToRequest({ prompt: 'x', pairs: '1,2' }, withList).problems.map((p) => p.field)).toEqual(['pairs']);
   });
 
   it('finds forbidden keys at any depth of a JSON body', () => {
