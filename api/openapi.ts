@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Config } from '../shared/config.js';
 import { makeGenerationRequestSchema } from '../shared/job-schema.js';
+import { OUTPUT_MEDIA } from '../shared/output-format.js';
 import {
   ErrorSchema,
   JobListSchema,
@@ -45,6 +46,10 @@ interface Schemas {
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: Json, description: string) => ({ description, content: { 'application/json': { schema } } });
 const errorResponse = (description: string) => json(ref('Error'), description);
+/** An image answer: one media type per output format. */
+const imageContent = Object.fromEntries(
+  Object.values(OUTPUT_MEDIA).map(({ contentType }) => [contentType, { schema: { type: 'string', contentMediaType: contentType } }]),
+);
 const jobId = { name: 'id', in: 'path', required: true, description: 'The job id from POST /v1/jobs.', schema: { type: 'string', pattern: '^[A-Za-z0-9-]{1,64}$' } };
 
 /** What the generated request schema cannot say by itself; applied to fields that exist. */
@@ -63,6 +68,9 @@ const FIELD_DESCRIPTIONS: Record<string, string> = {
   webhook: 'Where to POST the job when it ends, signed per Standard Webhooks.',
   timeout_s: 'Give up on the job (it fails with code timeout) when it has not finished this many seconds after it started.',
   ttl_s: 'Give up on the job if it is still queued this many seconds after submission: it ends with status `expired` and never runs.',
+  prompt_variations: 'Give each image its own variant of the prompt: the prompt as written plus a style, lighting, lens and composition modifier, chosen from the seed.',
+  output_format: 'How the images are encoded: png (lossless, the default), webp or jpeg. The image URLs end in .png, .webp or .jpg.',
+  output_quality: 'Quality of webp and jpeg images, 1–100 (default 80); not with png, which is lossless.',
 };
 
 const OPERATIONS: Operation[] = [
@@ -150,10 +158,16 @@ const OPERATIONS: Operation[] = [
       summary: "One of a succeeded job's images",
       parameters: [
         jobId,
-        { name: 'file', in: 'path', required: true, description: '`0.png`, `1.png`, …', schema: { type: 'string', pattern: '^\\d{1,3}\\.png$' } },
+        {
+          name: 'file',
+          in: 'path',
+          required: true,
+          description: "`0.png`, `1.png`, … (`.webp`, `.jpg` for the job's output_format): as in `outputs.images[].url`",
+          schema: { type: 'string', pattern: '^\\d{1,3}\\.(png|webp|jpg)$' },
+        },
       ],
       responses: {
-        '200': { description: 'The PNG.', content: { 'image/png': { schema: { type: 'string', contentMediaType: 'image/png' } } } },
+        '200': { description: "The image, in the job's output format.", content: imageContent },
         '302': { description: 'Redirect to a presigned storage URL (when S3_PRESIGN_URLS is on).' },
         '404': errorResponse('No such job or image, or the job has not succeeded.'),
       },
@@ -220,7 +234,7 @@ const OPERATIONS: Operation[] = [
   {
     method: 'get',
     path: '/v1/generate',
-    build: (_ctx, schemas) => syncOperation('generate', 'Generate one image and answer the PNG', schemas),
+    build: (_ctx, schemas) => syncOperation('generate', 'Generate one image and answer it (PNG unless output_format says otherwise)', schemas),
   },
   {
     method: 'get',
@@ -345,6 +359,8 @@ function syncOperation(operationId: string, summary: string, schemas: Schemas): 
       required: required.has(name),
       ...(typeof schema.description === 'string' ? { description: schema.description } : {}),
       schema: name === 'num_images' ? { ...schema, maximum: 1 } : schema,
+      // Lists go comma-separated: filters=nsfw,grayscale
+      ...(schema.type === 'array' ? { style: 'form', explode: false } : {}),
     }));
   return {
     operationId,
@@ -354,12 +370,14 @@ function syncOperation(operationId: string, summary: string, schemas: Schemas): 
     parameters,
     responses: {
       '200': {
-        description: 'The PNG.',
+        description: 'The image (PNG unless output_format says otherwise).',
         headers: {
           'X-Job-Id': { description: 'The job id.', schema: { type: 'string' } },
           'X-Seed': { description: 'The seed used.', schema: { type: 'string' } },
+          'X-Nsfw-Content-Detected': { description: "The safety checker's verdict, when the nsfw filter ran.", schema: { type: 'string', enum: ['true', 'false'] } },
+          'X-Image-Blocked': { description: 'true: every try was screened out and the PNG is black.', schema: { type: 'string', enum: ['true', 'false'] } },
         },
-        content: { 'image/png': { schema: { type: 'string', contentMediaType: 'image/png' } } },
+        content: imageContent,
       },
       '202': { ...json(ref('Job'), 'Still running after SYNC_TIMEOUT_S; poll the Location.'), headers: { Location: { schema: { type: 'string' } } } },
       '400': errorResponse('Bad input; `field` names it. Nothing was queued.'),

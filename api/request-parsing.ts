@@ -11,6 +11,8 @@ import {
 } from '../shared/job-schema.js';
 import { modelProblems } from '../shared/model-capabilities.js';
 import { forbiddenKeyPath } from '../shared/request-values.js';
+import { BUILTIN_FILTERS } from '../shared/filters.js';
+import { promptVariants } from '../shared/prompt-variations.js';
 import { AddressPolicy } from '../shared/webhooks/address-policy.js';
 import { HttpError, invalidRequest } from './http-errors.js';
 import type { AppDeps } from './deps.js';
@@ -70,7 +72,8 @@ export async function parseGenerationRequest(
     request = value;
   }
   const parsed = schema.safeParse(request);
-  if (!parsed.success) throw invalidRequest(describeIssues(parsed.error));
+  // A problem with one entry of `filters` is a problem with the field.
+  if (!parsed.success) throw invalidRequest(describeIssues(parsed.error).map((p) => (p.field.startsWith('filters.') ? { ...p, field: 'filters' } : p)));
 
   const served = deps.config.model.name;
   if (parsed.data.model !== undefined && parsed.data.model !== served) {
@@ -91,6 +94,19 @@ export async function parseGenerationRequest(
     (side) => (parsed.data.img_size !== undefined ? 'img_size' : side),
   );
   if (problems.length > 0) throw invalidRequest(problems);
+  if (payload.filters) {
+    // The export's filters (nsfw with a safety checker). Filters an operator's modules add are
+    // named in code only the worker loads: with FILTER_MODULES set, other names are the worker's to judge.
+    const known: readonly string[] = model.filters.available;
+    const unknown = payload.filters.find((name) => !known.includes(name) && (deps.config.filters.modules.length === 0 || BUILTIN_FILTERS.includes(name as never)));
+    if (unknown !== undefined) {
+      const why = unknown === 'nsfw' ? 'this model has no safety checker' : `this model's filters are: ${known.join(', ') || 'none'}`;
+      throw invalidRequest([{ field: 'filters', message: `unknown filter ${JSON.stringify(unknown)}: ${why}` }]);
+    }
+  }
+  if (payload.promptVariations) {
+    payload.prompts = promptVariants(payload.prompt, payload.seed, payload.numImages, deps.config.promptModifiers);
+  }
   if (payload.webhook) {
     // With API keys each key signs with its own secrets; the open service needs the operator's.
     if (context.owner === undefined && deps.config.webhooks.secrets.length === 0) {

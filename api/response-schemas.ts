@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { SCHEDULER_NAMES } from '../shared/job-schema.js';
+import { OUTPUT_FORMATS } from '../shared/output-format.js';
 import { WEBHOOK_EVENTS } from '../shared/webhooks/events.js';
 
 /**
@@ -15,6 +16,15 @@ const link = z
   .string()
   .regex(/^(https?:\/\/[^/\s]+)?\/\S*$/)
   .meta({ description: "Absolute when PUBLIC_URL is set or a trusted proxy forwarded its host (TRUST_PROXY); otherwise relative to the API's base (`/v1/jobs/…`)." });
+
+const FilterVerdictSchema = z
+  .object({
+    passed: z.boolean().meta({ description: 'false: the filter screened the image out.' }),
+    score: z.number().optional().meta({ description: 'The measure the filter decided on (grayscale: the 99th-percentile chroma, 0…255).' }),
+    threshold: z.number().optional().meta({ description: 'The limit the score was held against.' }),
+    detail: z.string().optional(),
+  })
+  .meta({ description: "One filter's verdict on the image's last try." });
 
 export const JobStatusSchema = z
   .enum(['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired'])
@@ -38,6 +48,10 @@ export const JobViewSchema = z
         scheduler: z.union([z.enum(SCHEDULER_NAMES), z.string()]).nullable().meta({ description: "null: the model's own scheduler." }),
         timeout_s: z.int().nullable().meta({ description: "The client's deadline for the run; null: the service's JOB_MAX_RUN_S." }),
         ttl_s: z.int().nullable().meta({ description: 'How long the job may wait in the queue; null: as long as it takes.' }),
+        filters: z.array(z.string()).nullable().meta({ description: "The filters asked for; null: the model's defaults (see each image's `filters`)." }),
+        prompt_variations: z.boolean(),
+        output_format: z.enum(OUTPUT_FORMATS),
+        output_quality: z.int().nullable().meta({ description: 'webp and jpeg quality; null for png.' }),
       })
       .meta({ description: 'The request with every default filled in.' }),
     progress: z
@@ -55,10 +69,18 @@ export const JobViewSchema = z
         seed: z.int(),
         images: z.array(
           z.object({
-            url: link.meta({ description: 'GET it for the PNG.' }),
+            url: link.meta({ description: 'GET it for the image: `<n>.png`, `<n>.webp` or `<n>.jpg` after the output format.' }),
             width: z.int(),
             height: z.int(),
-            seed: z.int().meta({ description: 'Image i of a job uses seed + i.' }),
+            seed: z.int().meta({ description: 'The seed this image was made with: seed + i, or a fresh one when filters made it again.' }),
+            prompt: z.string().meta({ description: 'The prompt this image was made from (its variant with prompt_variations).' }),
+            nsfw_content_detected: z
+              .boolean()
+              .nullable()
+              .meta({ description: "The safety checker's verdict on the image's last try; null when the nsfw filter did not run." }),
+            filters: z.record(z.string(), FilterVerdictSchema).meta({ description: 'The verdict of every filter that ran, by name.' }),
+            tries: z.int().meta({ description: 'Tries it took; above 1 when filters screened out earlier ones (FILTER_MAX_TRIES at most).' }),
+            blocked: z.boolean().meta({ description: 'Every try was screened out: the image is black, and `filters` says why.' }),
           }),
         ),
       })

@@ -3,7 +3,7 @@
  *   npm run model:tiny -- [--out DIR] [--dtype float32|float16] [--input-ids int32|int64]
  *     [--timestep int64|float|float-scalar] [--external-data none|onnx_data|weights.pb] [--lcm]
  *     [--prediction-type epsilon|v_prediction] [--pad-with-exclamation] [--fixed-size PX]
- *     [--fixed-batch N] [--seed N]
+ *     [--fixed-batch N] [--safety-checker pass-all|flag-all|none] [--seed N]
  */
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -13,7 +13,7 @@ import { DEFAULT_TINY_MODEL_DIR, TINY_MODEL_NOTE, writeTinyModel, type TinyModel
 const USAGE = `usage: npm run model:tiny -- [--out DIR] [--dtype float32|float16] [--input-ids int32|int64]
   [--timestep int64|float|float-scalar] [--external-data none|onnx_data|weights.pb] [--lcm]
   [--prediction-type epsilon|v_prediction] [--pad-with-exclamation] [--fixed-size PX]
-  [--fixed-batch N] [--seed N]`;
+  [--fixed-batch N] [--safety-checker pass-all|flag-all|none] [--seed N]`;
 
 function integer(flag: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
@@ -36,6 +36,7 @@ function parseCli(argv: string[]): { out: string; options: TinyModelOptions } | 
       'pad-with-exclamation': { type: 'boolean' },
       'fixed-size': { type: 'string' },
       'fixed-batch': { type: 'string' },
+      'safety-checker': { type: 'string' },
       seed: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -52,6 +53,7 @@ function parseCli(argv: string[]): { out: string; options: TinyModelOptions } | 
     padWithExclamation: values['pad-with-exclamation'],
     fixedSize: integer('fixed-size', values['fixed-size']),
     fixedBatch: integer('fixed-batch', values['fixed-batch']),
+    safetyChecker: values['safety-checker'] as TinyModelOptions['safetyChecker'],
     seed: integer('seed', values.seed),
   };
   return { out: values.out ?? DEFAULT_TINY_MODEL_DIR, options };

@@ -1,7 +1,9 @@
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
+import { DEFAULT_PROMPT_MODIFIERS, PromptModifiersSchema, type PromptModifiers } from './prompt-variations.js';
 import { parseAllowList, type AllowList } from './webhooks/address-policy.js';
 import { parseSchedule } from './webhooks/schedule.js';
 import { secretBytes } from './webhooks/signing.js';
@@ -128,6 +130,15 @@ const EnvSchema = z.object({
   /** A synchronous request whose client goes away cancels its job. */
   SYNC_CANCEL_ON_DISCONNECT: bool(true),
 
+  /** Tries per image while a filter screens it out; after the last one the image is returned black, marked blocked. */
+  FILTER_MAX_TRIES: int(3, 1, 10),
+  /** The grayscale filter's limit on the 99th-percentile chroma (0…255). */
+  FILTER_GRAYSCALE_MAX_CHROMA: decimal(12, 0, 255),
+  /** Comma-separated paths of modules whose default export is an image filter (or a list, or a factory). */
+  FILTER_MODULES: optionalString,
+  /** JSON file of prompt-variation modifiers by category; empty: the built-in set. */
+  PROMPT_MODIFIERS_FILE: optionalString,
+
   /** Comma-separated API keys; empty = the API runs open (and says so at startup). */
   API_KEYS: optionalString,
   IDEMPOTENCY_TTL_S: int(24 * 3600, 60, 30 * 24 * 3600),
@@ -195,6 +206,10 @@ export interface Config {
   syncTimeoutS: number;
   jobs: { attempts: number; backoffMs: number; keepAgeS: number; keepCount: number; maxRunS: number };
   syncCancelOnDisconnect: boolean;
+  /** Image filters: tries per image, the grayscale threshold, operators' filter modules. */
+  filters: { maxTries: number; grayscaleMaxChroma: number; modules: string[] };
+  /** Modifier categories prompt variations draw from. */
+  promptModifiers: PromptModifiers;
   /** SHA-256 hashes (hex) of the API keys; the keys themselves are not kept. Empty: open. */
   auth: { apiKeyHashes: string[]; idempotencyTtlS: number };
   /** Per-key limits (with API_KEYS); 0 = none. */
@@ -333,6 +348,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
   } catch (err) {
     problems.push(`WEBHOOK_RETRY_SCHEDULE: ${(err as Error).message}`);
   }
+  let promptModifiers: PromptModifiers = DEFAULT_PROMPT_MODIFIERS;
+  if (e.PROMPT_MODIFIERS_FILE !== undefined) {
+    try {
+      const parsed = PromptModifiersSchema.safeParse(JSON.parse(readFileSync(e.PROMPT_MODIFIERS_FILE, 'utf8')));
+      if (parsed.success) promptModifiers = parsed.data;
+      else problems.push(`PROMPT_MODIFIERS_FILE: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'file'}: ${i.message}`).join('; ')} (expected {"category": ["modifier", …], …})`);
+    } catch (err) {
+      problems.push(`PROMPT_MODIFIERS_FILE: cannot read a JSON object of modifier lists from ${e.PROMPT_MODIFIERS_FILE}: ${(err as Error).message}`);
+    }
+  }
   if (problems.length > 0) throw new ConfigError(problems);
 
   const config: Config = {
@@ -416,6 +441,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       maxRunS: e.JOB_MAX_RUN_S,
     },
     syncCancelOnDisconnect: e.SYNC_CANCEL_ON_DISCONNECT,
+    filters: {
+      maxTries: e.FILTER_MAX_TRIES,
+      grayscaleMaxChroma: e.FILTER_GRAYSCALE_MAX_CHROMA,
+      modules: (e.FILTER_MODULES ?? '').split(',').map((m) => m.trim()).filter((m) => m !== ''),
+    },
+    promptModifiers,
     auth: {
       apiKeyHashes: [...new Set(apiKeys)].map((k) => createHash('sha256').update(k, 'utf8').digest('hex')),
       idempotencyTtlS: e.IDEMPOTENCY_TTL_S,

@@ -4,7 +4,9 @@ import type { Redis } from 'ioredis';
 import type { Config } from './config.js';
 import { failFastOnRedis, ServiceError } from './errors.js';
 import { JobControl } from './job-control.js';
+import type { FilterVerdict } from './filters.js';
 import type { JobPayload } from './job-schema.js';
+import { JobWatcher } from './job-watch.js';
 import { subscribeQueueEvents, type EventSubscription } from './queue-events.js';
 import { CANCEL_QUEUED_SCRIPT, expireDueJobs, expiryKey, MAX_EVENTS } from './queued-jobs.js';
 import { GENERATE_JOB, GENERATE_QUEUE } from './queues.js';
@@ -25,6 +27,14 @@ export interface StoredImage {
   width: number;
   height: number;
   seed: number;
+  /** The prompt the image was made from (absent in results of workers before filters). */
+  prompt?: string;
+  /** Each filter's verdict by name. */
+  filters?: Record<string, FilterVerdict>;
+  /** Tries it took; more than 1 when filters screened out earlier ones. */
+  tries?: number;
+  /** Every try was screened out: the stored image is black. */
+  blocked?: boolean;
 }
 
 /** What a worker returns for a succeeded job (BullMQ's return value). */
@@ -98,8 +108,9 @@ export interface JobQueue {
   /** Resolves with the job once it is finished, or null when `timeoutMs` passes or `signal` aborts first. */
   waitForFinish(id: string, timeoutMs: number, signal?: AbortSignal): Promise<JobRecord | null>;
   /**
-   * Calls `listener` with the job's record now and after each change (at most about five times a
-   * second), until the returned function is called; null once the job is gone.
+   * Calls `listener` with the job's record now and after each change (progress at most about five
+   * times a second, the job's end at once), until the returned function is called; null once the
+   * job is gone.
    */
   watch(id: string, listener: JobListener): () => void;
   /** A queued job is taken off the queue and marked canceled; a running one is told to stop. */
@@ -125,9 +136,6 @@ export function decodeFailure(reason: string | undefined): { code: string; messa
 }
 
 const FAST_FAIL_MS = 1000;
-/** Watched jobs are re-read at most this often: progress reaches clients at ≤ 5 updates a second. */
-const WATCH_INTERVAL_MS = 200;
-const WATCH_RETRY_MS = 1000;
 
 export interface BullJobQueueOptions {
   /** Connection for commands: the API's fail-fast one. */
@@ -139,18 +147,10 @@ export interface BullJobQueueOptions {
   eventsConnection?: Redis;
   prefix: string;
   jobs: Pick<Config['jobs'], 'attempts' | 'backoffMs' | 'keepAgeS' | 'keepCount'>;
+  /** How watched jobs are re-read (tests shorten or stretch these); see JobWatcher. */
+  watchTiming?: { throttleMs?: number; safetyPollMs?: number };
   /** Queued plus running jobs one owner (API key) may have; 0 or absent: no limit. Jobs without an owner are not limited. */
   maxQueuedPerOwner?: number;
-}
-
-interface Watch {
-  listeners: Set<JobListener>;
-  timer: NodeJS.Timeout | undefined;
-  /** A read is in flight; `again` asks for another one after it. */
-  reading: boolean;
-  again: boolean;
-  lastReadAt: number;
-  status: JobStatus | null;
 }
 
 /**
@@ -204,25 +204,25 @@ export class BullJobQueue implements JobQueue {
   private readonly queue: Queue<JobPayload, JobResult>;
   private readonly subscription: EventSubscription | undefined;
   private readonly control: JobControl;
-  private readonly watches = new Map<string, Watch>();
+  private readonly watcher: JobWatcher<JobRecord>;
   private closed = false;
 
   constructor(private readonly options: BullJobQueueOptions) {
     this.queue = new Queue(GENERATE_QUEUE, { connection: options.connection, prefix: options.prefix });
     this.control = new JobControl(options.connection, options.prefix, options.jobs.keepAgeS);
     this.queue.on('error', () => undefined);
+    this.watcher = new JobWatcher<JobRecord>({ read: (id) => this.get(id), ...options.watchTiming });
     if (options.eventsConnection) {
       // One subscription per process serves every waiting request and every event stream.
       this.subscription = subscribeQueueEvents(GENERATE_QUEUE, options.eventsConnection, options.prefix);
       const { events } = this.subscription;
-      const poke = ({ jobId }: { jobId: string }) => this.poke(jobId);
-      for (const name of ['waiting', 'active', 'progress', 'completed', 'failed', 'delayed', 'removed'] as const) {
-        events.on(name, poke);
-      }
+      const changed = ({ jobId }: { jobId: string }) => this.watcher.changed(jobId);
+      for (const name of ['waiting', 'active', 'progress', 'delayed'] as const) events.on(name, changed);
+      // The end of a job is read at once: a waiting client answers as soon as the job is over.
+      const ended = ({ jobId }: { jobId: string }) => this.watcher.ended(jobId);
+      for (const name of ['completed', 'failed', 'removed'] as const) events.on(name, ended);
       // A job leaving the wait list moves every queued job behind it up one place.
-      const shift = () => {
-        for (const [id, watch] of this.watches) if (watch.status === 'queued') this.poke(id);
-      };
+      const shift = () => this.watcher.queuedChanged();
       events.on('active', shift);
       events.on('failed', shift);
       events.on('removed', shift);
@@ -435,73 +435,7 @@ export class BullJobQueue implements JobQueue {
 
   watch(id: string, listener: JobListener): () => void {
     this.requireEvents();
-    let watch = this.watches.get(id);
-    if (!watch) {
-      watch = { listeners: new Set(), timer: undefined, reading: false, again: false, lastReadAt: 0, status: null };
-      this.watches.set(id, watch);
-    }
-    watch.listeners.add(listener);
-    // Subscribed before the first read: a change in between triggers another read, never a miss.
-    this.poke(id, true);
-    const w = watch;
-    return () => {
-      w.listeners.delete(listener);
-      if (w.listeners.size === 0 && this.watches.get(id) === w) {
-        clearTimeout(w.timer);
-        this.watches.delete(id);
-      }
-    };
-  }
-
-  /** Schedules a read of a watched job: at once when `now`, else throttled; one read at a time per job. */
-  private poke(id: string, now = false): void {
-    const watch = this.watches.get(id);
-    if (!watch) return;
-    if (watch.reading) {
-      watch.again = true;
-      return;
-    }
-    if (watch.timer) {
-      if (!now) return;
-      clearTimeout(watch.timer);
-      watch.timer = undefined;
-    }
-    const wait = now ? 0 : Math.max(0, watch.lastReadAt + WATCH_INTERVAL_MS - Date.now());
-    if (wait === 0) void this.read(id, watch);
-    else {
-      watch.timer = setTimeout(() => {
-        watch.timer = undefined;
-        void this.read(id, watch);
-      }, wait);
-    }
-  }
-
-  private async read(id: string, watch: Watch): Promise<void> {
-    watch.reading = true;
-    watch.lastReadAt = Date.now();
-    let record: JobRecord | null = null;
-    let failed = false;
-    try {
-      record = await this.get(id);
-    } catch {
-      failed = true;
-    }
-    watch.reading = false;
-    if (this.watches.get(id) !== watch || this.closed) return;
-    if (failed) {
-      // Redis is away: try again shortly rather than telling listeners the job is gone.
-      watch.timer = setTimeout(() => {
-        watch.timer = undefined;
-        this.poke(id, true);
-      }, WATCH_RETRY_MS);
-      return;
-    }
-    watch.status = record?.status ?? null;
-    for (const listener of [...watch.listeners]) listener(record);
-    if (watch.again) {
-      watch.again = false;
-      this.poke(id);
-    }
+    return this.watcher.watch(id, listener);
   }
 
   async ping(): Promise<void> {
@@ -511,8 +445,7 @@ export class BullJobQueue implements JobQueue {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const watch of this.watches.values()) clearTimeout(watch.timer);
-    this.watches.clear();
+    this.watcher.close();
     const results = await Promise.allSettled([this.subscription?.close(), this.queue.close()]);
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;

@@ -1,7 +1,9 @@
 import { z } from 'zod';
 import type { Config } from './config.js';
 import { FORBIDDEN_KEYS, parseBooleanText, parseNumberText } from './request-values.js';
+import { BUILTIN_FILTERS, FILTER_NAME_PATTERN, MAX_FILTERS } from './filters.js';
 import { DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS } from './webhooks/events.js';
+import { DEFAULT_OUTPUT_QUALITY, OUTPUT_FORMATS } from './output-format.js';
 
 /**
  * The generation request as clients send it (snake_case, like diffusers' argument names), and
@@ -144,6 +146,15 @@ export function makeGenerationRequestSchema(limits: RequestLimits) {
           .min(1, { error: 'ttl_s must be at least 1' })
           .max(MAX_TIMEOUT_S, { error: `ttl_s must be at most ${MAX_TIMEOUT_S}` })
           .optional(),
+        filters: filtersField().optional(),
+        prompt_variations: z.boolean({ error: 'prompt_variations must be true or false' }).optional(),
+        output_format: z.enum(OUTPUT_FORMATS, { error: `output_format must be one of: ${OUTPUT_FORMATS.join(', ')}` }).optional(),
+        output_quality: z
+          .number({ error: 'output_quality must be a number' })
+          .int({ error: 'output_quality must be a whole number' })
+          .min(1, { error: 'output_quality must be at least 1' })
+          .max(100, { error: 'output_quality must be at most 100' })
+          .optional(),
       },
       { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field: ${i.keys.join(', ')}` : 'the body must be a JSON object') },
     )
@@ -160,6 +171,28 @@ export function makeGenerationRequestSchema(limits: RequestLimits) {
           message: `seed must be at most ${maxSeedFor(images)} with num_images ${images}: image i uses seed + i, and seeds end at ${MAX_SEED}`,
         });
       }
+      if (r.output_quality !== undefined && (r.output_format ?? 'png') === 'png') {
+        ctx.addIssue({ code: 'custom', path: ['output_quality'], message: 'output_quality applies to webp and jpeg only (png is lossless): set output_format too' });
+      }
+    });
+}
+
+/**
+ * `filters`: names of the filters to run on each image (which exist is checked against the served
+ * model where the request is parsed). Every problem is reported on the field itself.
+ */
+function filtersField() {
+  return z
+    .array(
+      z
+        .string({ error: 'filters must hold filter names (strings)' })
+        .regex(FILTER_NAME_PATTERN, { error: 'filters: a filter name is lowercase letters, digits, _ or - (at most 32), starting with a letter' }),
+      { error: `filters must be a list of filter names, e.g. ["${BUILTIN_FILTERS.join('", "')}"]` },
+    )
+    .max(MAX_FILTERS, { error: `filters may name at most ${MAX_FILTERS} filters` })
+    .refine((names) => new Set(names).size === names.length, { error: 'filters must not name a filter twice' })
+    .meta({
+      description: `Filters to screen each image with; default: the model's (nsfw when the export has a safety checker). Known: ${BUILTIN_FILTERS.join(', ')}, and any a worker registered.`,
     });
 }
 
@@ -186,8 +219,18 @@ export const JobPayloadSchema = z.object({
   /** How long the job may wait in the queue (seconds), and the time (ms) past which it ends `expired` unrun. */
   ttlS: z.number().int().positive().optional(),
   expiresAt: z.number().int().positive().optional(),
+  /** How the worker encodes the images (absent: png, as before the field existed). */
+  outputFormat: z.enum(OUTPUT_FORMATS).optional(),
+  /** webp and jpeg quality, 1–100. */
+  outputQuality: z.number().int().min(1).max(100).optional(),
   /** Id of the API key that made the job: only that key sees, cancels or streams it. */
   owner: z.string().optional(),
+  /** Filters the client asked for; absent: the model's defaults (the worker knows them). */
+  filters: z.array(z.string()).optional(),
+  /** The client asked for prompt variations; `prompts` holds them. */
+  promptVariations: z.boolean().optional(),
+  /** Image i's prompt (prompt variations); absent: `prompt` for every image. */
+  prompts: z.array(z.string()).optional(),
 });
 export type JobPayload = z.infer<typeof JobPayloadSchema>;
 
@@ -223,6 +266,12 @@ export function toJobPayload(
       : {}),
     ...(request.timeout_s !== undefined ? { timeoutS: request.timeout_s } : {}),
     ...(request.ttl_s !== undefined ? { ttlS: request.ttl_s, expiresAt: now + request.ttl_s * 1000 } : {}),
+    ...(request.filters !== undefined ? { filters: request.filters } : {}),
+    ...(request.prompt_variations ? { promptVariations: true } : {}),
+    outputFormat: request.output_format ?? 'png',
+    ...(request.output_format !== undefined && request.output_format !== 'png'
+      ? { outputQuality: request.output_quality ?? DEFAULT_OUTPUT_QUALITY }
+      : {}),
   };
 }
 

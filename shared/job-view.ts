@@ -1,5 +1,6 @@
 import type { Config } from './config.js';
 import type { JobRecord } from './job-queue.js';
+import { extensionOf } from './output-format.js';
 
 /**
  * The job as clients see it (`GET /v1/jobs/:id`, the SSE stream's data, a webhook's `data`);
@@ -26,6 +27,10 @@ export function jobView(record: JobRecord, baseUrl: string) {
       scheduler: p.scheduler ?? null,
       timeout_s: p.timeoutS ?? null,
       ttl_s: p.ttlS ?? null,
+      filters: p.filters ?? null,
+      prompt_variations: p.promptVariations ?? false,
+      output_format: p.outputFormat ?? 'png',
+      output_quality: p.outputQuality ?? null,
     },
     progress: record.progress,
     queue_position: record.queuePosition,
@@ -38,10 +43,16 @@ export function jobView(record: JobRecord, baseUrl: string) {
       ? {
           seed: record.result.seed,
           images: record.result.images.map((image, index) => ({
-            url: `${self}/images/${index}.png`,
+            url: `${self}/images/${imageFileName(index, image.key)}`,
             width: image.width,
             height: image.height,
             seed: image.seed,
+            prompt: image.prompt ?? p.prompts?.[index] ?? p.prompt,
+            // diffusers' name: the safety checker's verdict; null when it did not run.
+            nsfw_content_detected: image.filters?.['nsfw'] ? !image.filters['nsfw'].passed : null,
+            filters: image.filters ?? {},
+            tries: image.tries ?? 1,
+            blocked: image.blocked ?? false,
           })),
         }
       : null,
@@ -78,3 +89,6 @@ export type JobView = ReturnType<typeof jobView>;
 export function linkBase(config: Pick<Config, 'publicUrl'>): string {
   return config.publicUrl ?? '';
 }
+
+/** An image's file name under `/v1/jobs/:id/images/`: its index and its stored format's extension. */
+export const imageFileName = (index: number, key: string) => `${index}.${extensionOf(key) || 'png'}`;

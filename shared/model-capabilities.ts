@@ -32,6 +32,12 @@ export interface ModelCapabilities {
    * `num_train_timesteps`, and for LCMScheduler its distillation's `original_inference_steps`.
    */
   maxStepsByScheduler: Readonly<Record<string, number>>;
+  /**
+   * The image filters every worker of this export has (`nsfw` when it has a safety checker,
+   * `grayscale` always) and those that run when a request names none. Filters an operator's
+   * FILTER_MODULES add are known to the workers only.
+   */
+  filters: { available: string[]; defaults: string[] };
 }
 
 /** An export the API cannot read; `file` names the file at fault. */
@@ -61,6 +67,7 @@ const FILES = {
   schedulerConfig: 'scheduler/scheduler_config.json',
   unetConfig: 'unet/config.json',
   vaeConfig: 'vae_decoder/config.json',
+  safetyChecker: 'safety_checker/model.onnx',
   textEncoder: 'text_encoder/model.onnx',
   unet: 'unet/model.onnx',
   vaeDecoder: 'vae_decoder/model.onnx',
@@ -158,6 +165,11 @@ export async function readModelCapabilities(modelDir: string): Promise<ModelCapa
     defaultScheduler: schedulerClass,
     dtype,
     maxStepsByScheduler,
+    // The worker loads a safety checker exactly when its model.onnx is there (it warns when
+    // model_index.json lists one that is missing).
+    filters: existsSync(path.join(modelDir, FILES.safetyChecker))
+      ? { available: ['nsfw', 'grayscale'], defaults: ['nsfw'] }
+      : { available: ['grayscale'], defaults: [] },
   };
 }
 

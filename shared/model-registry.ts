@@ -16,6 +16,8 @@ export interface PublishedModel {
   fixedBatch?: number | undefined;
   defaultScheduler: string;
   dtype: string;
+  /** The filters its workers run, and those that run when a request names none. */
+  filters?: { available: string[]; defaults: string[] } | undefined;
   publishedAt: number;
 }
 

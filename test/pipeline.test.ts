@@ -85,11 +85,17 @@ function spyOnSessionRuns() {
   return { spy, batches, feedsOf };
 }
 
+/**
+ * The model the golden numbers below were recorded on, spelled out so that a change of the
+ * generator's defaults (the safety checker it now adds, say) cannot move them unnoticed.
+ */
+const GOLDEN_MODEL: TinyModelOptions = { seed: 42, dtype: 'float32', externalData: 'onnx_data', safetyChecker: 'none' };
+
 describe('pipeline on the tiny model (float32, dynamic shapes)', () => {
   let pipeline: Pipeline;
 
   beforeAll(async () => {
-    pipeline = await load(await tinyModel());
+    pipeline = await load(await tinyModel(GOLDEN_MODEL));
   });
 
   it('reports capabilities from the export', () => {
@@ -391,3 +397,119 @@ describe('float16 conversion', () => {
 
 /** First 8 bytes (RGB of the first pixels) of `request` on the default tiny model. */
 const GOLDEN_FIRST_BYTES: number[] = [99, 86, 112, 102, 69, 109, 100, 68];
+
+describe('safety checker', () => {
+  it('is loaded when the export has one, and leaves generate’s pixels alone', async () => {
+    const [withChecker, without] = await Promise.all([load(await tinyModel()), load(await tinyModel(GOLDEN_MODEL))]);
+    expect(withChecker.safetyChecker).toBeDefined();
+    expect(without.safetyChecker).toBeUndefined();
+    const [a, b] = await Promise.all([withChecker.generate(request), without.generate(request)]);
+    expect(Buffer.from(a.images[0]!.data).equals(Buffer.from(b.images[0]!.data))).toBe(true);
+    expect([...a.images[0]!.data.subarray(0, 8)]).toEqual(GOLDEN_FIRST_BYTES);
+  });
+
+  it('runs as diffusers runs it: one image per run, clip_input 1×3×224×224, images 1×H×W×3 in 0…1', async () => {
+    const pipeline = await load(await tinyModel({ safetyChecker: 'flag-all' }));
+    const { images } = await pipeline.generate({ ...request, width: 96, numImages: 2 });
+    const { spy, feedsOf } = spyOnSessionRuns();
+    try {
+      const verdicts = await Promise.all(images.map((image) => pipeline.safetyChecker!.check(image)));
+      expect(verdicts.map((v) => v.nsfw)).toEqual([true, true]);
+      const runs = spy.mock.calls.map(feedsOf).filter((feeds) => feeds['clip_input']);
+      expect(runs.map((feeds) => [feeds['clip_input']!.dims, feeds['images']!.dims])).toEqual([
+        [[1, 3, 224, 224], [1, 64, 96, 3]],
+        [[1, 3, 224, 224], [1, 64, 96, 3]],
+      ]);
+      const pixels = runs[0]!['images']!.data as Float32Array;
+      expect(pixels[0]).toBeCloseTo(images[0]!.data[0]! / 255, 6);
+      expect(Math.max(...pixels)).toBeLessThanOrEqual(1);
+    } finally {
+      spy.mockRestore();
+    }
+    const passing = await load(await tinyModel());
+    expect((await passing.safetyChecker!.check(images[0]!)).nsfw).toBe(false);
+  });
+
+  it('feeds a float16 checker float16', async () => {
+    const pipeline = await load(await tinyModel({ dtype: 'float16', safetyChecker: 'flag-all' }));
+    const { images } = await pipeline.generate(request);
+    const { spy, feedsOf } = spyOnSessionRuns();
+    try {
+      expect((await pipeline.safetyChecker!.check(images[0]!)).nsfw).toBe(true);
+      const feeds = spy.mock.calls.map(feedsOf).find((f) => f['clip_input'])!;
+      expect([feeds['clip_input']!.type, feeds['images']!.type]).toEqual(['float16', 'float16']);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  it('names a missing feature extractor config, and warns when model_index.json lists a checker that is gone', async () => {
+    const dir = await tinyModel();
+    await rm(path.join(dir, 'feature_extractor'), { recursive: true });
+    await expect(loadPipeline(dir)).rejects.toMatchObject({ name: 'ModelLoadError', file: 'feature_extractor/preprocessor_config.json' });
+    await rm(path.join(dir, 'safety_checker'), { recursive: true });
+    const warn = vi.fn();
+    const pipeline = await load(dir, { logger: { info: vi.fn(), warn } });
+    expect(pipeline.safetyChecker).toBeUndefined();
+    expect(warn).toHaveBeenCalledWith(expect.objectContaining({ file: 'safety_checker/model.onnx' }), expect.stringMatching(/safety_checker/));
+  });
+});
+
+describe('per-image prompts and seeds', () => {
+  let pipeline: Pipeline;
+  beforeAll(async () => {
+    pipeline = await load(await tinyModel(GOLDEN_MODEL));
+  });
+
+  it('encodes every prompt in one text-encoder run and conditions each image on its own', async () => {
+    const prompts = ['a red fox, oil painting', 'a red fox, photograph', 'a red fox, 3d render'];
+    const { spy, batches } = spyOnSessionRuns();
+    let images: RgbImage[];
+    try {
+      ({ images } = await pipeline.generate({ ...request, numImages: 3, prompts }));
+      expect(batches('input_ids')).toEqual([4]); // three prompts and the negative one, one run
+      expect(new Set(batches('sample'))).toEqual(new Set([6])); // one UNet batch: 3 uncond + 3 cond rows
+    } finally {
+      spy.mockRestore();
+    }
+    expect(images.map((image) => image.seed)).toEqual([42, 43, 44]);
+    for (const [i, prompt] of prompts.entries()) {
+      const single = await pipeline.generate({ ...request, prompt, seed: 42 + i });
+      expect(maxAbsDiff(images[i]!.data, single.images[0]!.data), prompt).toBeLessThanOrEqual(1);
+    }
+    // Not the same conditioning for all: image 0 differs from a run of image 1's prompt with its seed.
+    const swapped = await pipeline.generate({ ...request, prompt: prompts[1]!, seed: 42 });
+    expect(maxAbsDiff(images[0]!.data, swapped.images[0]!.data)).toBeGreaterThan(1);
+  });
+
+  it('encodes a repeated prompt once', async () => {
+    const { spy, batches } = spyOnSessionRuns();
+    try {
+      await pipeline.generate({ ...request, numImages: 2, prompts: ['same', 'same'] });
+      expect(batches('input_ids')).toEqual([2]);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  it('takes explicit seeds, one per image', async () => {
+    const { images } = await pipeline.generate({ ...request, numImages: 2, seeds: [7, 4_000_000_000] });
+    expect(images.map((image) => image.seed)).toEqual([7, 4_000_000_000]);
+    const single = await pipeline.generate({ ...request, seed: 7 });
+    expect(maxAbsDiff(images[0]!.data, single.images[0]!.data)).toBeLessThanOrEqual(1);
+  });
+
+  it('rejects prompts and seeds that do not fit numImages, naming the field', async () => {
+    await expect(pipeline.generate({ ...request, numImages: 2, prompts: ['one'] })).rejects.toMatchObject({ field: 'prompts' });
+    await expect(pipeline.generate({ ...request, numImages: 1, seeds: [2 ** 32] })).rejects.toMatchObject({ field: 'seeds' });
+    await expect(pipeline.generate({ ...request, numImages: 2, seeds: [1] })).rejects.toMatchObject({ field: 'seeds' });
+  });
+
+  it('gives a static-batch export each image its own prompt too', async () => {
+    const fixed = await load(await tinyModel({ fixedBatch: 1 }));
+    const prompts = ['a lighthouse', 'a forest'];
+    const { images } = await fixed.generate({ ...request, numImages: 2, prompts });
+    const second = await fixed.generate({ ...request, prompt: prompts[1]!, seed: 43 });
+    expect(maxAbsDiff(images[1]!.data, second.images[0]!.data)).toBeLessThanOrEqual(1);
+  });
+});

@@ -106,6 +106,60 @@ describe.skipIf(!haveChromium)(`playground at /${haveChromium ? '' : ' (skipped:
     expect(await page.locator('#current-status').textContent()).toBe('succeeded');
   });
 
+  it('sends the filter toggles and the variations switch, and shows each image’s prompt and verdicts', { timeout: 90_000 }, async () => {
+    const posted: Array<Record<string, unknown>> = [];
+    const onRequest = (request: import('playwright-core').Request) => {
+      if (request.method() === 'POST' && request.url().endsWith('/v1/jobs')) posted.push(request.postDataJSON() as Record<string, unknown>);
+    };
+    page.on('request', onRequest);
+    const finish = async () => {
+      const previous = await page.locator('#current-id').textContent();
+      await page.click('#submit');
+      await expect.poll(() => page.locator('#current-id').textContent(), { timeout: 20_000 }).not.toBe(previous);
+      await expect.poll(() => page.locator('#current-status').textContent(), { timeout: 50_000 }).toBe('succeeded');
+    };
+    try {
+      await page.reload();
+      await page.fill('#prompt', 'a red barn in a field');
+      await page.fill('#num_images', '2');
+      await page.fill('#num_inference_steps', '2');
+      await page.fill('#seed', '77');
+      // The model's default filters: the toggles are off limits until that is unticked.
+      expect(await page.locator('#filters-default').isChecked()).toBe(true);
+      expect(await page.locator('#filter-grayscale').isDisabled()).toBe(true);
+      await page.uncheck('#filters-default');
+      await page.check('#filter-nsfw');
+      await page.check('#filter-grayscale');
+      await page.check('#prompt_variations');
+      await finish();
+      expect(posted.at(-1)).toMatchObject({ prompt: 'a red barn in a field', num_images: 2, filters: ['nsfw', 'grayscale'], prompt_variations: true });
+
+      await expect.poll(() => page.locator('#images .image-prompt').count()).toBe(2);
+      const prompts = await page.locator('#images .image-prompt').allTextContents();
+      expect(new Set(prompts).size).toBe(2);
+      for (const prompt of prompts) expect(prompt.startsWith('a red barn in a field, ')).toBe(true);
+      const verdicts = await page.locator('#images .verdict').evaluateAll((els) => els.map((el) => [(el as HTMLElement).dataset.filter, el.className, el.textContent]));
+      expect(verdicts).toHaveLength(4);
+      for (const [filter, className, text] of verdicts) {
+        expect(className).toBe('verdict pass');
+        expect(text).toMatch(filter === 'grayscale' ? /^grayscale: passed \(\d+\)$/ : /^nsfw: passed$/);
+      }
+
+      // Back to the model's default: no filters named, no variations, the checker's verdict shown.
+      await page.check('#filters-default');
+      await page.uncheck('#prompt_variations');
+      await page.fill('#num_images', '1');
+      await finish();
+      expect(posted.at(-1)).not.toHaveProperty('filters');
+      expect(posted.at(-1)).not.toHaveProperty('prompt_variations');
+      await expect.poll(() => page.locator('#images .verdict').allTextContents()).toEqual(['nsfw: passed']);
+      expect(await page.locator('#images .image-prompt').textContent()).toBe('a red barn in a field');
+      expect(consoleErrors).toEqual([]);
+    } finally {
+      page.off('request', onRequest);
+    }
+  });
+
   it('shows the reason, naming the field, when the API refuses the request', async () => {
     await page.fill('#prompt', 'too big');
     await page.fill('#width', '100');

@@ -213,7 +213,9 @@ describe('default tiny model', () => {
     const files = Object.keys(await hashTree(model.dir)).sort();
     expect(files).toEqual(
       [
+        'feature_extractor/preprocessor_config.json',
         'model_index.json',
+        'safety_checker/model.onnx',
         'scheduler/scheduler_config.json',
         'text_encoder/config.json',
         'text_encoder/model.onnx',
@@ -237,6 +239,9 @@ describe('default tiny model', () => {
       tokenizer: ['transformers', 'CLIPTokenizer'],
       unet: ['diffusers', 'OnnxRuntimeModel'],
       vae_decoder: ['diffusers', 'OnnxRuntimeModel'],
+      safety_checker: ['diffusers', 'OnnxRuntimeModel'],
+      feature_extractor: ['transformers', 'CLIPImageProcessor'],
+      requires_safety_checker: true,
     });
     expect(index._diffusers_version).toMatch(/^\d+\.\d+\.\d+$/);
     expect(await readJson(model.dir, 'scheduler/scheduler_config.json')).toEqual({
@@ -503,5 +508,77 @@ describe('variants', () => {
     const { hidden, pooled } = await encode(model, [promptIds([320, 2368], 0)]);
     for (let i = 0; i < HIDDEN; i++) expect(pooled[i]).toBeCloseTo(hidden[3 * HIDDEN + i]!, 5);
     await runChain(model, 1);
+  });
+});
+
+describe('safety checker', () => {
+  /** clip_input like the feature extractor's (normalised, about −2…2) and a 0…1 image. */
+  async function check(session: InferenceSession, batch: number, side = 16) {
+    const type = inputType(session, 'clip_input');
+    const clip = noise(11, batch * 3 * 224 * 224).map((v) => v * 0.5);
+    const image = noise(12, batch * side * side * 3).map((v) => Math.min(1, Math.max(0, 0.5 + v / 6)));
+    const out = await session.run({
+      clip_input: floatTensor(type, clip, [batch, 3, 224, 224]),
+      images: floatTensor(type, image, [batch, side, side, 3]),
+    });
+    expect(out.has_nsfw_concepts!.type).toBe('bool');
+    expect(out.out_images!.dims).toEqual([batch, side, side, 3]);
+    return { flags: [...(out.has_nsfw_concepts!.data as Uint8Array)].map(Boolean), image, out: floats(out.out_images) };
+  }
+
+  it('has diffusers’ ONNX interface and the CLIP feature extractor config', async () => {
+    const dir = await tinyModel();
+    const session = await open(dir, 'safety_checker');
+    expect(session.inputNames).toEqual(['clip_input', 'images']);
+    expect(contract(session.inputMetadata)).toEqual({
+      clip_input: ['float32', ['batch', 'channels', 'height', 'width']],
+      images: ['float32', ['batch', 'height', 'width', 'channels']],
+    });
+    expect(contract(session.outputMetadata)).toEqual({
+      out_images: ['float32', ['batch', 'height', 'width', 'channels']],
+      has_nsfw_concepts: ['bool', ['batch']],
+    });
+    expect(await readJson(dir, 'feature_extractor/preprocessor_config.json')).toMatchObject({
+      crop_size: { height: 224, width: 224 },
+      size: { shortest_edge: 224 },
+      resample: 3,
+      do_rescale: true,
+      image_mean: [0.48145466, 0.4578275, 0.40821073],
+      image_std: [0.26862954, 0.26130258, 0.27577711],
+    });
+  });
+
+  it('pass-all (the default) flags nothing and returns the images as they were', async () => {
+    const { flags, image, out } = await check(await open(await tinyModel(), 'safety_checker'), 2);
+    expect(flags).toEqual([false, false]);
+    expect(relativeChange(image, out)).toBe(0);
+  });
+
+  it('flag-all flags every image and blacks it out', async () => {
+    const { flags, out } = await check(await open(await tinyModel({ safetyChecker: 'flag-all' }), 'safety_checker'), 3, 8);
+    expect(flags).toEqual([true, true, true]);
+    expect(out.every((v) => v === 0)).toBe(true);
+  });
+
+  it('follows the model dtype', async () => {
+    const session = await open(await tinyModel({ dtype: 'float16', safetyChecker: 'flag-all' }), 'safety_checker');
+    expect(contract(session.inputMetadata).clip_input![0]).toBe('float16');
+    expect(contract(session.outputMetadata).has_nsfw_concepts![0]).toBe('bool');
+    expect((await check(session, 1)).flags).toEqual([true]);
+  });
+
+  it('none: an export without a checker, and rewriting a folder removes an old one', async () => {
+    const dir = await tinyModel();
+    await writeTinyModel(dir, { safetyChecker: 'none' });
+    const files = Object.keys(await hashTree(dir));
+    expect(files.filter((f) => /safety_checker|feature_extractor/.test(f))).toEqual([]);
+    expect(await readJson(dir, 'model_index.json')).toMatchObject({
+      safety_checker: [null, null],
+      feature_extractor: [null, null],
+      requires_safety_checker: false,
+    });
+    await expect(writeTinyModel(path.join(dir, 'never'), { safetyChecker: 'sometimes' as TinyModelOptions['safetyChecker'] })).rejects.toThrow(
+      /safetyChecker/,
+    );
   });
 });

@@ -6,6 +6,7 @@ import { closeRedis, createRedis } from '../shared/redis.js';
 import { runShutdownSteps } from '../shared/shutdown.js';
 import { createImageStore } from '../shared/storage/index.js';
 import { JobConsumer } from './consumer.js';
+import { createFilterSet, registerFilterModules } from './filters/registry.js';
 import { Heartbeat } from './heartbeat.js';
 import { createWorkerJobHooks } from './job-hooks.js';
 import { loadPipeline } from './pipeline/index.js';
@@ -56,10 +57,24 @@ async function main(): Promise<void> {
     process.exit(3);
   }
 
+  // The model's filters (nsfw when the export has a safety checker) and the operator's own.
+  const filters = createFilterSet(pipeline, { grayscaleMaxChroma: config.filters.grayscaleMaxChroma });
+  try {
+    await registerFilterModules(filters, config.filters.modules, { modelDir: config.model.dir, logger });
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    logger.fatal({ err }, message);
+    process.stderr.write(`${message}\n`);
+    await heartbeat.stop();
+    process.exit(78);
+  }
+  logger.info(filters.describe(), 'image filters ready');
+
   const store = createImageStore(config.storage);
   await publishModel(connection, config.queuePrefix, {
     ...pipeline.capabilities,
     name: config.model.name,
+    filters: filters.describe(),
     publishedAt: Date.now(),
   });
 
@@ -68,7 +83,9 @@ async function main(): Promise<void> {
   const consumer = new JobConsumer({
     connection,
     prefix: config.queuePrefix,
-    processor: heartbeat.track(createProcessor({ pipeline, store, logger, workerId, ...hooks.processor })),
+    processor: heartbeat.track(
+      createProcessor({ pipeline, store, logger, workerId, filters, filterMaxTries: config.filters.maxTries, ...hooks.processor }),
+    ),
     logger,
     lockDurationMs: config.worker.lockDurationMs,
     stalledIntervalMs: config.worker.stalledIntervalMs,
@@ -94,7 +111,7 @@ async function main(): Promise<void> {
       // The drain has no deadline: the running job may take minutes (a second signal forces).
       await consumer.close().catch((err: unknown) => logger.error({ err }, 'shutdown step failed'));
       await runShutdownSteps(
-        [() => hooks.close(), () => heartbeat.stop(), () => pipeline.release(), () => store.close?.(), () => closeRedis(connection)],
+        [() => hooks.close(), () => heartbeat.stop(), () => filters.close(), () => pipeline.release(), () => store.close?.(), () => closeRedis(connection)],
         5000,
         (err) => logger.error({ err }, 'shutdown step failed'),
       );

@@ -3,8 +3,10 @@ import { JobPayloadSchema, type JobPayload } from '../shared/job-schema.js';
 import type { Logger } from '../shared/logger.js';
 import { imageKey, type ImageStore } from '../shared/storage/index.js';
 import { ServiceError } from '../shared/errors.js';
-import { encodePng } from './image-encoding.js';
+import { createFilterSet, type FilterSet } from './filters/registry.js';
+import { encodeImage } from './image-encoding.js';
 import type { GenerateRequest, Pipeline } from './pipeline/types.js';
+import { generateScreened } from './screening.js';
 
 /** What the processor needs to know about the job it runs; BullMQ's Job satisfies it. */
 export interface RunningJob {
@@ -42,12 +44,17 @@ export interface ProcessorDeps {
   onStarted?: (job: RunningJob, payload: JobPayload) => Promise<void>;
   /** Server-wide cap on one run, in seconds (JOB_MAX_RUN_S); 0 = none. The request's timeout_s can only lower it. */
   maxRunS?: number;
+  /** The filters this worker runs and the model's defaults; default: the built-in ones for `pipeline`. */
+  filters?: FilterSet;
+  /** Tries per image while a filter screens it out (FILTER_MAX_TRIES); default 3. */
+  filterMaxTries?: number;
 }
 
 export type Processor = (job: RunningJob, signal?: AbortSignal) => Promise<JobResult>;
 
 export function createProcessor(deps: ProcessorDeps): Processor {
   const interval = deps.progressIntervalMs ?? 100;
+  const filterSet = deps.filters ?? createFilterSet(deps.pipeline);
   return async (job, signal) => {
     const jobId = job.id ?? 'unknown';
     const log = deps.logger.child({ jobId, model: deps.pipeline.capabilities.name });
@@ -84,7 +91,9 @@ export function createProcessor(deps: ProcessorDeps): Processor {
 
     let generated;
     try {
-      generated = await deps.pipeline.generate(toGenerateRequest(payload), { signal: runSignal, onStep });
+      // The request's filters, else the model's; an unknown name fails the job as bad input.
+      const filters = filterSet.resolve(payload.filters);
+      generated = await generateScreened(deps.pipeline, toGenerateRequest(payload), filters, deps.filterMaxTries ?? 3, { signal: runSignal, onStep });
     } catch (err) {
       if (deadline.signal.aborted && !signal?.aborted) {
         throw new JobFailure('timeout', `the job ran past its ${limitS} s deadline`, false);
@@ -97,14 +106,27 @@ export function createProcessor(deps: ProcessorDeps): Processor {
 
     const images = [];
     for (const [index, image] of generated.images.entries()) {
-      const png = await encodePng(image);
-      const key = imageKey(jobId, index);
+      const encoded = await encodeImage(image, { format: payload.outputFormat, quality: payload.outputQuality });
+      const key = imageKey(jobId, index, encoded.extension);
       try {
-        await deps.store.put(key, png, 'image/png');
+        await deps.store.put(key, encoded.bytes, encoded.contentType);
       } catch (err) {
         throw new JobFailure('storage_error', err instanceof Error ? err.message : String(err), true);
       }
-      images.push({ key, width: image.width, height: image.height, seed: image.seed });
+      images.push({
+        key,
+        width: image.width,
+        height: image.height,
+        seed: image.seed,
+        prompt: image.prompt,
+        filters: image.verdicts,
+        tries: image.tries,
+        blocked: image.blocked,
+      });
+    }
+    const retried = generated.images.filter((image) => image.tries > 1 || image.blocked);
+    if (retried.length > 0) {
+      log.info({ retried: retried.map((i) => ({ seed: i.seed, tries: i.tries, blocked: i.blocked })) }, 'filters screened out images');
     }
     log.info({ ms: Math.round(generated.timings.total), images: images.length }, 'job succeeded');
     return { images, seed: payload.seed, workerId: deps.workerId, timingsMs: { ...generated.timings } };
@@ -123,6 +145,7 @@ export function toGenerateRequest(payload: JobPayload): GenerateRequest {
     seed: payload.seed,
     numImages: payload.numImages,
     scheduler: payload.scheduler,
+    ...(payload.prompts ? { prompts: payload.prompts } : {}),
   };
 }
 

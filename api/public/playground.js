@@ -79,8 +79,18 @@ function readRequest() {
     if (raw === '') continue;
     body[name] = input.type === 'number' ? Number(raw) : raw;
   }
+  // Left on "the model's default", the request names no filters; otherwise exactly the ticked ones.
+  if (!$('filters-default').checked) body.filters = [...document.querySelectorAll('input[name="filter"]:checked')].map((box) => box.value);
+  if ($('prompt_variations').checked) body.prompt_variations = true;
   return body;
 }
+
+function syncFilterToggles() {
+  const own = !$('filters-default').checked;
+  for (const box of document.querySelectorAll('input[name="filter"]')) box.disabled = !own;
+}
+$('filters-default').addEventListener('change', syncFilterToggles);
+syncFilterToggles();
 
 function showFormError(message) {
   const el = $('form-error');
@@ -275,7 +285,7 @@ async function showImages(job) {
     const link = document.createElement('a');
     link.textContent = `${image.width}×${image.height} png`;
     caption.append(seed, link);
-    figure.append(img, caption);
+    figure.append(img, caption, imageDetails(job, image));
     grid.append(figure);
     // Absolute (PUBLIC_URL) or relative to the API: the path is what this page fetches.
     const path = new URL(image.url, location.href).pathname;
@@ -298,6 +308,42 @@ async function showImages(job) {
       }
     }
   }
+}
+
+/** The prompt the image was made from, each filter's verdict, and its tries when it took more than one. */
+function imageDetails(job, image) {
+  const details = document.createElement('div');
+  details.className = 'image-details';
+  const prompt = document.createElement('p');
+  prompt.className = 'image-prompt';
+  prompt.textContent = image.prompt ?? job.input.prompt;
+  details.append(prompt);
+  const verdicts = document.createElement('ul');
+  verdicts.className = 'verdicts';
+  for (const [name, verdict] of Object.entries(image.filters ?? {})) {
+    const item = document.createElement('li');
+    item.className = `verdict ${verdict.passed ? 'pass' : 'fail'}`;
+    item.dataset.filter = name;
+    const score = verdict.score === undefined ? '' : ` (${Number(verdict.score).toFixed(verdict.score % 1 ? 2 : 0)})`;
+    item.textContent = `${name}: ${verdict.passed ? 'passed' : 'screened out'}${score}`;
+    if (verdict.detail) item.title = verdict.detail;
+    verdicts.append(item);
+  }
+  if (image.nsfw_content_detected === null || image.nsfw_content_detected === undefined) {
+    const item = document.createElement('li');
+    item.className = 'verdict none';
+    item.textContent = 'no NSFW check';
+    verdicts.append(item);
+  }
+  if (image.tries > 1 || image.blocked) {
+    const item = document.createElement('li');
+    item.className = `verdict ${image.blocked ? 'fail' : 'retry'}`;
+    item.dataset.tries = String(image.tries);
+    item.textContent = image.blocked ? `blocked after ${image.tries} tries: black image` : `made ${image.tries} times`;
+    verdicts.append(item);
+  }
+  details.append(verdicts);
+  return details;
 }
 
 // ---- Jobs of this browser ---------------------------------------------------------------------

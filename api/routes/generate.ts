@@ -57,6 +57,8 @@ export function generateRouter(deps: AppDeps): Router {
     await streamImage(deps, image.key, res, {
       'X-Job-Id': finished.id,
       'X-Seed': String(image.seed),
+      ...(image.filters?.['nsfw'] ? { 'X-Nsfw-Content-Detected': String(!image.filters['nsfw'].passed) } : {}),
+      'X-Image-Blocked': String(image.blocked ?? false),
       'Content-Location': view.outputs?.images[0]?.url ?? view.links.self,
     });
   };

@@ -4,7 +4,7 @@ import { ownerOf, visibleTo } from '../auth.js';
 import { HttpError, invalidRequest } from '../http-errors.js';
 import { idempotencyKeyOf, submitIdempotently } from '../idempotency.js';
 import { streamJobEvents } from '../job-events.js';
-import { jobView } from '../../shared/job-view.js';
+import { imageFileName, jobView } from '../../shared/job-view.js';
 import type { AppDeps } from '../deps.js';
 import { baseUrlOf, parseGenerationRequest } from '../request-parsing.js';
 import { streamImage } from './images.js';
@@ -130,12 +130,17 @@ export function jobsRouter(deps: AppDeps): Router {
 
   router.get('/v1/jobs/:id/images/:file', async (req, res) => {
     const record = await load(req, res);
-    const match = /^(\d{1,3})\.png$/.exec(String(req.params.file));
-    const image = match ? record.result?.images[Number(match[1])] : undefined;
+    const file = String(req.params.file);
+    const match = /^(\d{1,3})\.[a-z]{1,5}$/.exec(file);
+    const index = match ? Number(match[1]) : -1;
+    const image = record.result?.images[index];
     if (!image) {
       const why = record.status === 'succeeded' ? 'has no such image' : `is ${record.status}`;
       throw new HttpError(404, 'image_not_found', `Job ${record.id} ${why}.`, 'file');
     }
+    // The name carries the format the job asked for: 0.webp is there, 0.png is not.
+    const stored = imageFileName(index, image.key);
+    if (file !== stored) throw new HttpError(404, 'image_not_found', `Job ${record.id} has no ${file}; its image ${index} is ${stored}.`, 'file');
     await streamImage(deps, image.key, res);
   });
 

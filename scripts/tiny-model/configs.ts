@@ -36,6 +36,8 @@ export interface ConfigOptions {
   lcm: boolean;
   predictionType: 'epsilon' | 'v_prediction';
   padWithExclamation: boolean;
+  /** The export has safety_checker/ and feature_extractor/. */
+  safetyChecker: boolean;
   /** Latent side of the default image (sample_size). */
   latentSize: number;
 }
@@ -44,9 +46,9 @@ export function modelIndex(o: ConfigOptions): Json {
   return {
     _class_name: 'OnnxStableDiffusionPipeline',
     _diffusers_version: DIFFUSERS_VERSION,
-    feature_extractor: [null, null],
-    requires_safety_checker: false,
-    safety_checker: [null, null],
+    feature_extractor: o.safetyChecker ? ['transformers', 'CLIPImageProcessor'] : [null, null],
+    requires_safety_checker: o.safetyChecker,
+    safety_checker: o.safetyChecker ? ['diffusers', 'OnnxRuntimeModel'] : [null, null],
     scheduler: ['diffusers', o.lcm ? 'LCMScheduler' : 'PNDMScheduler'],
     text_encoder: ['diffusers', 'OnnxRuntimeModel'],
     tokenizer: ['transformers', 'CLIPTokenizer'],

@@ -18,6 +18,7 @@ import {
   type ConfigOptions,
 } from './configs.js';
 import type { Dim, GraphBuilder } from './graph-builder.js';
+import { buildSafetyChecker, preprocessorConfig, type SafetyCheckerKind } from './safety-checker.js';
 import { buildTextEncoder } from './text-encoder.js';
 import { buildUnet } from './unet.js';
 import { buildVaeDecoder, VAE_SCALE_FACTOR } from './vae-decoder.js';
@@ -40,6 +41,11 @@ export interface TinyModelOptions {
   fixedSize?: number;
   /** Static batch dim instead of a dynamic one. */
   fixedBatch?: number;
+  /**
+   * safety_checker/ + feature_extractor/ with diffusers' ONNX interface: `pass-all` (default) flags
+   * no image, `flag-all` flags every one, `none` leaves them out (as exports without a checker).
+   */
+  safetyChecker?: 'none' | SafetyCheckerKind;
   /** Weight seed (default fixed). */
   seed?: number;
 }
@@ -84,6 +90,7 @@ export function resolveTinyModelOptions(options: TinyModelOptions = {}): Resolve
     lcm: options.lcm ?? false,
     predictionType: oneOf('predictionType', options.predictionType, ['epsilon', 'v_prediction'], 'epsilon'),
     padWithExclamation: options.padWithExclamation ?? false,
+    safetyChecker: oneOf('safetyChecker', options.safetyChecker, ['none', 'pass-all', 'flag-all'], 'pass-all'),
     fixedSize,
     fixedBatch,
     seed,
@@ -115,6 +122,7 @@ export async function writeTinyModel(dir: string, options: TinyModelOptions = {}
     lcm: o.lcm,
     predictionType: o.predictionType,
     padWithExclamation: o.padWithExclamation,
+    safetyChecker: o.safetyChecker !== 'none',
     latentSize: o.fixedSize === undefined ? DEFAULT_LATENT_SIZE : o.fixedSize / VAE_SCALE_FACTOR,
   };
   const sub = (name: string) => path.join(dir, name);
@@ -162,4 +170,12 @@ export async function writeTinyModel(dir: string, options: TinyModelOptions = {}
   });
   await writeGraph(sub('vae_decoder'), vae);
   await writeJson(path.join(sub('vae_decoder'), 'config.json'), vaeDecoderConfig(config));
+
+  // Rewriting a folder without a checker removes the one a previous run left there.
+  for (const name of ['safety_checker', 'feature_extractor']) await rm(sub(name), { recursive: true, force: true });
+  if (o.safetyChecker !== 'none') {
+    for (const name of ['safety_checker', 'feature_extractor']) await mkdir(sub(name), { recursive: true });
+    await writeGraph(sub('safety_checker'), buildSafetyChecker({ float, kind: o.safetyChecker, batch, seed: o.seed }));
+    await writeJson(path.join(sub('feature_extractor'), 'preprocessor_config.json'), preprocessorConfig());
+  }
 }

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 
-/** Where finished images live. Keys look like `jobs/<jobId>/<n>.png`; a put overwrites. */
+/** Where finished images live. Keys look like `jobs/<jobId>/<n>.png` (or .webp, .jpg); a put overwrites. */
 export interface StoredObject {
   body: Readable;
   contentType: string;
@@ -26,4 +26,5 @@ export function assertSafeKey(key: string): void {
   }
 }
 
-export const imageKey = (jobId: string, index: number) => `jobs/${jobId}/${index}.png`;
+/** `extension` is the image format's (shared/output-format.ts): what the key says is what it holds. */
+export const imageKey = (jobId: string, index: number, extension = 'png') => `jobs/${jobId}/${index}.${extension}`;

@@ -2,6 +2,7 @@ import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { StorageError } from '../errors.js';
+import { contentTypeOf } from '../output-format.js';
 import { assertSafeKey, type ImageStore, type StoredObject } from './image-store.js';
 
 /** Images in a local folder: the zero-configuration default for one machine. */
@@ -33,7 +34,8 @@ export class LocalImageStore implements ImageStore {
     const file = this.pathOf(key);
     try {
       const stat = await fs.stat(file);
-      return { body: createReadStream(file), contentType: 'image/png', contentLength: stat.size };
+      // The key's extension says the format (the worker names it so); S3 keeps the type it was given.
+      return { body: createReadStream(file), contentType: contentTypeOf(key) ?? 'application/octet-stream', contentLength: stat.size };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw new StorageError(`could not read ${key}`, { cause: err });

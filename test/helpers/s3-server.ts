@@ -16,3 +16,13 @@ export async function startS3Server(): Promise<{ endpoint: string; close(): Prom
     },
   };
 }
+
+/** The stack's environment for images in `endpoint`'s bucket `images` (created on first use). */
+export const s3StorageEnv = (endpoint: string): Record<string, string> => ({
+  STORAGE_DRIVER: 's3',
+  S3_ENDPOINT: endpoint,
+  S3_BUCKET: 'images',
+  S3_CREATE_BUCKET: 'true',
+  S3_ACCESS_KEY_ID: 'S3RVER',
+  S3_SECRET_ACCESS_KEY: 'S3RVER',
+});

@@ -9,6 +9,7 @@ import { createRedis } from '../../shared/redis.js';
 import { createImageStore, type ImageStore } from '../../shared/storage/index.js';
 import { startNotifier, type RunningNotifier } from '../../notifier/notifier.js';
 import { JobConsumer } from '../../worker/consumer.js';
+import { createFilterSet, type FilterSet } from '../../worker/filters/registry.js';
 import { createWorkerJobHooks, type WorkerJobHooks } from '../../worker/job-hooks.js';
 import { loadPipeline } from '../../worker/pipeline/index.js';
 import type { Pipeline } from '../../worker/pipeline/types.js';
@@ -33,7 +34,7 @@ export interface TestStack {
  */
 export async function startStack(
   env: Record<string, string>,
-  options: { worker?: boolean; pipeline?: Pipeline; notifier?: boolean } = {},
+  options: { worker?: boolean; pipeline?: Pipeline; notifier?: boolean; filters?: (pipeline: Pipeline, config: Readonly<Config>) => FilterSet } = {},
 ): Promise<TestStack> {
   const config = loadConfig({
     PORT: '0',
@@ -53,12 +54,27 @@ export async function startStack(
   if (options.worker !== false) {
     const pipeline = options.pipeline ?? (ownPipeline = await loadPipeline(config.model.dir, { cpuThreads: 1 }));
     workerConnection = createRedis(config.redisUrl, 'worker');
-    await publishModel(workerConnection, config.queuePrefix, { ...pipeline.capabilities, name: config.model.name, publishedAt: Date.now() });
+    // As worker/main.ts: the model's filters (or the test's own), published with the model.
+    const filters = options.filters?.(pipeline, config) ?? createFilterSet(pipeline, { grayscaleMaxChroma: config.filters.grayscaleMaxChroma });
+    await publishModel(workerConnection, config.queuePrefix, {
+      ...pipeline.capabilities,
+      name: config.model.name,
+      filters: filters.describe(),
+      publishedAt: Date.now(),
+    });
     hooks = createWorkerJobHooks(config, workerConnection, silentLogger);
     consumer = new JobConsumer({
       connection: workerConnection,
       prefix: config.queuePrefix,
-      processor: createProcessor({ pipeline, store, logger: silentLogger, workerId: 'test-worker', ...hooks.processor }),
+      processor: createProcessor({
+        pipeline,
+        store,
+        logger: silentLogger,
+        workerId: 'test-worker',
+        filters,
+        filterMaxTries: config.filters.maxTries,
+        ...hooks.processor,
+      }),
       logger: silentLogger,
     });
     await hooks.listen(consumer);

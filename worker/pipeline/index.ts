@@ -13,6 +13,8 @@ export {
   type PipelineLogger,
 } from './pipeline.js';
 export { cudaProviderInstalled } from './onnx-session.js';
+export { OnnxSafetyChecker, SAFETY_CHECKER_FILES } from './safety-checker.js';
+export { ClipImageProcessor, parsePreprocessorConfig, resizeLikePillow, type Rgb8 } from './clip-image-processor.js';
 export {
   float32ToFloat16,
   float16ToFloat32,

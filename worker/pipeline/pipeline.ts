@@ -24,6 +24,7 @@ import {
 import { applyGuidance, ArenaPool, type KernelArena, rgbFloats, toRgb8 } from './kernels/index.js';
 import { NumpyRandomState } from './randn.js';
 import { batchOf, BatchedInput, runRows, TimestepInput, type Batch } from './session-feeds.js';
+import { OnnxSafetyChecker } from './safety-checker.js';
 import { createScheduler, resolveScheduler, SchedulerConfigError } from './schedulers/index.js';
 import { ClipTokenizer } from './tokenizer.js';
 import type {
@@ -106,6 +107,8 @@ interface ModelConfig {
   sampleSize: number | undefined;
   guidanceEmbeddingDim: number | undefined;
   trainTimesteps: number;
+  /** model_index.json names a safety checker (diffusers would load one). */
+  safetyCheckerListed: boolean;
 }
 
 /** The tensors the pipeline feeds and fetches, as the sessions declare them. */
@@ -150,7 +153,7 @@ function numberField(config: Record<string, unknown> | undefined, key: string): 
 }
 
 async function readModelConfig(modelDir: string): Promise<ModelConfig> {
-  await readJson(modelDir, FILES.modelIndex, true);
+  const modelIndex = (await readJson(modelDir, FILES.modelIndex, true))!;
   const schedulerConfig = (await readJson(modelDir, FILES.schedulerConfig, true))!;
   const unetConfig = await readJson(modelDir, FILES.unetConfig, false);
   const vaeConfig = await readJson(modelDir, FILES.vaeConfig, false);
@@ -174,6 +177,7 @@ async function readModelConfig(modelDir: string): Promise<ModelConfig> {
     sampleSize: numberField(unetConfig, 'sample_size'),
     guidanceEmbeddingDim: numberField(unetConfig, 'time_cond_proj_dim'),
     trainTimesteps: numberField(schedulerConfig, 'num_train_timesteps') ?? 1000,
+    safetyCheckerListed: Array.isArray(modelIndex['safety_checker']) && modelIndex['safety_checker'][0] != null,
   };
 }
 
@@ -313,19 +317,21 @@ export async function loadPipeline(modelDir: string, options: LoadPipelineOption
   requireFiles(modelDir, modelFiles);
   const provider = resolveExecutionProvider(options);
   const opened: OnnxModel[] = [];
+  let safetyChecker: OnnxSafetyChecker | undefined;
   try {
     for (const file of modelFiles) {
       opened.push(await openOnnxModel(modelDir, file, provider, options));
     }
     const [textEncoder, unet, vaeDecoder] = opened as [OnnxModel, OnnxModel, OnnxModel];
     const graph = validateGraph(textEncoder, unet, vaeDecoder, config, tokenizer.maxLength);
+    safetyChecker = await OnnxSafetyChecker.load(modelDir, provider, options, config.safetyCheckerListed);
     options.logger?.info(
-      { model: config.name, provider: unet.provider, dtype: graph.sample.type },
+      { model: config.name, provider: unet.provider, dtype: graph.sample.type, safetyChecker: safetyChecker !== undefined },
       'Stable Diffusion pipeline loaded',
     );
-    return new OnnxStableDiffusionPipeline(config, tokenizer, graph);
+    return new OnnxStableDiffusionPipeline(config, tokenizer, graph, safetyChecker);
   } catch (error) {
-    await Promise.allSettled(opened.map((model) => model.release()));
+    await Promise.allSettled([...opened.map((model) => model.release()), safetyChecker?.release()]);
     throw error;
   }
 }
@@ -346,11 +352,20 @@ function concat(parts: readonly Float32Array[]): Float32Array {
 
 interface Plan {
   request: GenerateRequest;
+  /** Image i's prompt and seed. */
+  prompts: string[];
+  seeds: number[];
   schedulerClass: string;
   schedulerConfig: SchedulerConfig;
   latentShape: [number, number, number, number]; // one image: [1, C, h, w]
   /** Classifier-free guidance: an unconditional batch next to the conditional one. */
   guided: boolean;
+}
+
+/** CLIP text states: image i's prompt (`cond[i]`) and the negative prompt, each `seqLen × hidden`. */
+interface TextStates {
+  cond: Float32Array[];
+  uncond?: Float32Array;
 }
 
 interface DenoiseContext {
@@ -375,6 +390,7 @@ class OnnxStableDiffusionPipeline implements Pipeline {
     private readonly config: ModelConfig,
     private readonly tokenizer: ClipTokenizer,
     private readonly graph: Graph,
+    readonly safetyChecker: OnnxSafetyChecker | undefined,
   ) {
     const scale = config.vaeScaleFactor;
     const h = staticDim(graph.sample, 2);
@@ -409,8 +425,8 @@ class OnnxStableDiffusionPipeline implements Pipeline {
     const text = await this.encodePrompt(plan, timings);
 
     // A static batch means one image per denoising loop; otherwise all images share one loop.
-    const seeds = Array.from({ length: request.numImages }, (_, i) => request.seed + i);
-    const groups = this.fixedBatch !== undefined ? seeds.map((seed) => [seed]) : [seeds];
+    const all = plan.seeds.map((_, i) => i);
+    const groups = this.fixedBatch !== undefined ? all.map((i) => [i]) : [all];
     const schedulers = groups.map(() => this.newScheduler(plan));
     const progress = { step: 0, total: schedulers.reduce((sum, s) => sum + s.timesteps.length, 0) };
 
@@ -418,18 +434,21 @@ class OnnxStableDiffusionPipeline implements Pipeline {
     for (const [index, group] of groups.entries()) {
       throwIfAborted(options.signal);
       const scheduler = schedulers[index]!;
+      const seeds = group.map((i) => plan.seeds[i]!);
+      // Each image conditioned on its own prompt's states (the same rows when prompts repeat).
+      const groupText = { ...text, cond: group.map((i) => text.cond[i]!) };
       // Image i's numpy stream draws its initial latents, then its step noise (as diffusers'
-      // generator does): image i of a batch equals a single-image run with seed + i.
-      const streams = group.map((seed) => new NumpyRandomState(seed));
+      // generator does): image i of a batch equals a single-image run with its seed.
+      const streams = seeds.map((seed) => new NumpyRandomState(seed));
       const latents = this.prepareLatents(plan, streams, scheduler);
       // The loop's arrays, and room for the scheduler's state beside them, live in WebAssembly
       // memory that the kernels work on in place, reused from one generation to the next.
       const decodedImages = await this.arenas.use(loopArrays(plan, latents.length, group.length), async (arena) => {
         const loopStart = performance.now();
         const ctx = { plan, timings, options, progress, arena };
-        const final = await this.denoise(latents, streams, text, scheduler, ctx);
+        const final = await this.denoise(latents, streams, groupText, scheduler, ctx);
         timings.denoise += performance.now() - loopStart;
-        return this.decode(final, group, plan, timings, options.signal);
+        return this.decode(final, seeds, plan, timings, options.signal);
       });
       images.push(...decodedImages);
     }
@@ -449,6 +468,7 @@ class OnnxStableDiffusionPipeline implements Pipeline {
       this.graph.textEncoder.release(),
       this.graph.unet.release(),
       this.graph.vaeDecoder.release(),
+      this.safetyChecker?.release(),
     ]);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
@@ -489,8 +509,21 @@ class OnnxStableDiffusionPipeline implements Pipeline {
     if (!Number.isInteger(request.numImages) || request.numImages < 1 || request.numImages > MAX_IMAGES) {
       throw new InvalidRequestError('numImages', `numImages must be an integer from 1 to ${MAX_IMAGES}, got ${request.numImages}`);
     }
-    if (!Number.isInteger(request.seed) || request.seed < 0 || request.seed + request.numImages - 1 > MAX_SEED) {
-      throw new InvalidRequestError('seed', `seed must be an integer from 0 to ${MAX_SEED - request.numImages + 1}`);
+    const seeds = request.seeds ?? Array.from({ length: request.numImages }, (_, i) => request.seed + i);
+    if (request.seeds === undefined) {
+      if (!Number.isInteger(request.seed) || request.seed < 0 || request.seed + request.numImages - 1 > MAX_SEED) {
+        throw new InvalidRequestError('seed', `seed must be an integer from 0 to ${MAX_SEED - request.numImages + 1}`);
+      }
+    } else if (
+      !Array.isArray(seeds) ||
+      seeds.length !== request.numImages ||
+      seeds.some((seed) => !Number.isInteger(seed) || seed < 0 || seed > MAX_SEED)
+    ) {
+      throw new InvalidRequestError('seeds', `seeds must hold one integer from 0 to ${MAX_SEED} per image (${request.numImages})`);
+    }
+    const prompts = request.prompts ?? Array.from({ length: request.numImages }, () => request.prompt);
+    if (!Array.isArray(prompts) || prompts.length !== request.numImages || prompts.some((p) => typeof p !== 'string')) {
+      throw new InvalidRequestError('prompts', `prompts must hold one string per image (${request.numImages})`);
     }
     // Throws UnknownSchedulerError (code 'unknown_scheduler') for a name it does not know.
     const resolved = resolveScheduler(request.scheduler ?? this.config.schedulerClass, this.config.schedulerConfig);
@@ -506,6 +539,8 @@ class OnnxStableDiffusionPipeline implements Pipeline {
     const scale = this.config.vaeScaleFactor;
     return {
       request,
+      prompts,
+      seeds,
       schedulerClass: resolved.className,
       schedulerConfig: resolved.config,
       latentShape: [1, this.config.latentChannels, request.height / scale, request.width / scale],
@@ -521,13 +556,14 @@ class OnnxStableDiffusionPipeline implements Pipeline {
   }
 
   /**
-   * CLIP text states of the prompt and, for classifier-free guidance, of the negative prompt
-   * (or ""): `[cond]` or `[cond, uncond]`, each `seqLen × hidden`.
+   * CLIP text states of the images' prompts and, for classifier-free guidance, of the negative
+   * prompt (or ""), in one text-encoder run: each distinct prompt once, then the negative one.
    */
-  private async encodePrompt(plan: Plan, timings: StageTimings): Promise<{ cond: Float32Array; uncond?: Float32Array }> {
+  private async encodePrompt(plan: Plan, timings: StageTimings): Promise<TextStates> {
     const { request } = plan;
     const tokenizeStart = performance.now();
-    const prompts = plan.guided ? [request.prompt, request.negativePrompt ?? ''] : [request.prompt];
+    const distinct = [...new Set(plan.prompts)];
+    const prompts = plan.guided ? [...distinct, request.negativePrompt ?? ''] : distinct;
     const ids = prompts.map((prompt) => this.tokenizer.encodePadded(prompt));
     const seqLen = this.tokenizer.maxLength;
     const flat = new Int32Array(prompts.length * seqLen);
@@ -540,8 +576,9 @@ class OnnxStableDiffusionPipeline implements Pipeline {
     const states = await runRows(textEncoder, [idsInput], batch, lastHiddenState);
     timings.textEncoder += states.ms;
     const rowSize = states.data.length / prompts.length;
-    const cond = states.data.subarray(0, rowSize);
-    return plan.guided ? { cond, uncond: states.data.subarray(rowSize, 2 * rowSize) } : { cond };
+    const row = (i: number) => states.data.subarray(i * rowSize, (i + 1) * rowSize);
+    const cond = plan.prompts.map((prompt) => row(distinct.indexOf(prompt)));
+    return plan.guided ? { cond, uncond: row(distinct.length) } : { cond };
   }
 
   /** Initial latents: image i draws `randn(seed_i, [1, C, h, w])`, scaled by the scheduler's σ_max. */
@@ -563,7 +600,7 @@ class OnnxStableDiffusionPipeline implements Pipeline {
   private async denoise(
     latents: Float32Array,
     streams: readonly NumpyRandomState[],
-    text: { cond: Float32Array; uncond?: Float32Array },
+    text: TextStates,
     scheduler: Scheduler,
     ctx: DenoiseContext,
   ): Promise<Float32Array> {
@@ -617,22 +654,17 @@ class OnnxStableDiffusionPipeline implements Pipeline {
 
   /**
    * What the UNet is conditioned on besides the sample and timestep, one row per UNet row:
-   * text states `[uncond × n, cond × n]` with guidance (`[cond × n]` without) and, for
-   * LCM-distilled UNets, the guidance-scale embedding `timestep_cond`. Converted to the
-   * session's dtype once per loop.
+   * text states `[uncond × n, cond₀ … condₙ₋₁]` with guidance (`[cond₀ … condₙ₋₁]` without), image
+   * i's row from its own prompt, and, for LCM-distilled UNets, the guidance-scale embedding
+   * `timestep_cond`. Converted to the session's dtype once per loop.
    */
-  private conditioning(
-    plan: Plan,
-    text: { cond: Float32Array; uncond?: Float32Array },
-    n: number,
-    batch: Batch,
-  ): BatchedInput[] {
+  private conditioning(plan: Plan, text: TextStates, n: number, batch: Batch): BatchedInput[] {
     const { encoderHiddenStates, timestepCond } = this.graph;
     const rows = batch.rows;
     const repeat = (row: Float32Array, count: number) => Array.from({ length: count }, () => row);
     const seqLen = this.tokenizer.maxLength;
-    const states = concat([...(plan.guided ? repeat(text.uncond!, n) : []), ...repeat(text.cond, n)]);
-    const inputs = [new BatchedInput(encoderHiddenStates, states, batch, [rows, seqLen, text.cond.length / seqLen])];
+    const states = concat([...(plan.guided ? repeat(text.uncond!, n) : []), ...text.cond]);
+    const inputs = [new BatchedInput(encoderHiddenStates, states, batch, [rows, seqLen, text.cond[0]!.length / seqLen])];
     if (timestepCond) {
       const dim = staticDim(timestepCond, 1) ?? this.config.guidanceEmbeddingDim ?? DEFAULT_GUIDANCE_EMBEDDING_DIM;
       // diffusers' LCM pipeline: w = guidance_scale − 1.

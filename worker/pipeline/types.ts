@@ -65,6 +65,13 @@ export interface GenerateRequest {
   numImages: number;
   /** diffusers class name or an alias (`euler_a`, `dpmpp_2m_karras`, …); default: the model's. */
   scheduler?: string;
+  /**
+   * One prompt per image (prompt variations); default `prompt` for every image. All of them go
+   * through the text encoder in one run, each image's UNet rows conditioned on its own.
+   */
+  prompts?: string[];
+  /** One seed per image (regenerating screened-out images); default `seed + i`. */
+  seeds?: number[];
 }
 
 export interface GenerateOptions {
@@ -92,10 +99,20 @@ export interface StageTimings {
  * What a loaded model can do, as the sessions declare it; the API reads the same from the export
  * (`readModelCapabilities`, which adds each scheduler's step limit) and a test keeps them equal.
  */
-export type ModelCapabilities = Omit<ExportCapabilities, 'maxStepsByScheduler'>;
+export type ModelCapabilities = Omit<ExportCapabilities, 'maxStepsByScheduler' | 'filters'>;
+
+/**
+ * The export's NSFW safety checker (`safety_checker/`), one image at a time as diffusers runs it;
+ * `ms` is the time inside ONNX Runtime.
+ */
+export interface SafetyChecker {
+  check(image: RgbImage): Promise<{ nsfw: boolean; ms: number }>;
+}
 
 export interface Pipeline {
   readonly capabilities: ModelCapabilities;
+  /** Present when the export has a safety checker; `generate` does not run it (the worker screens). */
+  readonly safetyChecker?: SafetyChecker | undefined;
   generate(
     request: GenerateRequest,
     options?: GenerateOptions,
