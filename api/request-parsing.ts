@@ -23,7 +23,7 @@ export const drawSeed = (numImages: number) => randomInt(0, maxSeedFor(numImages
 type GenerationRequestSchema = ReturnType<typeof makeGenerationRequestSchema>;
 
 /** What validating a request needs: the configuration and the served models. */
-export type ParsingDeps = Pick<AppDeps, 'config' | 'models' | 'drawSeed'>;
+export type ParsingDeps = Pick<AppDeps, 'config' | 'models' | 'drawSeed' | 'publishedModels'>;
 
 // Built once per configuration, not per request.
 const schemas = new WeakMap<object, GenerationRequestSchema>();
@@ -95,10 +95,14 @@ export async function parseGenerationRequest(
   );
   if (problems.length > 0) throw invalidRequest(problems);
   if (payload.filters) {
-    // The export's filters (nsfw with a safety checker). Filters an operator's modules add are
-    // named in code only the worker loads: with FILTER_MODULES set, other names are the worker's to judge.
-    const known: readonly string[] = model.filters.available;
-    const unknown = payload.filters.find((name) => !known.includes(name) && (deps.config.filters.modules.length === 0 || BUILTIN_FILTERS.includes(name as never)));
+    // The export's own (nsfw with a safety checker, grayscale), and those its workers published: an
+    // operator's filter modules are code only a worker loads. The worker checks again.
+    let known: readonly string[] = model.filters.available;
+    if (payload.filters.some((name) => !known.includes(name))) {
+      const published = (await deps.publishedModels?.get(served))?.filters?.available ?? [];
+      known = [...new Set([...known, ...published])];
+    }
+    const unknown = payload.filters.find((name) => !known.includes(name));
     if (unknown !== undefined) {
       const why = unknown === 'nsfw' ? 'this model has no safety checker' : `this model's filters are: ${known.join(', ') || 'none'}`;
       throw invalidRequest([{ field: 'filters', message: `unknown filter ${JSON.stringify(unknown)}: ${why}` }]);

@@ -5,6 +5,7 @@ import { BullJobQueue } from '../shared/job-queue.js';
 import { RedisIdempotencyStore } from '../shared/idempotency.js';
 import type { Logger } from '../shared/logger.js';
 import { readModelCapabilities } from '../shared/model-capabilities.js';
+import { readModel } from '../shared/model-registry.js';
 import { BullQueueMonitor } from '../shared/queue-monitor.js';
 import { WEBHOOK_QUEUE } from '../shared/queues.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
@@ -85,6 +86,7 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     logger,
     presignImages: config.storage.driver === 's3' && config.storage.presignUrls,
     models,
+    publishedModels: { get: (name) => readModel(connection, config.queuePrefix, name).catch(() => null) },
     idempotency: new RedisIdempotencyStore(connection, config.queuePrefix),
     metrics,
     monitor,

@@ -28,6 +28,7 @@ const VARIANTS: [string, TinyModelOptions][] = [
   ['lcm', { lcm: true }],
   ['batch-2', { fixedBatch: 2 }],
   ['inline-weights', { externalData: 'none' }],
+  ['no-safety-checker', { safetyChecker: 'none' }],
 ];
 
 describe('readModelCapabilities', () => {
@@ -41,9 +42,11 @@ describe('readModelCapabilities', () => {
       const fromExport = await readModelCapabilities(modelDir);
       const pipeline = await loadPipeline(modelDir, { cpuThreads: 1 });
       try {
-        const { maxStepsByScheduler, ...rest } = fromExport;
+        const { maxStepsByScheduler, filters, ...rest } = fromExport;
         expect(rest, name).toEqual({ ...pipeline.capabilities });
         expect(Object.keys(maxStepsByScheduler).length, name).toBeGreaterThan(0);
+        // nsfw exactly when the loaded pipeline has a safety checker.
+        expect(filters.available.includes('nsfw'), name).toBe(pipeline.safetyChecker !== undefined);
       } finally {
         await pipeline.release();
       }

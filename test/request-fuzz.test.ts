@@ -12,6 +12,7 @@ import { writeTinyModel } from '../scripts/tiny-model/index.js';
 import { loadPipeline } from '../worker/pipeline/index.js';
 import type { Pipeline } from '../worker/pipeline/types.js';
 import { toGenerateRequest } from '../worker/processor.js';
+import { createFilterSet, type FilterSet } from '../worker/filters/registry.js';
 
 /**
  * Property: whatever the API accepts, the worker runs; whatever the worker would refuse, the API
@@ -22,18 +23,20 @@ import { toGenerateRequest } from '../worker/processor.js';
  * vary; requests arrive as JSON bodies and as query strings.
  */
 let dir: string;
-const models: { name: string; dir: string; pipeline: Pipeline }[] = [];
+const models: { name: string; dir: string; pipeline: Pipeline; filters: FilterSet }[] = [];
 
 beforeAll(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sdjobs-fuzz-'));
   await writeTinyModel(path.join(dir, 'fixed'), { fixedSize: 64, fixedBatch: 1 });
-  await writeTinyModel(path.join(dir, 'lcm'), { lcm: true });
+  await writeTinyModel(path.join(dir, 'lcm'), { lcm: true, safetyChecker: 'none' });
   for (const [name, modelDir] of [
     ['dynamic', inject('tinyModelDir')],
     ['fixed', path.join(dir, 'fixed')],
     ['lcm', path.join(dir, 'lcm')],
   ] as const) {
-    models.push({ name, dir: modelDir, pipeline: await loadPipeline(modelDir, { cpuThreads: 1 }) });
+    const pipeline = await loadPipeline(modelDir, { cpuThreads: 1 });
+    // The worker's own filter set for this export (nsfw only with a safety checker).
+    models.push({ name, dir: modelDir, pipeline, filters: createFilterSet(pipeline) });
   }
 });
 afterAll(async () => {
@@ -85,10 +88,17 @@ const plausibleRequest = fc
       scheduler: fc.constantFrom(...SCHEDULER_NAMES),
       timeout_s: fc.constantFrom(1, 600),
       model: fc.constant('served'),
+      filters: fc.oneof({ arbitrary: fc.subarray(['nsfw', 'grayscale']), weight: 4 }, { arbitrary: fc.constant(['sepia']), weight: 1 }),
+      prompt_variations: fc.boolean(),
+      output: fc.oneof(
+        fc.record({ output_format: fc.constant('png') }),
+        fc.record({ output_format: fc.constantFrom('webp', 'jpeg'), output_quality: fc.constantFrom(1, 80, 100) }, { requiredKeys: ['output_format'] }),
+        fc.constant({ output_format: 'png', output_quality: 80 }),
+      ),
     },
     { requiredKeys: [] },
   )
-  .map(({ size: sides, ...rest }) => ({ prompt: 'a fuzzed fox', ...rest, ...sides }));
+  .map(({ size: sides, output, ...rest }) => ({ prompt: 'a fuzzed fox', ...rest, ...sides, ...output }));
 
 const clientRequest = fc.oneof({ arbitrary: plausibleRequest, weight: 3 }, { arbitrary: anyRequest, weight: 1 });
 
@@ -131,11 +141,12 @@ async function apiVerdict(deps: ParsingDeps, input: unknown, where: 'body' | 'qu
 }
 
 /** The worker's verdict on a queued payload: null when it would run it, else why not. */
-function workerRefusal(pipeline: Pipeline, queued: unknown): string | null {
+function workerRefusal(model: (typeof models)[number], queued: unknown): string | null {
   const parsed = JobPayloadSchema.safeParse(queued);
   if (!parsed.success) return `payload: ${parsed.error.message}`;
   try {
-    pipeline.checkRequest?.(toGenerateRequest(parsed.data));
+    model.filters.resolve(parsed.data.filters);
+    model.pipeline.checkRequest?.(toGenerateRequest(parsed.data));
     return null;
   } catch (err) {
     return (err as Error).message;
@@ -145,7 +156,10 @@ function workerRefusal(pipeline: Pipeline, queued: unknown): string | null {
 /** The query string a client would send for the same request (flat values as text). */
 function asQuery(request: Record<string, unknown>): Record<string, unknown> {
   const query: Record<string, unknown> = Object.create(null);
-  for (const [key, value] of Object.entries(request)) if (value !== null && typeof value !== 'object') query[key] = String(value);
+  for (const [key, value] of Object.entries(request)) {
+    if (Array.isArray(value)) query[key] = value.join(',');
+    else if (value !== null && typeof value !== 'object') query[key] = String(value);
+  }
   return query;
 }
 
@@ -166,7 +180,7 @@ describe('the API never queues what the worker would refuse', () => {
           if (payload === null) continue;
           accepted += 1;
           // What Redis hands the worker: the payload as JSON.
-          const refusal = workerRefusal(model.pipeline, JSON.parse(JSON.stringify(payload)));
+          const refusal = workerRefusal(model, JSON.parse(JSON.stringify(payload)));
           expect(refusal, `${model.name} ${where} ${JSON.stringify(request)}`).toBeNull();
         }
       }),
@@ -192,7 +206,7 @@ describe('the API never queues what the worker would refuse', () => {
       fc.asyncProperty(configArb, modelArb, workerRequest, async (config, m, fields) => {
         const model = models[m]!;
         const request = { prompt: 'a fuzzed fox', ...fields };
-        const refusal = workerRefusal(model.pipeline, {
+        const refusal = workerRefusal(model, {
           prompt: request.prompt,
           negativePrompt: '',
           width: request.width,
