@@ -266,6 +266,12 @@ export class BullJobQueue implements JobQueue {
     return failFastOnRedis(promise, FAST_FAIL_MS);
   }
 
+  /** The command connection once it is ready: BullMQ's client resolves then (the API's has no offline queue). */
+  private async connected(): Promise<Redis> {
+    await this.queue.client;
+    return this.options.connection;
+  }
+
   private ownerKeys(owner: string | undefined): [index: string, unfinished: string] {
     const base = `${this.options.prefix}:owners:${owner ?? 'open'}`;
     return [`${base}:jobs`, `${base}:unfinished`];
@@ -277,8 +283,9 @@ export class BullJobQueue implements JobQueue {
     const keys = this.ownerKeys(payload.owner);
     const now = Date.now();
     const member = indexMember({ createdAt: now, id: jobId });
+    const client = await this.fast(this.connected());
     const reserved = await this.fast(
-      this.options.connection.eval(
+      client.eval(
         RESERVE_SCRIPT,
         2,
         ...keys,
@@ -294,10 +301,10 @@ export class BullJobQueue implements JobQueue {
     if (reserved === 0) throw new QueuedJobsLimitError(limit);
     try {
       // Expiry first: a job must never be queued without it (the worker refuses an expired one too).
-      if (payload.expiresAt !== undefined) await this.fast(this.options.connection.zadd(expiryKey(this.options.prefix), payload.expiresAt, jobId));
+      if (payload.expiresAt !== undefined) await this.fast(client.zadd(expiryKey(this.options.prefix), payload.expiresAt, jobId));
       return await this.add(jobId, payload);
     } catch (err) {
-      await this.options.connection.multi().zrem(keys[0], member).zrem(keys[1], jobId).exec().catch(() => undefined);
+      await client.multi().zrem(keys[0], member).zrem(keys[1], jobId).exec().catch(() => undefined);
       throw err;
     }
   }
@@ -330,7 +337,7 @@ export class BullJobQueue implements JobQueue {
 
   /** Ends the queued jobs whose ttl_s ran out (status `expired`); resolves with their ids. */
   expireDue(): Promise<string[]> {
-    return this.fast(expireDueJobs(this.options.connection, this.options.prefix, this.queue.toKey('')));
+    return this.fast(this.connected().then((client) => expireDueJobs(client, this.options.prefix, this.queue.toKey(''))));
   }
 
   private async readRecord(id: string): Promise<JobRecord | null> {
@@ -376,7 +383,7 @@ export class BullJobQueue implements JobQueue {
 
   async list(owner: string | undefined, options: ListOptions): Promise<JobPage> {
     const [index] = this.ownerKeys(owner);
-    const connection = this.options.connection;
+    const connection = await this.fast(this.connected());
     const wanted = options.statuses && options.statuses.size > 0 ? options.statuses : null;
     const jobs: JobRecord[] = [];
     let upper = options.after ? `(${indexMember(options.after)}` : '+';
