@@ -7,7 +7,9 @@ import { requestLogging } from './request-logging.js';
 import { generateRouter } from './routes/generate.js';
 import { healthRouter } from './routes/health.js';
 import { jobsRouter } from './routes/jobs.js';
+import { webhookSecretsRouter } from './routes/webhook-secrets.js';
 import { workersRouter } from './routes/workers.js';
+import { limitBy } from './tenant-limits.js';
 import { metricsRouter } from './routes/metrics.js';
 import { openApiRouter, pagesRouter } from './routes/pages.js';
 
@@ -18,10 +20,12 @@ export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
+  // Only a configured proxy's X-Forwarded-* headers count (links, client addresses); none by default.
+  app.set('trust proxy', deps.config.trustProxy);
   app.use(requestLogging(deps.logger));
   if (deps.metrics) app.use(deps.metrics.httpMiddleware);
   // API keys guard every /v1 route and the synchronous alias; health, metrics and pages stay open.
-  app.use(['/v1', '/dreambooth'], requireApiKey(deps.config, deps.logger));
+  app.use(['/v1', '/dreambooth'], requireApiKey(deps.config, deps.logger), limitBy('request', deps.tenants?.limiter));
   app.use(express.json({ limit: deps.config.limits.maxBodyBytes, strict: false, type: ['application/json', 'application/*+json'] }));
   app.use((req, _res, next) => {
     // A POST with another content type would otherwise arrive as an empty body.
@@ -35,6 +39,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(jobsRouter(deps));
   app.use(generateRouter(deps));
   app.use(workersRouter(deps));
+  app.use(webhookSecretsRouter(deps));
   if (deps.metrics) app.use(metricsRouter(deps.metrics));
   if (deps.monitor && deps.config.admin) app.use(dashboardRouter(deps.monitor, deps.config.admin));
   app.use(openApiRouter(deps, app));

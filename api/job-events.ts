@@ -6,12 +6,12 @@ import { jobView } from '../shared/job-view.js';
 /**
  * `GET /v1/jobs/:id/events`: server-sent events named by the job's status, each carrying the job
  * view as JSON — `queued` (with queue_position), `running` (with progress, at most about five a
- * second), then exactly one `succeeded`, `failed` or `canceled`, after which the stream ends.
+ * second), then exactly one `succeeded`, `failed`, `canceled` or `expired`, after which the stream ends.
  * The first event is always the current state, so a reconnecting client needs no replay.
  */
 
 const HEARTBEAT_MS = 15_000;
-const RANK: Record<string, number> = { queued: 0, running: 1, succeeded: 2, failed: 2, canceled: 2 };
+const RANK: Record<string, number> = { queued: 0, running: 1, succeeded: 2, failed: 2, canceled: 2, expired: 2 };
 
 export function streamJobEvents(deps: AppDeps, res: Response, first: JobRecord, baseUrl: string): void {
   res.status(200);

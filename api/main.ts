@@ -1,11 +1,17 @@
 import { loadConfigOrExit } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
+import { ModelCapabilitiesError } from '../shared/model-capabilities.js';
 import { startApi } from './server.js';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const logger = createLogger('api', config.logLevel);
-  const api = await startApi(config, logger);
+  const api = await startApi(config, logger).catch((err: unknown) => {
+    if (!(err instanceof ModelCapabilitiesError)) throw err;
+    // The same exit code as a worker whose model does not load: not worth a restart loop.
+    logger.fatal({ modelDir: config.model.dir, file: err.file }, `the served model cannot be read: ${err.message}`);
+    process.exit(3);
+  });
   logger.info({ url: api.url }, `API listening on ${api.url}`);
   const stop = () => void api.close().then(() => process.exit(0));
   process.once('SIGTERM', stop);

@@ -82,11 +82,11 @@ export function createMetrics(sources: MetricsSources = {}): ApiMetrics {
 
   const finished = new Counter({
     name: 'sdjobs_jobs_finished_total',
-    help: 'Jobs that reached a final state, by outcome (succeeded, failed, canceled).',
+    help: 'Jobs that reached a final state, by outcome (succeeded, failed, canceled, expired).',
     labelNames: ['outcome'],
     registers,
   });
-  for (const outcome of ['succeeded', 'failed', 'canceled']) finished.inc({ outcome }, 0);
+  for (const outcome of ['succeeded', 'failed', 'canceled', 'expired']) finished.inc({ outcome }, 0);
 
   const queueWait = new Histogram({
     name: 'sdjobs_job_queue_wait_seconds',

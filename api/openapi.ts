@@ -4,13 +4,19 @@ import { makeGenerationRequestSchema } from '../shared/job-schema.js';
 import { OUTPUT_MEDIA } from '../shared/output-format.js';
 import {
   ErrorSchema,
+  JobListSchema,
   JobViewSchema,
   LivenessSchema,
   QueueLoadSchema,
   ReadinessSchema,
+  SyncFailureSchema,
+  WebhookSecretsSchema,
   WorkersSchema,
 } from './response-schemas.js';
 import { routeKey } from './route-table.js';
+import { MAX_OVERLAP_S } from '../shared/webhooks/tenant-secrets.js';
+import { WEBHOOK_EVENTS } from '../shared/webhooks/events.js';
+import { DEFAULT_PAGE, MAX_PAGE } from './job-listing.js';
 
 /**
  * The OpenAPI 3.1 document of this API. Request bodies and query parameters come from the very
@@ -61,6 +67,7 @@ const FIELD_DESCRIPTIONS: Record<string, string> = {
   model: 'The served model (the only accepted value).',
   webhook: 'Where to POST the job when it ends, signed per Standard Webhooks.',
   timeout_s: 'Give up on the job (it fails with code timeout) when it has not finished this many seconds after it started.',
+  ttl_s: 'Give up on the job if it is still queued this many seconds after submission: it ends with status `expired` and never runs.',
   prompt_variations: 'Give each image its own variant of the prompt: the prompt as written plus a style, lighting, lens and composition modifier, chosen from the seed.',
   output_format: 'How the images are encoded: png (lossless, the default), webp or jpeg. The image URLs end in .png, .webp or .jpg.',
   output_quality: 'Quality of webp and jpeg images, 1–100 (default 80); not with png, which is lossless.',
@@ -102,6 +109,31 @@ const OPERATIONS: Operation[] = [
         '400': errorResponse('Bad input; `field` names the first bad field.'),
         '413': errorResponse('Body too large.'),
         '415': errorResponse('Body is not JSON.'),
+        '503': errorResponse('The queue (Redis) is unreachable; retry.'),
+      },
+    }),
+  },
+  {
+    method: 'get',
+    path: '/v1/jobs',
+    build: () => ({
+      operationId: 'listJobs',
+      tags: ['jobs'],
+      summary: "The caller's jobs, newest first (its API key's; every job when the service runs without keys)",
+      parameters: [
+        {
+          name: 'status',
+          in: 'query',
+          required: false,
+          description: 'Comma-separated statuses to keep, e.g. `queued,running`.',
+          schema: { type: 'string', examples: ['queued,running'] },
+        },
+        { name: 'limit', in: 'query', required: false, description: 'Jobs per page.', schema: { type: 'integer', minimum: 1, maximum: MAX_PAGE, default: DEFAULT_PAGE } },
+        { name: 'cursor', in: 'query', required: false, description: 'The `next_cursor` of the previous page.', schema: { type: 'string' } },
+      ],
+      responses: {
+        '200': json(ref('JobList'), 'A page of jobs; a status filter may give fewer than `limit` with a cursor to go on.'),
+        '400': errorResponse('A bad status, limit or cursor, or an unknown parameter; `field` names it.'),
         '503': errorResponse('The queue (Redis) is unreachable; retry.'),
       },
     }),
@@ -159,6 +191,30 @@ const OPERATIONS: Operation[] = [
     }),
   },
   {
+    method: 'post',
+    path: '/v1/jobs/{id}/webhooks/redeliver',
+    build: () => ({
+      operationId: 'redeliverWebhook',
+      tags: ['webhooks'],
+      summary: 'Send again a webhook event whose delivery gave up (exhausted, gone or refused)',
+      description:
+        'A new round of the retry schedule with the same `webhook-id` (and, while the message is stored, the same body). ' +
+        'Without a body every delivery of the job that gave up is sent again; `{"event": "completed"}` picks one. Each attempt shows in `webhook.deliveries[].history`.',
+      parameters: [jobId],
+      requestBody: {
+        required: false,
+        content: { 'application/json': { schema: { type: 'object', additionalProperties: false, properties: { event: { type: 'string', enum: [...WEBHOOK_EVENTS] } } } } },
+      },
+      responses: {
+        '202': json(ref('Job'), 'Sending again; the deliveries are pending.'),
+        '400': errorResponse('A bad body; `field` names it.'),
+        '404': errorResponse('No such job, or no such delivery (`delivery_not_found`).'),
+        '409': errorResponse('The job has no webhook (`no_webhook`), or its deliveries did not give up (`delivery_not_failed`).'),
+        '503': errorResponse('The queue (Redis) is unreachable; retry.'),
+      },
+    }),
+  },
+  {
     method: 'get',
     path: '/v1/jobs/{id}/events',
     build: () => ({
@@ -167,7 +223,7 @@ const OPERATIONS: Operation[] = [
       summary: 'Server-sent events: progress and the final state',
       description:
         'Events are named by status: `queued` (data: the job, with queue_position), `running` (data: the job, with progress), ' +
-        'then one final `succeeded`, `failed` or `canceled` with the job, after which the stream ends.',
+        'then one final `succeeded`, `failed`, `canceled` or `expired` with the job, after which the stream ends.',
       parameters: [jobId],
       responses: {
         '200': { description: 'An event stream; each `data:` line is a Job.', content: { 'text/event-stream': { schema: { type: 'string' } } } },
@@ -203,6 +259,50 @@ const OPERATIONS: Operation[] = [
       tags: ['operations'],
       summary: "The queue's load: what the autoscaler and KEDA's metrics-api scaler read",
       responses: { '200': json(ref('QueueLoad'), 'The load.'), '503': errorResponse('Redis is unreachable.') },
+    }),
+  },
+  {
+    method: 'get',
+    path: '/v1/webhook-secrets',
+    build: () => ({
+      operationId: 'listWebhookSecrets',
+      tags: ['webhooks'],
+      summary: "This API key's webhook signing secrets (the first is made on first use)",
+      description:
+        'Every webhook of a job made with this key is signed (Standard Webhooks) with each live secret here, one signature per secret. ' +
+        'Only this key sees them. Without API_KEYS the service signs with its WEBHOOK_SECRETS and this answers 409.',
+      responses: {
+        '200': json(ref('WebhookSecrets'), 'The live secrets, newest first.'),
+        '409': errorResponse('The service runs without API keys (`api_keys_required`).'),
+        '503': errorResponse('Redis is unreachable.'),
+      },
+    }),
+  },
+  {
+    method: 'post',
+    path: '/v1/webhook-secrets/rotate',
+    build: () => ({
+      operationId: 'rotateWebhookSecret',
+      tags: ['webhooks'],
+      summary: 'Add a new signing secret; the others stay valid `overlap_s` longer (default 86400), then end',
+      requestBody: {
+        required: false,
+        content: {
+          'application/json': {
+            schema: {
+              type: 'object',
+              additionalProperties: false,
+              properties: { overlap_s: { type: 'integer', minimum: 0, maximum: MAX_OVERLAP_S, default: 86400, description: 'Seconds the current secrets keep signing (0: they end now).' } },
+            },
+          },
+        },
+      },
+      responses: {
+        '201': json(ref('WebhookSecrets'), 'The live secrets, the new one first; at most five live at once.'),
+        '400': errorResponse('Bad `overlap_s` or an unknown field.'),
+        '409': errorResponse('The service runs without API keys (`api_keys_required`).'),
+        '503': errorResponse('Redis is unreachable.'),
+      },
     }),
   },
   {
@@ -280,10 +380,12 @@ function syncOperation(operationId: string, summary: string, schemas: Schemas): 
         content: imageContent,
       },
       '202': { ...json(ref('Job'), 'Still running after SYNC_TIMEOUT_S; poll the Location.'), headers: { Location: { schema: { type: 'string' } } } },
-      '400': errorResponse('Bad input; `field` names it.'),
-      '409': json({ type: 'object' }, 'The job was canceled.'),
-      '500': json({ type: 'object' }, 'The job failed; `error` says why and `job` is the job.'),
-      '503': errorResponse('The queue (Redis) is unreachable; retry.'),
+      '400': errorResponse('Bad input; `field` names it. Nothing was queued.'),
+      '409': json(ref('SyncFailure'), 'The job was canceled.'),
+      '422': json(ref('SyncFailure'), 'The worker refused the job as bad input (`error.code` invalid_request).'),
+      '500': json(ref('SyncFailure'), 'The job failed on our side (`internal_error`).'),
+      '503': json({ anyOf: [ref('SyncFailure'), ref('Error')] }, 'The queue (Redis) is unreachable, or the job failed for storage or a model that is unavailable; retry after Retry-After.'),
+      '504': json(ref('SyncFailure'), 'The job ran past its timeout_s (`timeout`), or stayed queued past its ttl_s (`expired`).'),
     },
   };
 }
@@ -320,6 +422,13 @@ export function buildOpenApiDocument(ctx: OpenApiContext, version: string): Json
     if (keysRequired && /^\/(v1\/|dreambooth$)/.test(op.path)) {
       operation.security = [{ apiKey: [] }];
       (operation.responses as Json)['401'] = errorResponse('No API key, or not a valid one.');
+      (operation.responses as Json)['429'] = {
+        ...errorResponse(
+          '`rate_limited`: this key made more requests (RATE_LIMIT_REQUESTS_PER_MIN) or submissions (RATE_LIMIT_SUBMISSIONS_PER_MIN) than a minute allows; ' +
+            '`queued_jobs_limit`: it has MAX_QUEUED_JOBS_PER_KEY jobs queued or running.',
+        ),
+        headers: { 'Retry-After': { description: 'Seconds until the rate limit lets this key in again (rate_limited).', schema: { type: 'integer' } } },
+      };
     }
     (paths[op.path] ??= {})[op.method] = operation;
   }
@@ -336,6 +445,7 @@ export function buildOpenApiDocument(ctx: OpenApiContext, version: string): Json
     tags: [
       { name: 'jobs', description: 'Asynchronous jobs' },
       { name: 'synchronous', description: 'Wait for the image in one request' },
+      { name: 'webhooks', description: "An API key's own webhook signing secrets" },
       { name: 'operations', description: 'Health, metrics, workers' },
     ],
     paths,
@@ -344,10 +454,13 @@ export function buildOpenApiDocument(ctx: OpenApiContext, version: string): Json
         GenerationRequest: schemas.request,
         Job: toJson(JobViewSchema),
         Error: toJson(ErrorSchema),
+        SyncFailure: toJson(SyncFailureSchema),
         Liveness: toJson(LivenessSchema),
         Readiness: toJson(ReadinessSchema),
         Workers: toJson(WorkersSchema),
         QueueLoad: toJson(QueueLoadSchema),
+        WebhookSecrets: toJson(WebhookSecretsSchema),
+        JobList: toJson(JobListSchema),
       },
       ...(keysRequired ? { securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'Authorization: Bearer <your API key>' } } } : {}),
     },

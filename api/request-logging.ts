@@ -35,8 +35,18 @@ export function requestLogging(logger: Logger): RequestHandler[] {
     customProps: (req) => ({ reqId: req.id }),
     quietReqLogger: false,
     autoLogging: { ignore: (req) => QUIET_PATHS.has(new URL(req.url ?? '/', 'http://x').pathname) },
-    customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info'),
-    customSuccessMessage: (req, res, ms) => `${req.method} ${pathOf(req)} ${res.statusCode} ${Math.round(ms)}ms`,
+    // A client that leaves before its answer is not an error of ours: info, and said so.
+    // A 504 is a synchronous job's own deadline (timeout_s, ttl_s): the client's choice, a warning.
+    customLogLevel: (_req, res, err) =>
+      !res.writableEnded && !err
+        ? 'info'
+        : err || (res.statusCode >= 500 && res.statusCode !== 504)
+          ? 'error'
+          : res.statusCode >= 400
+            ? 'warn'
+            : 'info',
+    customSuccessMessage: (req, res, ms) =>
+      res.writableEnded ? `${req.method} ${pathOf(req)} ${res.statusCode} ${Math.round(ms)}ms` : `${req.method} ${pathOf(req)} aborted by the client after ${Math.round(ms)}ms`,
     customErrorMessage: (req, res) => `${req.method} ${pathOf(req)} ${res.statusCode}`,
     serializers: {
       req: (req: { id: unknown; method: string; url: string; headers: Record<string, string | undefined> }) => ({

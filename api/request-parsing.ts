@@ -3,23 +3,31 @@ import type { Request } from 'express';
 import {
   describeIssues,
   makeGenerationRequestSchema,
-  MAX_SEED,
+  maxSeedFor,
+  queryToRequest,
+  SCHEDULER_CLASS,
   toJobPayload,
   type JobPayload,
 } from '../shared/job-schema.js';
+import { modelProblems } from '../shared/model-capabilities.js';
+import { forbiddenKeyPath } from '../shared/request-values.js';
 import { BUILTIN_FILTERS } from '../shared/filters.js';
 import { promptVariants } from '../shared/prompt-variations.js';
 import { AddressPolicy } from '../shared/webhooks/address-policy.js';
 import { HttpError, invalidRequest } from './http-errors.js';
 import type { AppDeps } from './deps.js';
 
-export const drawSeed = () => randomInt(0, MAX_SEED);
+/** A random first seed such that every image's seed (seed + i) is a valid one. */
+export const drawSeed = (numImages: number) => randomInt(0, maxSeedFor(numImages) + 1);
 
 type GenerationRequestSchema = ReturnType<typeof makeGenerationRequestSchema>;
 
+/** What validating a request needs: the configuration and the served models. */
+export type ParsingDeps = Pick<AppDeps, 'config' | 'models' | 'drawSeed' | 'publishedModels'>;
+
 // Built once per configuration, not per request.
 const schemas = new WeakMap<object, GenerationRequestSchema>();
-function requestSchema(deps: AppDeps): GenerationRequestSchema {
+function requestSchema(deps: ParsingDeps): GenerationRequestSchema {
   let schema = schemas.get(deps.config);
   if (!schema) {
     schema = makeGenerationRequestSchema(deps.config.limits);
@@ -29,7 +37,7 @@ function requestSchema(deps: AppDeps): GenerationRequestSchema {
 }
 
 const policies = new WeakMap<object, AddressPolicy>();
-function webhookPolicy(deps: AppDeps): AddressPolicy {
+function webhookPolicy(deps: ParsingDeps): AddressPolicy {
   let policy = policies.get(deps.config);
   if (!policy) {
     policy = new AddressPolicy(deps.config.webhooks.allow);
@@ -38,23 +46,32 @@ function webhookPolicy(deps: AppDeps): AddressPolicy {
   return policy;
 }
 
-/** Who submits the job and on which base URL: stored with it for ownership checks and webhook links. */
+/** Who submits the job: stored with it for ownership checks (nothing from the request's Host is). */
 export interface SubmissionContext {
   owner?: string | undefined;
-  origin?: string | undefined;
 }
 
 /** Validates a generation request against the schema and the served model; 400s name the field. */
 export async function parseGenerationRequest(
-  deps: AppDeps,
+  deps: ParsingDeps,
   input: unknown,
   where: 'body' | 'query',
   context: SubmissionContext = {},
 ): Promise<JobPayload> {
-  if (where === 'body' && (input === undefined || input === null || typeof input !== 'object' || Array.isArray(input))) {
-    throw new HttpError(400, 'invalid_request', 'The body must be a JSON object with at least a prompt.', 'body');
+  const schema = requestSchema(deps);
+  let request: unknown = input;
+  if (where === 'body') {
+    if (input === undefined || input === null || typeof input !== 'object' || Array.isArray(input)) {
+      throw new HttpError(400, 'invalid_request', 'The body must be a JSON object with at least a prompt.', 'body');
+    }
+    const forbidden = forbiddenKeyPath(input);
+    if (forbidden !== null) throw invalidRequest([{ field: forbidden, message: `field ${forbidden} is not allowed` }]);
+  } else {
+    const { value, problems } = queryToRequest(input as Record<string, unknown>, schema);
+    if (problems.length > 0) throw invalidRequest(problems);
+    request = value;
   }
-  const parsed = requestSchema(deps).safeParse(input);
+  const parsed = schema.safeParse(request);
   // A problem with one entry of `filters` is a problem with the field.
   if (!parsed.success) throw invalidRequest(describeIssues(parsed.error).map((p) => (p.field.startsWith('filters.') ? { ...p, field: 'filters' } : p)));
 
@@ -62,33 +79,32 @@ export async function parseGenerationRequest(
   if (parsed.data.model !== undefined && parsed.data.model !== served) {
     throw invalidRequest([{ field: 'model', message: `unknown model ${JSON.stringify(parsed.data.model)}; this service serves ${JSON.stringify(served)}` }]);
   }
-  const model = await deps.models.get(served);
-  const payload = toJobPayload(parsed.data, deps.config.limits, { name: served, defaultSize: model?.defaultSize ?? 512 }, deps.drawSeed ?? drawSeed);
-
-  if (model) {
-    const problems = [];
-    for (const field of ['width', 'height'] as const) {
-      const value = payload[field];
-      const named = parsed.data.img_size !== undefined ? 'img_size' : field;
-      const fixed = model.fixedSize?.[field];
-      if (fixed !== undefined && value !== fixed) {
-        problems.push({ field: named, message: `${named} must be ${fixed}: this model's export has a fixed ${field}` });
-      } else if (value % model.sizeMultiple !== 0 || value < model.minSize || value > model.maxSize) {
-        problems.push({
-          field: named,
-          message: `${named} must be a multiple of ${model.sizeMultiple} between ${model.minSize} and ${model.maxSize} for this model`,
-        });
-      }
-    }
-    if (problems.length > 0) throw invalidRequest(problems.slice(0, parsed.data.img_size !== undefined ? 1 : 2));
-  }
+  const model = deps.models.get(served);
+  if (!model) throw new HttpError(503, 'model_unavailable', `The model ${served} is not available.`, 'model');
+  const payload = toJobPayload(parsed.data, deps.config.limits, { name: served, defaultSize: model.defaultSize }, deps.drawSeed ?? drawSeed);
+  // What the export itself can take: the worker's pipeline checks the same again.
+  const problems = modelProblems(
+    model,
+    {
+      width: payload.width,
+      height: payload.height,
+      numInferenceSteps: payload.numInferenceSteps,
+      schedulerClass: parsed.data.scheduler === undefined ? undefined : SCHEDULER_CLASS[parsed.data.scheduler],
+    },
+    (side) => (parsed.data.img_size !== undefined ? 'img_size' : side),
+  );
+  if (problems.length > 0) throw invalidRequest(problems);
   if (payload.filters) {
-    // What the model's workers published; before any has (scaled to zero), the built-in names.
-    const known: readonly string[] = model?.filters?.available ?? BUILTIN_FILTERS;
+    // The export's own (nsfw with a safety checker, grayscale), and those its workers published: an
+    // operator's filter modules are code only a worker loads. The worker checks again.
+    let known: readonly string[] = model.filters.available;
+    if (payload.filters.some((name) => !known.includes(name))) {
+      const published = (await deps.publishedModels?.get(served))?.filters?.available ?? [];
+      known = [...new Set([...known, ...published])];
+    }
     const unknown = payload.filters.find((name) => !known.includes(name));
     if (unknown !== undefined) {
-      const why =
-        unknown === 'nsfw' && model?.filters ? 'this model has no safety checker' : `this model's filters are: ${known.join(', ') || 'none'}`;
+      const why = unknown === 'nsfw' ? 'this model has no safety checker' : `this model's filters are: ${known.join(', ') || 'none'}`;
       throw invalidRequest([{ field: 'filters', message: `unknown filter ${JSON.stringify(unknown)}: ${why}` }]);
     }
   }
@@ -96,7 +112,8 @@ export async function parseGenerationRequest(
     payload.prompts = promptVariants(payload.prompt, payload.seed, payload.numImages, deps.config.promptModifiers);
   }
   if (payload.webhook) {
-    if (deps.config.webhooks.secrets.length === 0) {
+    // With API keys each key signs with its own secrets; the open service needs the operator's.
+    if (context.owner === undefined && deps.config.webhooks.secrets.length === 0) {
       throw invalidRequest([{ field: 'webhook', message: 'webhook is not available: this service has no WEBHOOK_SECRETS to sign deliveries with' }]);
     }
     // Literal addresses are refused here; names are checked again where it counts, at connect time.
@@ -104,11 +121,25 @@ export async function parseGenerationRequest(
     if (problem) throw invalidRequest([{ field: 'webhook.url', message: `webhook.url ${problem}` }]);
   }
   if (context.owner !== undefined) payload.owner = context.owner;
-  if (context.origin !== undefined) payload.origin = context.origin;
   return payload;
 }
 
-/** Absolute base URL for links: the configured public URL, else the one this request came in on. */
-export function baseUrlOf(deps: AppDeps, req: Request): string {
-  return deps.config.publicUrl ?? `${req.protocol}://${req.get('host') ?? `localhost:${deps.config.port}`}`;
+/** A host[:port] as a proxy may forward it; anything else is not used for links. */
+const HOST_PORT = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+
+/**
+ * The base of the links in an answer: PUBLIC_URL when set; else, behind a proxy TRUST_PROXY
+ * trusts, the scheme and host it forwarded (X-Forwarded-Proto, X-Forwarded-Host); else '' —
+ * links relative to the API, never built from the Host header a client chose.
+ */
+export function baseUrlOf(deps: Pick<AppDeps, 'config'>, req: Request): string {
+  if (deps.config.publicUrl) return deps.config.publicUrl;
+  if (deps.config.trustProxy === false) return '';
+  const trusted = req.app.get('trust proxy fn') as (address: string | undefined, hop: number) => boolean;
+  if (!trusted(req.socket.remoteAddress, 0)) return '';
+  // Express's own reading: the first of a comma-separated list.
+  const host = req.get('x-forwarded-host')?.split(',')[0]?.trim();
+  const protocol = req.protocol;
+  if (!host || !HOST_PORT.test(host) || (protocol !== 'http' && protocol !== 'https')) return '';
+  return `${protocol}://${host}`;
 }

@@ -11,6 +11,12 @@ import { WEBHOOK_EVENTS } from '../shared/webhooks/events.js';
 
 const timestamp = z.iso.datetime().nullable();
 
+/** Absolute with PUBLIC_URL or behind a trusted proxy (TRUST_PROXY), else relative to the API. */
+const link = z
+  .string()
+  .regex(/^(https?:\/\/[^/\s]+)?\/\S*$/)
+  .meta({ description: "Absolute when PUBLIC_URL is set or a trusted proxy forwarded its host (TRUST_PROXY); otherwise relative to the API's base (`/v1/jobs/…`)." });
+
 const FilterVerdictSchema = z
   .object({
     passed: z.boolean().meta({ description: 'false: the filter screened the image out.' }),
@@ -20,7 +26,9 @@ const FilterVerdictSchema = z
   })
   .meta({ description: "One filter's verdict on the image's last try." });
 
-export const JobStatusSchema = z.enum(['queued', 'running', 'succeeded', 'failed', 'canceled']);
+export const JobStatusSchema = z
+  .enum(['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired'])
+  .meta({ description: 'queued → running → succeeded | failed | canceled; `expired`: still queued when its ttl_s ran out, never ran.' });
 
 export const JobViewSchema = z
   .object({
@@ -39,6 +47,7 @@ export const JobViewSchema = z
         num_images: z.int(),
         scheduler: z.union([z.enum(SCHEDULER_NAMES), z.string()]).nullable().meta({ description: "null: the model's own scheduler." }),
         timeout_s: z.int().nullable().meta({ description: "The client's deadline for the run; null: the service's JOB_MAX_RUN_S." }),
+        ttl_s: z.int().nullable().meta({ description: 'How long the job may wait in the queue; null: as long as it takes.' }),
         filters: z.array(z.string()).nullable().meta({ description: "The filters asked for; null: the model's defaults (see each image's `filters`)." }),
         prompt_variations: z.boolean(),
         output_format: z.enum(OUTPUT_FORMATS),
@@ -54,12 +63,13 @@ export const JobViewSchema = z
     created_at: timestamp,
     started_at: timestamp,
     finished_at: timestamp,
+    expires_at: timestamp.meta({ description: 'With ttl_s: when the job ends `expired` if it has not started by then.' }),
     outputs: z
       .object({
         seed: z.int(),
         images: z.array(
           z.object({
-            url: z.url().meta({ description: 'GET it for the image: `<n>.png`, `<n>.webp` or `<n>.jpg` after the output format.' }),
+            url: link.meta({ description: 'GET it for the image: `<n>.png`, `<n>.webp` or `<n>.jpg` after the output format.' }),
             width: z.int(),
             height: z.int(),
             seed: z.int().meta({ description: 'The seed this image was made with: seed + i, or a fresh one when filters made it again.' }),
@@ -93,14 +103,32 @@ export const JobViewSchema = z
             last_attempt_at: timestamp,
             next_attempt_at: timestamp,
             delivered_at: timestamp,
+            redeliveries: z.int().meta({ description: 'Times it was sent again by POST /v1/jobs/{id}/webhooks/redeliver.' }),
+            history: z
+              .array(
+                z.object({
+                  at: z.iso.datetime(),
+                  status_code: z.int().nullable(),
+                  error: z.string().nullable(),
+                  state: z.string().meta({ description: 'What the attempt left the delivery: delivered, retrying, exhausted, gone or refused.' }),
+                }),
+              )
+              .meta({ description: 'Every attempt, oldest first (at most the last 100).' }),
           }),
         ),
       })
       .nullable()
       .meta({ description: 'The webhook the job was submitted with, and how its deliveries went; null without one.' }),
-    links: z.object({ self: z.url() }),
+    links: z.object({ self: link }),
   })
   .meta({ description: 'A generation job as GET /v1/jobs/{id} answers it.' });
+
+export const JobListSchema = z
+  .object({
+    jobs: z.array(JobViewSchema),
+    next_cursor: z.string().nullable().meta({ description: 'Pass as `cursor` for the next page; null: no more jobs.' }),
+  })
+  .meta({ description: "A page of the caller's jobs, newest first." });
 
 export const ErrorSchema = z
   .object({
@@ -111,6 +139,13 @@ export const ErrorSchema = z
       details: z.array(z.object({ field: z.string(), message: z.string() })).optional(),
     }),
   });
+
+export const SyncFailureSchema = z
+  .object({
+    error: z.object({ code: z.string().meta({ description: "The job's error code: invalid_request, timeout, expired, canceled, storage_error, internal_error, …" }), message: z.string() }),
+    job: JobViewSchema,
+  })
+  .meta({ description: 'A synchronous job that ended without its image: why, and the job.' });
 
 const Check = z.object({ ok: z.boolean(), error: z.string().optional() });
 
@@ -178,3 +213,16 @@ export const QueueLoadSchema = z.object({
   paused: z.int(),
   at: iso,
 });
+
+export const WebhookSecretsSchema = z
+  .object({
+    secrets: z.array(
+      z.object({
+        id: z.string(),
+        secret: z.string().meta({ description: '`whsec_` + base64: give it to your Standard Webhooks verifier.' }),
+        created_at: iso,
+        expires_at: iso.nullable().meta({ description: 'When it stops signing (after a rotation); null: until the next rotation.' }),
+      }),
+    ),
+  })
+  .meta({ description: "This API key's live webhook signing secrets, newest first." });

@@ -1,8 +1,10 @@
 import type { Server } from 'node:http';
+import type { Redis } from 'ioredis';
 import type { Config } from '../shared/config.js';
 import { BullJobQueue } from '../shared/job-queue.js';
 import { RedisIdempotencyStore } from '../shared/idempotency.js';
 import type { Logger } from '../shared/logger.js';
+import { readModelCapabilities } from '../shared/model-capabilities.js';
 import { readModel } from '../shared/model-registry.js';
 import { BullQueueMonitor } from '../shared/queue-monitor.js';
 import { WEBHOOK_QUEUE } from '../shared/queues.js';
@@ -12,7 +14,27 @@ import { createImageStore } from '../shared/storage/index.js';
 import { WorkerRegistry } from '../shared/worker-registry.js';
 import { BullQueueLoad } from '../shared/queue-load.js';
 import { createApp } from './app.js';
+import { answerClientErrors } from './client-errors.js';
 import { createMetrics } from './metrics.js';
+import { createTenantLimiter } from './tenant-limits.js';
+import { TenantSecretStore } from '../shared/webhooks/tenant-secrets.js';
+import { webhookOutboxFor } from '../shared/webhooks/deliveries.js';
+
+/** Resolves when `redis` is ready, fails to connect, or `ms` have passed; never rejects. */
+function connected(redis: Redis, ms: number): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      redis.off('ready', done);
+      redis.off('error', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    redis.once('ready', done);
+    redis.once('error', done);
+  });
+}
 
 export interface RunningApi {
   server: Server;
@@ -22,11 +44,22 @@ export interface RunningApi {
 
 /** Builds the API's real dependencies from config and listens. `close` runs every step once. */
 export async function startApi(config: Readonly<Config>, logger: Logger): Promise<RunningApi> {
+  // From the export itself, before anything listens: request checks never wait for a worker.
+  // Throws ModelCapabilitiesError (naming the file) when the export cannot be read.
+  const model = await readModelCapabilities(config.model.dir);
+  const models = new Map([[config.model.name, { ...model, name: config.model.name }]]);
+  logger.info({ model: config.model.name, defaultSize: model.defaultSize, fixedSize: model.fixedSize ?? null, dtype: model.dtype }, 'model capabilities read from the export');
   const connection = createRedis(config.redisUrl, 'api');
   const eventsConnection = createRedis(config.redisUrl, 'subscriber');
   connection.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
   eventsConnection.on('error', (err) => logger.debug({ err: err.message }, 'redis events connection error'));
-  const queue = new BullJobQueue({ connection, eventsConnection, prefix: config.queuePrefix, jobs: config.jobs });
+  const queue = new BullJobQueue({
+    connection,
+    eventsConnection,
+    prefix: config.queuePrefix,
+    jobs: config.jobs,
+    maxQueuedPerOwner: config.tenants.maxQueuedJobs,
+  });
   const store = createImageStore(config.storage);
   const workers = new WorkerRegistry(connection, config.queuePrefix);
   const monitor = new BullQueueMonitor({
@@ -45,36 +78,55 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
       })
     : undefined;
   const queueLoad = new BullQueueLoad(connection, config.queuePrefix);
+  const outbox = webhookOutboxFor(connection, config);
   const app = createApp({
     config,
     queue,
     store,
     logger,
     presignImages: config.storage.driver === 's3' && config.storage.presignUrls,
-    models: { get: (name) => readModel(connection, config.queuePrefix, name).catch(() => null) },
+    models,
+    publishedModels: { get: (name) => readModel(connection, config.queuePrefix, name).catch(() => null) },
     idempotency: new RedisIdempotencyStore(connection, config.queuePrefix),
     metrics,
     monitor,
     workers,
     queueLoad,
+    webhooks: outbox,
+    tenants: {
+      secrets: new TenantSecretStore(connection, config.queuePrefix),
+      limiter: createTenantLimiter(connection, config.queuePrefix, config.tenants, logger),
+    },
   });
+  // Listen once Redis answers (or after its connect timeout, to answer 503s while it is away), so
+  // the first requests after boot do not fail on a connection still being opened.
+  await connected(connection, 2500);
   const server = await new Promise<Server>((resolve, reject) => {
     const s = app.listen(config.port, config.host, () => resolve(s));
     s.once('error', reject);
   });
+  answerClientErrors(server, logger);
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
 
+  // Queued jobs past their ttl_s end `expired` within about a second, whoever is watching.
+  const expiry = setInterval(() => {
+    queue.expireDue().catch((err: unknown) => logger.debug({ err }, 'expiry sweep failed'));
+  }, 1000);
+  expiry.unref();
+
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
+      clearInterval(expiry);
       const steps = [
         () => new Promise<void>((resolve) => server.close(() => resolve())),
         () => queue.close(),
         () => metrics?.close(),
         () => monitor.close(),
         () => queueLoad.close(),
+        () => outbox.close(),
         () => store.close?.(),
         () => closeRedis(connection),
         () => closeRedis(eventsConnection),

@@ -3,7 +3,7 @@
  * or polling where the stream is not there), download. Only `fetch`; no service code.
  */
 
-export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
+export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled' | 'expired';
 
 export interface JobView {
   id: string;
@@ -16,7 +16,7 @@ export interface JobView {
   links: { self: string };
 }
 
-export const isFinal = (status: string) => status === 'succeeded' || status === 'failed' || status === 'canceled';
+export const isFinal = (status: string) => status === 'succeeded' || status === 'failed' || status === 'canceled' || status === 'expired';
 
 /** The server could not be reached at all (refused, DNS, timeout): nothing was submitted. */
 export class UnreachableError extends Error {

@@ -7,6 +7,8 @@ import {
   FINAL_DELIVERY_STATES,
   readDelivery,
   writeDelivery,
+  MAX_ATTEMPT_HISTORY,
+  type DeliveryAttempt,
   type DeliveryJobData,
   type DeliveryStatus,
 } from '../shared/webhooks/deliveries.js';
@@ -37,7 +39,8 @@ export interface DeliveryProcessorDeps {
   render: (record: JobRecord) => JobView;
   redis: Redis;
   prefix: string;
-  secrets: readonly string[];
+  /** The secrets that sign a message: its job's API key's own, or WEBHOOK_SECRETS for a job without one. */
+  secretsFor: (data: DeliveryJobData) => Promise<readonly string[]>;
   scheduleMs: readonly number[];
   recordTtlS: number;
   post: (url: string, body: string, headers: Record<string, string>) => Promise<AttemptResult>;
@@ -102,7 +105,15 @@ export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
         retryAfterMs: null,
         permanent,
       });
-      if (deps.secrets.length === 0) return failed('the notifier has no WEBHOOK_SECRETS to sign with');
+      let secrets: readonly string[];
+      try {
+        secrets = await deps.secretsFor(data);
+      } catch (err) {
+        return failed(`could not read the signing secrets: ${(err as Error).message}`);
+      }
+      if (secrets.length === 0) {
+        return failed(data.owner === undefined ? 'the notifier has no WEBHOOK_SECRETS to sign with' : "the job's API key has no live webhook secret to sign with");
+      }
       let body: string | null;
       try {
         body = data.body ?? (await renderBody());
@@ -111,7 +122,7 @@ export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
         return failed(`could not read the job: ${(err as Error).message}`);
       }
       if (body === null) return failed('the job is no longer stored', 'exhausted');
-      return deps.post(data.url, body, { ...signedHeaders(deps.secrets, data.webhookId, body, now) });
+      return deps.post(data.url, body, { ...signedHeaders(secrets, data.webhookId, body, now) });
     }
 
     /** The body of this message, fixed at the first attempt; null when the job is gone. */
@@ -128,7 +139,9 @@ export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
       return body;
     }
 
+    /** Records the outcome of this attempt (each call is one attempt), its line in the history included. */
     async function saveState(patch: Partial<DeliveryStatus> & Pick<DeliveryStatus, 'state'>): Promise<void> {
+      const line: DeliveryAttempt = { at: now, statusCode: patch.lastStatusCode ?? null, error: patch.lastError ?? null, state: patch.state };
       const status: DeliveryStatus = {
         event: data.event,
         webhookId: data.webhookId,
@@ -138,7 +151,9 @@ export function createDeliveryProcessor(deps: DeliveryProcessorDeps) {
         lastAttemptAt: previous?.lastAttemptAt ?? null,
         nextAttemptAt: null,
         deliveredAt: null,
+        ...(previous?.redeliveries !== undefined ? { redeliveries: previous.redeliveries } : {}),
         ...patch,
+        history: [...(previous?.history ?? []), line].slice(-MAX_ATTEMPT_HISTORY),
       };
       await writeDelivery(deps.redis, deps.prefix, data.jobId, status, deps.recordTtlS);
     }

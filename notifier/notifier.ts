@@ -7,7 +7,8 @@ import { WEBHOOK_QUEUE } from '../shared/queues.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
 import { runShutdownSteps } from '../shared/shutdown.js';
 import { AddressPolicy } from '../shared/webhooks/address-policy.js';
-import { deliveryRecordTtlS, WebhookOutbox, type DeliveryJobData } from '../shared/webhooks/deliveries.js';
+import { deliveryRecordTtlS, webhookOutboxFor, type DeliveryJobData } from '../shared/webhooks/deliveries.js';
+import { TenantSecretStore } from '../shared/webhooks/tenant-secrets.js';
 import { createDeliveryProcessor, deliveryBackoff } from './delivery-processor.js';
 import { WebhookHttpClient } from './http-delivery.js';
 import { Reconciler } from './reconciler.js';
@@ -25,7 +26,7 @@ export interface RunningNotifier {
 
 export async function startNotifier(config: Readonly<Config>, logger: Logger): Promise<RunningNotifier> {
   const { webhooks, jobs: jobSettings, queuePrefix: prefix } = config;
-  if (webhooks.secrets.length === 0) logger.info('no WEBHOOK_SECRETS configured: jobs cannot ask for webhooks');
+  if (webhooks.secrets.length === 0) logger.info('no WEBHOOK_SECRETS configured: only jobs made with an API key (signed with its own secrets) can ask for webhooks');
 
   const connection = createRedis(config.redisUrl, 'worker');
   const eventsConnection = createRedis(config.redisUrl, 'subscriber');
@@ -33,20 +34,15 @@ export async function startNotifier(config: Readonly<Config>, logger: Logger): P
   eventsConnection.on('error', (err) => logger.debug({ err: err.message }, 'redis events connection error'));
 
   const jobs = new BullJobQueue({ connection, eventsConnection, prefix, jobs: jobSettings });
-  const outbox = new WebhookOutbox({
-    connection,
-    prefix,
-    scheduleMs: webhooks.retryScheduleMs,
-    keepAgeS: jobSettings.keepAgeS,
-    keepCount: jobSettings.keepCount,
-  });
+  const outbox = webhookOutboxFor(connection, config);
+  const tenantSecrets = new TenantSecretStore(connection, prefix);
   const http = new WebhookHttpClient(new AddressPolicy(webhooks.allow), webhooks.timeoutMs);
   const processor = createDeliveryProcessor({
     jobs,
-    render: (record) => jobView(record, linkBase(record.payload, config)),
+    render: (record) => jobView(record, linkBase(config)),
     redis: connection,
     prefix,
-    secrets: webhooks.secrets,
+    secretsFor: async (data) => (data.owner === undefined ? webhooks.secrets : (await tenantSecrets.live(data.owner)).map((s) => s.secret)),
     scheduleMs: webhooks.retryScheduleMs,
     recordTtlS: deliveryRecordTtlS(jobSettings.keepAgeS, webhooks.retryScheduleMs),
     post: (url, body, headers) => http.post(url, body, headers),

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
 import { DEFAULT_PROMPT_MODIFIERS, PromptModifiersSchema, type PromptModifiers } from './prompt-variations.js';
 import { parseAllowList, type AllowList } from './webhooks/address-policy.js';
 import { parseSchedule } from './webhooks/schedule.js';
@@ -46,7 +47,9 @@ const optionalInt = (min: number, max: number) =>
 const EnvSchema = z.object({
   HOST: z.string().default('127.0.0.1'),
   PORT: int(8000, 0, 65535),
-  PUBLIC_URL: optionalString.pipe(z.url({ message: 'expected an absolute URL' }).optional()),
+  PUBLIC_URL: optionalString.pipe(z.url({ protocol: /^https?$/, message: 'expected an absolute http(s) URL' }).optional()),
+  /** Express's `trust proxy`: which proxies' X-Forwarded-Host/-Proto/-For to believe; empty = none. */
+  TRUST_PROXY: optionalString,
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Bull Board at /admin/queues behind HTTP basic auth; off (404) unless both are set. */
   ADMIN_USER: optionalString,
@@ -115,7 +118,8 @@ const EnvSchema = z.object({
   DEFAULT_STEPS: int(20, 1, 500),
   DEFAULT_GUIDANCE: z.coerce.number({ message: 'expected a number' }).min(0).max(50).default(7.5),
   MAX_STEPS: int(150, 1, 1000),
-  MAX_NUM_IMAGES: int(4, 1, 64),
+  /** At most 16: the pipeline's limit per job. */
+  MAX_NUM_IMAGES: int(4, 1, 16),
   MIN_IMAGE_SIZE: int(64, 8, 8192),
   MAX_IMAGE_SIZE: int(1024, 8, 8192),
   MAX_PROMPT_CHARS: int(2000, 1, 100_000),
@@ -142,6 +146,12 @@ const EnvSchema = z.object({
   /** Comma-separated API keys; empty = the API runs open (and says so at startup). */
   API_KEYS: optionalString,
   IDEMPOTENCY_TTL_S: int(24 * 3600, 60, 30 * 24 * 3600),
+  /** Requests per minute one API key may make to /v1 and /dreambooth (counted in Redis, shared by replicas); 0 = no limit. */
+  RATE_LIMIT_REQUESTS_PER_MIN: int(1200, 0, 1_000_000),
+  /** Job submissions per minute one API key may make (POST /v1/jobs, GET /v1/generate, /dreambooth); 0 = no limit. */
+  RATE_LIMIT_SUBMISSIONS_PER_MIN: int(120, 0, 1_000_000),
+  /** Queued plus running jobs one API key may have at once; 0 = no limit. */
+  MAX_QUEUED_JOBS_PER_KEY: int(100, 0, 1_000_000),
 
   /** `whsec_…` signing secrets, space- or comma-separated; deliveries carry one signature per secret (rotation). */
   WEBHOOK_SECRETS: optionalString,
@@ -161,6 +171,8 @@ export interface Config {
   host: string;
   port: number;
   publicUrl: string | undefined;
+  /** Express's `trust proxy` value; false: no proxy is trusted (links are relative without PUBLIC_URL). */
+  trustProxy: TrustProxy;
   logLevel: Env['LOG_LEVEL'];
   /** null: the admin dashboard is off. */
   admin: { user: string; password: string } | null;
@@ -205,6 +217,8 @@ export interface Config {
   promptModifiers: PromptModifiers;
   /** SHA-256 hashes (hex) of the API keys; the keys themselves are not kept. Empty: open. */
   auth: { apiKeyHashes: string[]; idempotencyTtlS: number };
+  /** Per-key limits (with API_KEYS); 0 = none. */
+  tenants: { requestsPerMin: number; submissionsPerMin: number; maxQueuedJobs: number };
   webhooks: {
     secrets: string[];
     allow: AllowList;
@@ -240,6 +254,29 @@ export interface AutoscalerConfig {
   crashLoopWindowS: number;
   leaderTtlMs: number;
   id: string | undefined;
+}
+
+/** false, true (any peer: only behind a proxy that overwrites the headers), a hop count, or addresses/CIDRs/names. */
+export type TrustProxy = false | true | number | string[];
+
+const TRUST_PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/** TRUST_PROXY as Express takes it; throws with what was expected. */
+export function parseTrustProxy(text: string | undefined): TrustProxy {
+  const value = (text ?? '').trim();
+  if (value === '' || value === 'false') return false;
+  if (value === 'true') return true;
+  if (/^\d{1,2}$/.test(value)) return Number(value);
+  const entries = value.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  for (const entry of entries) {
+    const [address = '', bits] = entry.split('/');
+    const family = isIP(address);
+    const prefixOk = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128));
+    if (!TRUST_PROXY_NAMES.has(entry) && !(family !== 0 && prefixOk)) {
+      throw new Error(`expected false, true, a hop count, or addresses/CIDRs/loopback/linklocal/uniquelocal, comma-separated (got ${JSON.stringify(entry)})`);
+    }
+  }
+  return entries;
 }
 
 export class ConfigError extends Error {
@@ -303,6 +340,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
   } catch (err) {
     problems.push(`WEBHOOK_ALLOW_HOSTS: ${(err as Error).message}`);
   }
+  let trustProxy: TrustProxy = false;
+  try {
+    trustProxy = parseTrustProxy(e.TRUST_PROXY);
+  } catch (err) {
+    problems.push(`TRUST_PROXY: ${(err as Error).message}`);
+  }
   let retryScheduleMs: number[] = [];
   try {
     retryScheduleMs = parseSchedule(e.WEBHOOK_RETRY_SCHEDULE);
@@ -328,6 +371,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     host: e.HOST,
     port: e.PORT,
     publicUrl: e.PUBLIC_URL?.replace(/\/+$/, ''),
+    trustProxy,
     logLevel: e.LOG_LEVEL,
     admin: e.ADMIN_USER !== undefined && e.ADMIN_PASSWORD !== undefined ? { user: e.ADMIN_USER, password: e.ADMIN_PASSWORD } : null,
     metrics: { enabled: e.METRICS_ENABLED, jobEvents: e.METRICS_JOB_EVENTS },
@@ -415,6 +459,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     auth: {
       apiKeyHashes: [...new Set(apiKeys)].map((k) => createHash('sha256').update(k, 'utf8').digest('hex')),
       idempotencyTtlS: e.IDEMPOTENCY_TTL_S,
+    },
+    tenants: {
+      requestsPerMin: e.RATE_LIMIT_REQUESTS_PER_MIN,
+      submissionsPerMin: e.RATE_LIMIT_SUBMISSIONS_PER_MIN,
+      maxQueuedJobs: e.MAX_QUEUED_JOBS_PER_KEY,
     },
     webhooks: {
       secrets: webhookSecrets,

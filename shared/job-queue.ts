@@ -2,12 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { Queue, type Job, type JobsOptions, type QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from './config.js';
-import { failFastOnRedis } from './errors.js';
+import { failFastOnRedis, ServiceError } from './errors.js';
 import { JobControl } from './job-control.js';
 import type { FilterVerdict } from './filters.js';
 import type { JobPayload } from './job-schema.js';
 import { JobWatcher } from './job-watch.js';
 import { subscribeQueueEvents, type EventSubscription } from './queue-events.js';
+import { CANCEL_QUEUED_SCRIPT, expireDueJobs, expiryKey, MAX_EVENTS } from './queued-jobs.js';
 import { GENERATE_JOB, GENERATE_QUEUE } from './queues.js';
 import { readDeliveries, type DeliveryStatus } from './webhooks/deliveries.js';
 
@@ -16,7 +17,10 @@ import { readDeliveries, type DeliveryStatus } from './webhooks/deliveries.js';
  * handlers work with `JobRecord`s.
  */
 
-export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
+/** `expired`: still queued when its `ttl_s` ran out; it never ran. */
+export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled' | 'expired';
+
+export const JOB_STATUSES: readonly JobStatus[] = ['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired'];
 
 export interface StoredImage {
   key: string;
@@ -69,6 +73,34 @@ export type CancelOutcome =
 
 export type JobListener = (record: JobRecord | null) => void;
 
+/** Where a listing stopped: the creation time and id of the last job it looked at. */
+export interface ListCursor {
+  createdAt: number;
+  id: string;
+}
+
+export interface ListOptions {
+  /** Only jobs in these statuses; empty or absent: all. */
+  statuses?: ReadonlySet<JobStatus>;
+  /** Continue after this job (newest first). */
+  after?: ListCursor | undefined;
+  limit: number;
+}
+
+export interface JobPage {
+  jobs: JobRecord[];
+  /** Where the next page starts; null when there is nothing more. */
+  next: ListCursor | null;
+}
+
+/** An API key has as many queued and running jobs as it may (MAX_QUEUED_JOBS_PER_KEY). */
+export class QueuedJobsLimitError extends ServiceError {
+  constructor(readonly limit: number) {
+    super('queued_jobs_limit', `This API key already has ${limit} queued or running jobs, the most it may; wait for some to finish.`, false);
+    this.name = 'QueuedJobsLimitError';
+  }
+}
+
 export interface JobQueue {
   /** `jobId` lets a caller fix the id beforehand (idempotent submissions). */
   enqueue(payload: JobPayload, options?: { jobId?: string }): Promise<JobRecord>;
@@ -83,6 +115,8 @@ export interface JobQueue {
   watch(id: string, listener: JobListener): () => void;
   /** A queued job is taken off the queue and marked canceled; a running one is told to stop. */
   cancel(id: string, reason?: string): Promise<CancelOutcome>;
+  /** The jobs `owner` (undefined: the open service's) submitted, newest first, a page at a time. */
+  list(owner: string | undefined, options: ListOptions): Promise<JobPage>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
@@ -102,8 +136,6 @@ export function decodeFailure(reason: string | undefined): { code: string; messa
 }
 
 const FAST_FAIL_MS = 1000;
-/** BullMQ's default length cap of a queue's event stream. */
-const MAX_EVENTS = 10_000;
 
 export interface BullJobQueueOptions {
   /** Connection for commands: the API's fail-fast one. */
@@ -117,27 +149,56 @@ export interface BullJobQueueOptions {
   jobs: Pick<Config['jobs'], 'attempts' | 'backoffMs' | 'keepAgeS' | 'keepCount'>;
   /** How watched jobs are re-read (tests shorten or stretch these); see JobWatcher. */
   watchTiming?: { throttleMs?: number; safetyPollMs?: number };
+  /** Queued plus running jobs one owner (API key) may have; 0 or absent: no limit. Jobs without an owner are not limited. */
+  maxQueuedPerOwner?: number;
 }
 
 /**
- * Takes a job that is still waiting (or delayed, or prioritized) off the queue and records it as
- * failed with `canceled: …`, atomically: a worker either got it first (then it is running and must
- * be signaled) or never gets it. Mirrors what BullMQ's own scripts write for a failed job (hash
- * fields, the failed set scored by finish time, a `failed` event) so every reader treats it as one.
+ * An owner's job index orders jobs by creation time then id, as members of equal score sorted by
+ * their text (`<ms, 15 digits>:<id>`): a listing resumes exactly after its cursor, ties included.
  */
-const CANCEL_QUEUED_SCRIPT = `
-if redis.call('EXISTS', KEYS[5]) == 0 then return -1 end
-local prev
-if redis.call('LREM', KEYS[1], 0, ARGV[1]) > 0 then prev = 'waiting'
-elseif redis.call('LREM', KEYS[2], 0, ARGV[1]) > 0 then prev = 'waiting'
-elseif redis.call('ZREM', KEYS[3], ARGV[1]) > 0 then prev = 'delayed'
-elseif redis.call('ZREM', KEYS[4], ARGV[1]) > 0 then prev = 'prioritized'
-else return 0 end
-redis.call('HSET', KEYS[5], 'failedReason', ARGV[2], 'finishedOn', ARGV[3])
-redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
-redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[4], '*', 'event', 'failed', 'jobId', ARGV[1], 'failedReason', ARGV[2], 'prev', prev)
+const indexMember = (at: ListCursor) => `${String(at.createdAt).padStart(15, '0')}:${at.id}`;
+function parseIndexMember(member: string): ListCursor | null {
+  const match = /^(\d{15}):(.+)$/.exec(member);
+  return match ? { createdAt: Number(match[1]), id: match[2] as string } : null;
+}
+
+/**
+ * Per-owner bookkeeping, in one step with the check, before the job is added: the owner's index of
+ * jobs (newest first, for listing) and, with a limit, its set of unfinished jobs. The set is pruned
+ * here of jobs that finished (or vanished, once a reservation is older than a grace period), so
+ * the count needs nothing to decrement it when jobs end. Returns 0 when the owner is at its limit.
+ * The index forgets entries older than retention plus a week (their jobs are long gone) as it grows.
+ * KEYS: index, unfinished · ARGV: job id, now (ms), limit (0 = none), the queue's key prefix, grace
+ * (ms), index member, the oldest index member to keep
+ */
+const RESERVE_SCRIPT = `
+local limit = tonumber(ARGV[3])
+if limit > 0 then
+  local p = ARGV[4]
+  local now = tonumber(ARGV[2])
+  local members = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  local live = 0
+  for i = 1, #members, 2 do
+    local id = members[i]
+    local finished = redis.call('ZSCORE', p .. 'completed', id) or redis.call('ZSCORE', p .. 'failed', id)
+    local gone = redis.call('EXISTS', p .. id) == 0 and tonumber(members[i + 1]) < now - tonumber(ARGV[5])
+    if finished or gone then redis.call('ZREM', KEYS[2], id) else live = live + 1 end
+  end
+  if live >= limit then return 0 end
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+end
+redis.call('ZADD', KEYS[1], 0, ARGV[6])
+redis.call('ZREMRANGEBYLEX', KEYS[1], '-', '(' .. ARGV[7])
 return 1
 `;
+
+/** Index entries outlive the jobs' retention by this much before the index forgets them. */
+const INDEX_SLACK_MS = 7 * 24 * 3600 * 1000;
+/** A reservation older than this without its job is one whose enqueue died: it no longer counts. */
+const RESERVATION_GRACE_MS = 60_000;
+/** Index entries a listing looks at per page, at most (a status filter may need to skip many). */
+const LIST_SCAN_BUDGET = 500;
 
 export class BullJobQueue implements JobQueue {
   private readonly queue: Queue<JobPayload, JobResult>;
@@ -205,8 +266,50 @@ export class BullJobQueue implements JobQueue {
     return failFastOnRedis(promise, FAST_FAIL_MS);
   }
 
+  /** The command connection once it is ready: BullMQ's client resolves then (the API's has no offline queue). */
+  private async connected(): Promise<Redis> {
+    await this.queue.client;
+    return this.options.connection;
+  }
+
+  private ownerKeys(owner: string | undefined): [index: string, unfinished: string] {
+    const base = `${this.options.prefix}:owners:${owner ?? 'open'}`;
+    return [`${base}:jobs`, `${base}:unfinished`];
+  }
+
   async enqueue(payload: JobPayload, options: { jobId?: string } = {}): Promise<JobRecord> {
     const jobId = options.jobId ?? randomUUID();
+    const limit = payload.owner === undefined ? 0 : (this.options.maxQueuedPerOwner ?? 0);
+    const keys = this.ownerKeys(payload.owner);
+    const now = Date.now();
+    const member = indexMember({ createdAt: now, id: jobId });
+    const client = await this.fast(this.connected());
+    const reserved = await this.fast(
+      client.eval(
+        RESERVE_SCRIPT,
+        2,
+        ...keys,
+        jobId,
+        now,
+        limit,
+        this.queue.toKey(''),
+        RESERVATION_GRACE_MS,
+        member,
+        indexMember({ createdAt: Math.max(0, now - this.options.jobs.keepAgeS * 1000 - INDEX_SLACK_MS), id: '' }),
+      ),
+    );
+    if (reserved === 0) throw new QueuedJobsLimitError(limit);
+    try {
+      // Expiry first: a job must never be queued without it (the worker refuses an expired one too).
+      if (payload.expiresAt !== undefined) await this.fast(client.zadd(expiryKey(this.options.prefix), payload.expiresAt, jobId));
+      return await this.add(jobId, payload);
+    } catch (err) {
+      await client.multi().zrem(keys[0], member).zrem(keys[1], jobId).exec().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async add(jobId: string, payload: JobPayload): Promise<JobRecord> {
     const { attempts, backoffMs, keepAgeS, keepCount } = this.options.jobs;
     const opts: JobsOptions = {
       jobId,
@@ -216,10 +319,28 @@ export class BullJobQueue implements JobQueue {
       removeOnFail: { age: keepAgeS, count: keepCount },
     };
     const job = await this.fast(this.queue.add(GENERATE_JOB, payload, opts));
-    return toJobRecord(job, 'waiting', 0, []);
+    // Its real place in line (0 = next); a worker may already have taken it, then it says so.
+    const position = await this.fast(this.waitingPosition(jobId));
+    if (position !== null) return toJobRecord(job, 'waiting', position, []);
+    return (await this.get(jobId)) ?? toJobRecord(job, 'waiting', null, []);
   }
 
   async get(id: string): Promise<JobRecord | null> {
+    const record = await this.readRecord(id);
+    // Past its ttl_s and not swept yet: end it now, so nobody ever sees it queued late.
+    if (record?.status === 'queued' && record.payload.expiresAt !== undefined && record.payload.expiresAt <= Date.now()) {
+      await this.expireDue();
+      return this.readRecord(id);
+    }
+    return record;
+  }
+
+  /** Ends the queued jobs whose ttl_s ran out (status `expired`); resolves with their ids. */
+  expireDue(): Promise<string[]> {
+    return this.fast(this.connected().then((client) => expireDueJobs(client, this.options.prefix, this.queue.toKey(''))));
+  }
+
+  private async readRecord(id: string): Promise<JobRecord | null> {
     return this.fast(
       (async () => {
         // State first: a job finishing between the two reads then shows as running (the next read
@@ -241,8 +362,15 @@ export class BullJobQueue implements JobQueue {
         if (!(await this.queue.getJob(id))) return { outcome: 'not_found' };
         // Marker first: a worker taking the job from now on refuses to run it.
         await this.control.markCanceled(id);
-        const keys = ['wait', 'paused', 'delayed', 'prioritized', id, 'failed', 'events'].map((k) => this.queue.toKey(k));
-        const removed = await this.options.connection.eval(CANCEL_QUEUED_SCRIPT, keys.length, ...keys, id, encodeFailure('canceled', `${reason} (before it started)`), Date.now(), MAX_EVENTS);
+        const removed = await this.options.connection.eval(
+          CANCEL_QUEUED_SCRIPT,
+          0,
+          this.queue.toKey(''),
+          id,
+          encodeFailure('canceled', `${reason} (before it started)`),
+          Date.now(),
+          MAX_EVENTS,
+        );
         const record = await this.get(id);
         if (!record) return { outcome: 'not_found' };
         if (removed === 1) return { outcome: 'removed', record };
@@ -251,6 +379,32 @@ export class BullJobQueue implements JobQueue {
         return { outcome: 'signaled', record };
       })(),
     );
+  }
+
+  async list(owner: string | undefined, options: ListOptions): Promise<JobPage> {
+    const [index] = this.ownerKeys(owner);
+    const connection = await this.fast(this.connected());
+    const wanted = options.statuses && options.statuses.size > 0 ? options.statuses : null;
+    const jobs: JobRecord[] = [];
+    let upper = options.after ? `(${indexMember(options.after)}` : '+';
+    let scanned = 0;
+    for (;;) {
+      const batch = await this.fast(connection.zrevrangebylex(index, upper, '-', 'LIMIT', 0, 100));
+      if (batch.length === 0) return { jobs, next: null };
+      for (const member of batch) {
+        scanned += 1;
+        upper = `(${member}`;
+        const at = parseIndexMember(member);
+        const record = at ? await this.get(at.id) : null;
+        // Gone by retention (or unreadable): drop it from the index too.
+        if (!record) await connection.zrem(index, member).catch(() => undefined);
+        else if (!wanted || wanted.has(record.status)) jobs.push(record);
+        if (at && (jobs.length >= options.limit || scanned >= LIST_SCAN_BUDGET)) {
+          const more = await this.fast(connection.zrevrangebylex(index, upper, '-', 'LIMIT', 0, 1));
+          return { jobs, next: more.length > 0 ? at : null };
+        }
+      }
+    }
   }
 
   /** Position from the consuming end of the wait list (BullMQ pushes left, takes right). */
@@ -334,7 +488,8 @@ export function toJobRecord(
   };
 }
 
-export const isFinished = (status: JobStatus) => status === 'succeeded' || status === 'failed' || status === 'canceled';
+export const isFinished = (status: JobStatus) =>
+  status === 'succeeded' || status === 'failed' || status === 'canceled' || status === 'expired';
 
 function toStatus(state: string, failureCode: string | undefined): JobStatus {
   switch (state) {
@@ -343,7 +498,7 @@ function toStatus(state: string, failureCode: string | undefined): JobStatus {
     case 'completed':
       return 'succeeded';
     case 'failed':
-      return failureCode === 'canceled' ? 'canceled' : 'failed';
+      return failureCode === 'canceled' ? 'canceled' : failureCode === 'expired' ? 'expired' : 'failed';
     default:
       // waiting, prioritized, delayed (a retry's backoff), waiting-children
       return 'queued';

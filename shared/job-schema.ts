@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Config } from './config.js';
+import { FORBIDDEN_KEYS, parseBooleanText, parseNumberText } from './request-values.js';
 import { BUILTIN_FILTERS, FILTER_NAME_PATTERN, MAX_FILTERS } from './filters.js';
 import { DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS } from './webhooks/events.js';
 import { DEFAULT_OUTPUT_QUALITY, OUTPUT_FORMATS } from './output-format.js';
@@ -26,21 +27,29 @@ export const SCHEDULER_NAMES = [
   'LCMScheduler',
 ] as const;
 
+/** The diffusers class each request name stands for (the worker's resolveScheduler agrees; a test checks). */
+export const SCHEDULER_CLASS: Readonly<Record<(typeof SCHEDULER_NAMES)[number], string>> = {
+  pndm: 'PNDMScheduler',
+  ddim: 'DDIMScheduler',
+  euler: 'EulerDiscreteScheduler',
+  euler_a: 'EulerAncestralDiscreteScheduler',
+  dpmpp_2m: 'DPMSolverMultistepScheduler',
+  dpmpp_2m_karras: 'DPMSolverMultistepScheduler',
+  lcm: 'LCMScheduler',
+  PNDMScheduler: 'PNDMScheduler',
+  DDIMScheduler: 'DDIMScheduler',
+  EulerDiscreteScheduler: 'EulerDiscreteScheduler',
+  EulerAncestralDiscreteScheduler: 'EulerAncestralDiscreteScheduler',
+  DPMSolverMultistepScheduler: 'DPMSolverMultistepScheduler',
+  LCMScheduler: 'LCMScheduler',
+};
+
 export const MAX_SEED = 2 ** 32 - 1;
 
-export type RequestLimits = Config['limits'];
+/** The largest first seed of a job of `numImages` images: its last image's seed is then MAX_SEED. */
+export const maxSeedFor = (numImages: number) => MAX_SEED - numImages + 1;
 
-const NUMERIC_FIELDS = new Set([
-  'width',
-  'height',
-  'img_size',
-  'num_inference_steps',
-  'guidance_scale',
-  'seed',
-  'num_images',
-  'timeout_s',
-  'output_quality',
-]);
+export type RequestLimits = Config['limits'];
 
 /** The longest per-request deadline a client may ask for (JOB_MAX_RUN_S caps it further). */
 export const MAX_TIMEOUT_S = 24 * 3600;
@@ -131,6 +140,12 @@ export function makeGenerationRequestSchema(limits: RequestLimits) {
           .min(1, { error: 'timeout_s must be at least 1' })
           .max(MAX_TIMEOUT_S, { error: `timeout_s must be at most ${MAX_TIMEOUT_S}` })
           .optional(),
+        ttl_s: z
+          .number({ error: 'ttl_s must be a number' })
+          .int({ error: 'ttl_s must be a whole number of seconds' })
+          .min(1, { error: 'ttl_s must be at least 1' })
+          .max(MAX_TIMEOUT_S, { error: `ttl_s must be at most ${MAX_TIMEOUT_S}` })
+          .optional(),
         filters: filtersField().optional(),
         prompt_variations: z.boolean({ error: 'prompt_variations must be true or false' }).optional(),
         output_format: z.enum(OUTPUT_FORMATS, { error: `output_format must be one of: ${OUTPUT_FORMATS.join(', ')}` }).optional(),
@@ -146,6 +161,15 @@ export function makeGenerationRequestSchema(limits: RequestLimits) {
     .superRefine((r, ctx) => {
       if (r.img_size !== undefined && (r.width !== undefined || r.height !== undefined)) {
         ctx.addIssue({ code: 'custom', path: ['img_size'], message: 'img_size cannot be combined with width or height' });
+      }
+      // Image i uses seed + i: the whole range must be a valid seed (numpy's are uint32); no wrap-around.
+      const images = r.num_images ?? 1;
+      if (r.seed !== undefined && r.seed + images - 1 > MAX_SEED) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['seed'],
+          message: `seed must be at most ${maxSeedFor(images)} with num_images ${images}: image i uses seed + i, and seeds end at ${MAX_SEED}`,
+        });
       }
       if (r.output_quality !== undefined && (r.output_format ?? 'png') === 'png') {
         ctx.addIssue({ code: 'custom', path: ['output_quality'], message: 'output_quality applies to webp and jpeg only (png is lossless): set output_format too' });
@@ -192,14 +216,15 @@ export const JobPayloadSchema = z.object({
   webhook: z.object({ url: z.string(), events: z.array(z.enum(WEBHOOK_EVENTS)) }).optional(),
   /** The client's deadline for the run, in seconds (JOB_MAX_RUN_S applies too). */
   timeoutS: z.number().int().positive().optional(),
+  /** How long the job may wait in the queue (seconds), and the time (ms) past which it ends `expired` unrun. */
+  ttlS: z.number().int().positive().optional(),
+  expiresAt: z.number().int().positive().optional(),
   /** How the worker encodes the images (absent: png, as before the field existed). */
   outputFormat: z.enum(OUTPUT_FORMATS).optional(),
   /** webp and jpeg quality, 1–100. */
   outputQuality: z.number().int().min(1).max(100).optional(),
   /** Id of the API key that made the job: only that key sees, cancels or streams it. */
   owner: z.string().optional(),
-  /** Base URL the job was submitted on, for links in webhook bodies. */
-  origin: z.string().optional(),
   /** Filters the client asked for; absent: the model's defaults (the worker knows them). */
   filters: z.array(z.string()).optional(),
   /** The client asked for prompt variations; `prompts` holds them. */
@@ -218,10 +243,12 @@ export function toJobPayload(
   request: GenerationRequest,
   limits: RequestLimits,
   model: ModelDefaults,
-  drawSeed: () => number,
+  /** A random first seed for `numImages` images, at most `maxSeedFor(numImages)`. */
+  drawSeed: (numImages: number) => number,
+  now = Date.now(),
 ): JobPayload {
   const size = request.img_size;
-  const seed = request.seed ?? drawSeed();
+  const seed = request.seed ?? drawSeed(request.num_images ?? 1);
   return {
     prompt: request.prompt,
     negativePrompt: request.negative_prompt ?? '',
@@ -238,6 +265,7 @@ export function toJobPayload(
       ? { webhook: { url: request.webhook.url, events: [...new Set(request.webhook.events ?? DEFAULT_WEBHOOK_EVENTS)] } }
       : {}),
     ...(request.timeout_s !== undefined ? { timeoutS: request.timeout_s } : {}),
+    ...(request.ttl_s !== undefined ? { ttlS: request.ttl_s, expiresAt: now + request.ttl_s * 1000 } : {}),
     ...(request.filters !== undefined ? { filters: request.filters } : {}),
     ...(request.prompt_variations ? { promptVariations: true } : {}),
     outputFormat: request.output_format ?? 'png',
@@ -248,24 +276,93 @@ export function toJobPayload(
 }
 
 /**
- * Query strings carry text only: numbers in numeric fields become numbers, anything else is left
- * for the schema to reject by name. A repeated parameter is kept as an array and rejected too.
+ * How a field's query-string text is read, by the type the request schema gives the field: a list
+ * of strings as comma-separated text (`a,b`; empty: none), other lists and objects not at all.
  */
-export function coerceQuery(query: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(query)) {
-    if (NUMERIC_FIELDS.has(key) && typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value))) {
-      out[key] = Number(value);
-    } else if (key === 'prompt_variations' && (value === 'true' || value === 'false')) {
-      out[key] = value === 'true';
-    } else if (key === 'filters' && typeof value === 'string') {
-      // filters=nsfw,grayscale (empty: none)
-      out[key] = value.split(',').map((name) => name.trim()).filter((name) => name !== '');
-    } else {
-      out[key] = value;
+type QueryKind = 'number' | 'boolean' | 'text' | 'text-list' | 'structured';
+
+const unwrap = (field: z.core.$ZodType): z.core.$ZodType => {
+  let inner = field;
+  while (inner._zod.def.type === 'optional' || inner._zod.def.type === 'default' || inner._zod.def.type === 'nullable') {
+    inner = (inner._zod.def as unknown as { innerType: z.core.$ZodType }).innerType;
+  }
+  return inner;
+};
+
+/** Any object schema's fields (the request schema's, or a test's). */
+type ObjectShape = { shape: Readonly<Record<string, unknown>> };
+
+function queryKinds(schema: ObjectShape): Map<string, QueryKind> {
+  const kinds = new Map<string, QueryKind>();
+  for (const [name, field] of Object.entries(schema.shape)) {
+    const inner = unwrap(field as unknown as z.core.$ZodType);
+    const type = inner._zod.def.type;
+    const element = type === 'array' ? unwrap((inner._zod.def as unknown as { element: z.core.$ZodType }).element)._zod.def.type : undefined;
+    kinds.set(
+      name,
+      type === 'number'
+        ? 'number'
+        : type === 'boolean'
+          ? 'boolean'
+          : element === 'string' || element === 'enum'
+            ? 'text-list'
+            : type === 'object' || type === 'array' || type === 'record'
+              ? 'structured'
+              : 'text',
+    );
+  }
+  return kinds;
+}
+
+/**
+ * A query string as a request object, its numbers and booleans read as JSON reads them
+ * (`request-values.ts`), so a query string accepts exactly what a JSON body accepts. Problems
+ * name the parameter: a prototype-reaching name, a repeated parameter, a number or boolean that is
+ * not spelled as JSON spells it, a structured field (that needs POST's JSON body). Unknown names
+ * are left for the schema, which refuses them by name too.
+ */
+export function queryToRequest(
+  query: Record<string, unknown>,
+  schema: ObjectShape,
+): { value: Record<string, unknown>; problems: FieldProblem[] } {
+  const kinds = queryKinds(schema);
+  const value: Record<string, unknown> = {};
+  const problems: FieldProblem[] = [];
+  for (const name of Object.keys(query)) {
+    const raw = query[name];
+    if (FORBIDDEN_KEYS.has(name)) {
+      problems.push({ field: name, message: `parameter ${name} is not allowed` });
+      continue;
+    }
+    if (Array.isArray(raw)) {
+      problems.push({ field: name, message: `${name} is given more than once` });
+      continue;
+    }
+    const text = String(raw);
+    switch (kinds.get(name)) {
+      case 'number': {
+        const number = parseNumberText(text);
+        if (number === null) problems.push({ field: name, message: `${name} must be a number written in decimal (like 512 or 7.5), got ${JSON.stringify(text.slice(0, 40))}` });
+        else value[name] = number;
+        break;
+      }
+      case 'boolean': {
+        const flag = parseBooleanText(text);
+        if (flag === null) problems.push({ field: name, message: `${name} must be true or false, got ${JSON.stringify(text.slice(0, 40))}` });
+        else value[name] = flag;
+        break;
+      }
+      case 'text-list':
+        value[name] = text.split(',').map((item) => item.trim()).filter((item) => item !== '');
+        break;
+      case 'structured':
+        problems.push({ field: name, message: `${name} cannot be given in a query string; send it in the JSON body of POST /v1/jobs` });
+        break;
+      default:
+        value[name] = text;
     }
   }
-  return out;
+  return { value, problems };
 }
 
 export interface FieldProblem {

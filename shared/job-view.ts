@@ -4,7 +4,8 @@ import { extensionOf } from './output-format.js';
 
 /**
  * The job as clients see it (`GET /v1/jobs/:id`, the SSE stream's data, a webhook's `data`);
- * snake_case like the request. Who made it (`owner`) is not shown.
+ * snake_case like the request. Who made it (`owner`) is not shown. `baseUrl` '' gives links
+ * relative to the API (`/v1/jobs/<id>`).
  */
 export function jobView(record: JobRecord, baseUrl: string) {
   const p = record.payload;
@@ -25,6 +26,7 @@ export function jobView(record: JobRecord, baseUrl: string) {
       num_images: p.numImages,
       scheduler: p.scheduler ?? null,
       timeout_s: p.timeoutS ?? null,
+      ttl_s: p.ttlS ?? null,
       filters: p.filters ?? null,
       prompt_variations: p.promptVariations ?? false,
       output_format: p.outputFormat ?? 'png',
@@ -36,6 +38,7 @@ export function jobView(record: JobRecord, baseUrl: string) {
     created_at: iso(record.createdAt),
     started_at: iso(record.startedAt),
     finished_at: iso(record.finishedAt),
+    expires_at: iso(p.expiresAt ?? null),
     outputs: record.result
       ? {
           seed: record.result.seed,
@@ -68,6 +71,8 @@ export function jobView(record: JobRecord, baseUrl: string) {
             last_attempt_at: iso(d.lastAttemptAt),
             next_attempt_at: iso(d.nextAttemptAt),
             delivered_at: iso(d.deliveredAt),
+            redeliveries: d.redeliveries ?? 0,
+            history: (d.history ?? []).map((a) => ({ at: iso(a.at), status_code: a.statusCode, error: a.error, state: a.state })),
           })),
         }
       : null,
@@ -78,11 +83,11 @@ export function jobView(record: JobRecord, baseUrl: string) {
 export type JobView = ReturnType<typeof jobView>;
 
 /**
- * Base URL for links in a view rendered outside a request (webhook bodies): the one the job was
- * submitted on, else PUBLIC_URL, else the API's own address.
+ * Base URL for links in a view rendered outside a request (webhook bodies): PUBLIC_URL, else ''
+ * (links relative to the API). Nothing a client sent (its Host header) ever gets stored or reused.
  */
-export function linkBase(payload: { origin?: string | undefined }, config: Pick<Config, 'publicUrl' | 'host' | 'port'>): string {
-  return payload.origin ?? config.publicUrl ?? `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${config.port}`;
+export function linkBase(config: Pick<Config, 'publicUrl'>): string {
+  return config.publicUrl ?? '';
 }
 
 /** An image's file name under `/v1/jobs/:id/images/`: its index and its stored format's extension. */

@@ -2,9 +2,9 @@ import type { Redis } from 'ioredis';
 import { modelCapabilitiesKey } from './queues.js';
 
 /**
- * What a worker learned about its model when it loaded it. Workers publish it; the API reads it
- * to reject sizes the export cannot take before anything is queued. With no worker up yet
- * (scaled to zero) the API falls back to the configured limits and the worker re-checks.
+ * What a worker learned about its model when it loaded it, published for whoever wants to see
+ * what is loaded. The API's request checks do not wait for it: they use
+ * `readModelCapabilities` (model-capabilities.ts), read from the export at boot.
  */
 export interface PublishedModel {
   name: string;

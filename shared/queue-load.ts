@@ -1,5 +1,6 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { expireDueJobs } from './queued-jobs.js';
 import { GENERATE_QUEUE } from './queues.js';
 
 /**
@@ -38,14 +39,18 @@ export class BullQueueLoad implements QueueLoadSource {
 
   constructor(
     private readonly connection: Redis,
-    prefix: string,
+    private readonly prefix: string,
   ) {
     this.queue = new Queue(GENERATE_QUEUE, { connection, prefix });
     this.queue.on('error', () => undefined);
   }
 
-  /** One MULTI, so the parts add up to a consistent snapshot. */
+  /**
+   * One MULTI, so the parts add up to a consistent snapshot. Queued jobs whose ttl_s ran out are
+   * ended (`expired`) first: they will never run, so they are no load to scale for.
+   */
   async read(): Promise<QueueLoad> {
+    await expireDueJobs(this.connection, this.prefix, this.queue.toKey(''));
     const now = Date.now();
     const key = (type: string) => this.queue.toKey(type);
     const replies = await this.connection

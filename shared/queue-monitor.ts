@@ -12,7 +12,7 @@ import { closeRedis } from './redis.js';
  * jobs). Metrics and the admin dashboard are built on it; request handlers never need it.
  */
 
-export type JobOutcome = 'succeeded' | 'failed' | 'canceled';
+export type JobOutcome = 'succeeded' | 'failed' | 'canceled' | 'expired';
 
 export interface FinishedJob {
   id: string;
@@ -132,7 +132,7 @@ export class BullQueueMonitor implements QueueMonitor {
       const result = state === 'completed' ? ((job?.returnvalue as JobResult | undefined) ?? null) : null;
       const finished: FinishedJob = {
         id: jobId,
-        outcome: failure ? (failure.code === 'canceled' ? 'canceled' : 'failed') : 'succeeded',
+        outcome: failure ? (failure.code === 'canceled' || failure.code === 'expired' ? failure.code : 'failed') : 'succeeded',
         errorCode: failure?.code ?? null,
         model: typeof job?.data?.model === 'string' ? job.data.model : null,
         steps: typeof job?.data?.numInferenceSteps === 'number' ? job.data.numInferenceSteps : null,

@@ -16,12 +16,13 @@ async function runJob(body: Record<string, unknown>) {
   const res = await post(body);
   expect(res.status).toBe(202);
   const job = (await res.json()) as Record<string, any>;
-  expect(res.headers.get('location')).toBe(`${base}/v1/jobs/${job.id}`);
+  expect(res.headers.get('location')).toBe(`/v1/jobs/${job.id}`);
   return pollJob(base, job.id);
 }
 
 async function fetchPixels(url: string) {
-  const res = await fetch(url);
+  // Links are relative to the API without PUBLIC_URL.
+  const res = await fetch(new URL(url, stack.api.url));
   expect(res.status).toBe(200);
   expect(res.headers.get('content-type')).toBe('image/png');
   const png = Buffer.from(await res.arrayBuffer());

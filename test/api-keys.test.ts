@@ -75,14 +75,14 @@ describe('API keys', () => {
       ['GET', `${base}/v1/jobs/${job.id}`],
       ['POST', `${base}/v1/jobs/${job.id}/cancel`],
       ['GET', `${base}/v1/jobs/${job.id}/events`],
-      ['GET', done.outputs.images[0].url],
+      ['GET', `${base}${done.outputs.images[0].url}`],
     ] as const) {
       const other = await fetch(url, { method, headers: as(KEY_B) });
       expect(other.status, `${method} ${url}`).toBe(404);
       expect(((await other.json()) as any).error.code).toBe('job_not_found');
       expect((await fetch(url, { method, headers: as(null) })).status, `${method} ${url} without a key`).toBe(401);
     }
-    const image = await fetch(done.outputs.images[0].url, { headers: as(KEY_A) });
+    const image = await fetch(`${base}${done.outputs.images[0].url}`, { headers: as(KEY_A) });
     expect(image.status).toBe(200);
     await image.arrayBuffer();
   });

@@ -247,10 +247,16 @@ describe('the autoscaler and workers that cannot run', () => {
   });
 
   it('reports a model that does not load once, does not retry it, and keeps the job queued', async () => {
+    // An export whose UNet weights are cut short: the API reads its config and graph inputs (not
+    // the weights) and takes the job; the worker's ONNX Runtime session cannot load it.
+    const broken = fs.mkdtempSync(path.join(os.tmpdir(), 'sdjobs-broken-model-'));
+    fs.cpSync(inject('tinyModelDir'), broken, { recursive: true });
+    const weights = path.join(broken, 'unet', 'model.onnx_data');
+    fs.truncateSync(weights, Math.floor(fs.statSync(weights).size / 2));
     const stack = await startScaledStack(inject('tinyModelDir'), {
       AUTOSCALER_CPU_SLOTS: '1',
       AUTOSCALER_MAX_WORKERS: '1',
-      MODEL_DIR: path.join(os.tmpdir(), 'sdjobs-missing-model'),
+      MODEL_DIR: broken,
     });
     stacks.push(stack);
     const id = await submitJob(stack.api.url, { prompt: 'never runs', img_size: 64, num_inference_steps: 2 });
@@ -261,5 +267,6 @@ describe('the autoscaler and workers that cannot run', () => {
     expect(view.autoscaler.slots[0]).toMatchObject({ state: 'failed', reason: expect.stringMatching(/model could not be loaded/) });
     expect(view.autoscaler.target).toBe(0);
     expect((await getJob(stack.api.url, id)).status).toBe('queued');
+    fs.rmSync(broken, { recursive: true, force: true });
   });
 });

@@ -92,7 +92,7 @@ describe('npm run build', () => {
     });
     const job = (await res.json()) as { status: string; outputs: { images: { url: string }[] } };
     expect(job.status, output).toBe('succeeded');
-    const png = Buffer.from(await (await fetch(job.outputs.images[0]?.url as string)).arrayBuffer());
+    const png = Buffer.from(await (await fetch(new URL(job.outputs.images[0]?.url as string, baseUrl))).arrayBuffer());
     expect(png.subarray(1, 4).toString()).toBe('PNG');
 
     const workers = (await (await fetch(`${baseUrl}/v1/workers`)).json()) as { workers: { pid: number }[] };

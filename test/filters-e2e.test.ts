@@ -51,6 +51,7 @@ async function run(stack: TestStack, body: Record<string, unknown>): Promise<Job
   return job;
 }
 
+/** `url`: the API's base and an image link (relative without PUBLIC_URL). */
 async function pixels(url: string): Promise<Buffer> {
   const res = await fetch(url);
   expect(res.status).toBe(200);
@@ -145,7 +146,7 @@ describe('a model whose export has a safety checker (the default tiny model)', (
     }
     const again = await run(stack, { prompt, num_images: 3, seed: 42, prompt_variations: true, guidance_scale: 7.5 });
     expect(again.outputs.images.map((i: Job) => i.prompt)).toEqual(prompts);
-    const [a, b] = [await pixels(job.outputs.images[1].url), await pixels(again.outputs.images[1].url)];
+    const [a, b] = [await pixels(`${stack.api.url}${job.outputs.images[1].url}`), await pixels(`${stack.api.url}${again.outputs.images[1].url}`)];
     expect(a.equals(b)).toBe(true);
     const otherSeed = await run(stack, { prompt, num_images: 3, seed: 43, prompt_variations: true });
     expect(otherSeed.outputs.images.map((i: Job) => i.prompt)).not.toEqual(prompts);
@@ -177,7 +178,7 @@ describe('a model whose checker flags everything', () => {
     expect(job.progress).toEqual({ step: job.progress.total, total: job.progress.total });
     for (const image of job.outputs.images) {
       expect(image.filters.nsfw.passed).toBe(false);
-      const data = await pixels(image.url);
+      const data = await pixels(`${stack.api.url}${image.url}`);
       expect(data.length).toBe(64 * 64 * 3);
       expect(data.every((v) => v === 0)).toBe(true);
     }

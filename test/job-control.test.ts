@@ -239,7 +239,7 @@ describe('waiting for the result', () => {
     const { res, job } = await submit({ prompt: 'wait for me', ...SHORT }, { prefer: 'wait=30' });
     expect(res.status).toBe(201);
     expect(res.headers.get('preference-applied')).toBe('wait=30');
-    expect(res.headers.get('location')).toBe(`${base}/v1/jobs/${job.id}`);
+    expect(res.headers.get('location')).toBe(`/v1/jobs/${job.id}`);
     expect(job.status).toBe('succeeded');
     expect(job.outputs.images).toHaveLength(1);
   });

@@ -158,7 +158,7 @@ describe('against the app', () => {
       config: stack.config,
       queue: {} as JobQueue,
       store,
-      models: { get: async () => null },
+      models: new Map(),
       logger: silentLogger,
       metrics: createMetrics({ defaultMetrics: false }),
       monitor,

@@ -112,9 +112,10 @@ describe('through the service (S3 storage)', () => {
     expect(job.status).toBe('succeeded');
     expect(job.input).toMatchObject({ output_format: format, output_quality: quality });
     const extension = format === 'jpeg' ? 'jpg' : format;
-    expect(job.outputs.images.map((i: any) => i.url)).toEqual([0, 1].map((n) => `${base}/v1/jobs/${job.id}/images/${n}.${extension}`));
+    // Relative to the API without PUBLIC_URL.
+    expect(job.outputs.images.map((i: any) => i.url)).toEqual([0, 1].map((n) => `/v1/jobs/${job.id}/images/${n}.${extension}`));
     for (const image of job.outputs.images) {
-      const got = await fetch(image.url);
+      const got = await fetch(`${base}${image.url}`);
       expect(got.status).toBe(200);
       expect(got.headers.get('content-type')).toBe(contentType);
       const meta = await sharp(Buffer.from(await got.arrayBuffer())).metadata();

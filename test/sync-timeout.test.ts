@@ -24,10 +24,10 @@ it('answers 202 with the job location, and the job stays queued for polling', as
   const res = await fetch(`${stack.api.url}/dreambooth?prompt=late&img_size=64`);
   expect(res.status).toBe(202);
   const job = (await res.json()) as any;
-  expect(res.headers.get('location')).toBe(`${stack.api.url}/v1/jobs/${job.id}`);
+  expect(res.headers.get('location')).toBe(`/v1/jobs/${job.id}`);
   expect(job.status).toBe('queued');
   expect(job.queue_position).toBe(0);
-  const again = (await (await fetch(res.headers.get('location') as string)).json()) as any;
+  const again = (await (await fetch(new URL(res.headers.get('location') as string, stack.api.url))).json()) as any;
   expect(again.status).toBe('queued');
   expect(await stack.queue.getWaitingCount()).toBe(1);
 });

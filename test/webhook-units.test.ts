@@ -25,7 +25,9 @@ describe('address policy (SSRF guard)', () => {
     ['100.64.0.1', 'carrier-grade NAT'],
     ['0.0.0.0', 'unspecified'],
     ['224.0.0.251', 'multicast'],
-    ['255.255.255.255', 'reserved'],
+    ['255.255.255.255', 'limited broadcast'],
+    ['240.0.0.1', 'reserved'],
+    ['192.0.2.10', 'documentation (TEST-NET-1)'],
     ['::1', 'loopback'],
     ['::', 'unspecified'],
     ['fe80::1', 'link-local'],
@@ -35,7 +37,9 @@ describe('address policy (SSRF guard)', () => {
     ['::ffff:127.0.0.1', 'IPv4-mapped loopback'],
     ['::ffff:7f00:1', 'IPv4-mapped loopback'],
     ['::ffff:a9fe:a9fe', 'IPv4-mapped link-local'],
-    ['64:ff9b::10.0.0.1', 'IPv4-mapped private'],
+    ['64:ff9b::10.0.0.1', 'NAT64 private'],
+    ['::10.0.0.1', 'IPv4-compatible private'],
+    ['2002:a00:1::1', '6to4 private'],
   ])('refuses %s (%s)', (address, reason) => {
     expect(refusalReason(address)).toBe(reason);
     expect(new AddressPolicy().check(address)).toBe(reason);
@@ -45,10 +49,12 @@ describe('address policy (SSRF guard)', () => {
     expect(refusalReason(address)).toBeNull();
   });
 
-  it('reads the IPv4 address inside mapped and NAT64 IPv6 addresses', () => {
+  it('reads the IPv4 address inside mapped, NAT64, 6to4 and Teredo IPv6 addresses', () => {
     expect(embeddedIpv4('::ffff:7f00:1')).toBe('127.0.0.1');
     expect(embeddedIpv4('::ffff:192.168.0.1')).toBe('192.168.0.1');
     expect(embeddedIpv4('64:ff9b::a00:1')).toBe('10.0.0.1');
+    expect(embeddedIpv4('2002:c000:22a::1')).toBe('192.0.2.42');
+    expect(embeddedIpv4('2001:0:808:808::f5ff:fffe')).toBe('10.0.0.1');
     expect(embeddedIpv4('2001:db8::1')).toBeNull();
   });
 

@@ -67,7 +67,7 @@ describe('delivery', () => {
   it('POSTs a signed job.completed carrying the job as GET shows it, and records the delivery', async () => {
     const hooks = await receiver();
     const job = await submit({ prompt: 'a signed fox', img_size: 64, webhook: { url: hooks.url } });
-    expect(job.webhook).toEqual({ url: hooks.url, events: ['completed', 'failed', 'canceled'], deliveries: [] });
+    expect(job.webhook).toEqual({ url: hooks.url, events: ['completed', 'failed', 'canceled', 'expired'], deliveries: [] });
     const [hook] = await hooks.waitFor(1);
     const message = verify(hook!);
     expect(message.type).toBe('job.completed');

@@ -8,7 +8,7 @@ import { jobView, linkBase } from '../shared/job-view.js';
 import type { Logger } from '../shared/logger.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
 import { runShutdownSteps } from '../shared/shutdown.js';
-import { WebhookOutbox } from '../shared/webhooks/deliveries.js';
+import { webhookOutboxFor } from '../shared/webhooks/deliveries.js';
 import type { ProcessorDeps, RunningJob } from './processor.js';
 
 /**
@@ -27,13 +27,7 @@ export interface WorkerJobHooks {
 
 export function createWorkerJobHooks(config: Readonly<Config>, connection: Redis, logger: Logger): WorkerJobHooks {
   const control = new JobControl(connection, config.queuePrefix, config.jobs.keepAgeS);
-  const outbox = new WebhookOutbox({
-    connection,
-    prefix: config.queuePrefix,
-    scheduleMs: config.webhooks.retryScheduleMs,
-    keepAgeS: config.jobs.keepAgeS,
-    keepCount: config.jobs.keepCount,
-  });
+  const outbox = webhookOutboxFor(connection, config);
   let subscriber: Redis | undefined;
   let unsubscribe: (() => Promise<void>) | undefined;
 
@@ -42,7 +36,7 @@ export function createWorkerJobHooks(config: Readonly<Config>, connection: Redis
     // The job as it is now (running), so a late delivery still says what the event saw.
     const bullJob = job as Partial<Job<JobPayload, JobResult>>;
     const record = bullJob.opts ? toJobRecord(bullJob as Job<JobPayload, JobResult>, 'active', null, []) : null;
-    const snapshot = record ? jobView(record, linkBase(payload, config)) : undefined;
+    const snapshot = record ? jobView(record, linkBase(config)) : undefined;
     await outbox.emit({ id: job.id, payload }, 'started', record?.startedAt ?? Date.now(), snapshot);
   };
 

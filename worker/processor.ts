@@ -5,7 +5,7 @@ import { imageKey, type ImageStore } from '../shared/storage/index.js';
 import { ServiceError } from '../shared/errors.js';
 import { createFilterSet, type FilterSet } from './filters/registry.js';
 import { encodeImage } from './image-encoding.js';
-import type { Pipeline } from './pipeline/types.js';
+import type { GenerateRequest, Pipeline } from './pipeline/types.js';
 import { generateScreened } from './screening.js';
 
 /** What the processor needs to know about the job it runs; BullMQ's Job satisfies it. */
@@ -61,6 +61,11 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     const parsed = JobPayloadSchema.safeParse(job.data);
     if (!parsed.success) throw new JobFailure('invalid_request', `malformed job payload: ${parsed.error.message}`, false);
     const payload: JobPayload = parsed.data;
+    // Past its ttl_s it never runs, even if a worker took it before the API's sweep ended it.
+    if (payload.expiresAt !== undefined && payload.expiresAt <= Date.now()) {
+      log.info('job expired in the queue: not run');
+      throw new JobFailure('expired', 'the job was still queued when its ttl_s ran out; it never ran', false);
+    }
     if (deps.control && (await deps.control.isCanceled(jobId).catch(() => false))) {
       log.info('job was canceled before it started');
       throw new JobFailure('canceled', 'the job was canceled before it started', false);
@@ -88,24 +93,7 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     try {
       // The request's filters, else the model's; an unknown name fails the job as bad input.
       const filters = filterSet.resolve(payload.filters);
-      generated = await generateScreened(
-        deps.pipeline,
-        {
-          prompt: payload.prompt,
-          negativePrompt: payload.negativePrompt,
-          width: payload.width,
-          height: payload.height,
-          numInferenceSteps: payload.numInferenceSteps,
-          guidanceScale: payload.guidanceScale,
-          seed: payload.seed,
-          numImages: payload.numImages,
-          scheduler: payload.scheduler,
-          ...(payload.prompts ? { prompts: payload.prompts } : {}),
-        },
-        filters,
-        deps.filterMaxTries ?? 3,
-        { signal: runSignal, onStep },
-      );
+      generated = await generateScreened(deps.pipeline, toGenerateRequest(payload), filters, deps.filterMaxTries ?? 3, { signal: runSignal, onStep });
     } catch (err) {
       if (deadline.signal.aborted && !signal?.aborted) {
         throw new JobFailure('timeout', `the job ran past its ${limitS} s deadline`, false);
@@ -142,6 +130,22 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     }
     log.info({ ms: Math.round(generated.timings.total), images: images.length }, 'job succeeded');
     return { images, seed: payload.seed, workerId: deps.workerId, timingsMs: { ...generated.timings } };
+  };
+}
+
+/** What the pipeline is asked to generate for a queued job. */
+export function toGenerateRequest(payload: JobPayload): GenerateRequest {
+  return {
+    prompt: payload.prompt,
+    negativePrompt: payload.negativePrompt,
+    width: payload.width,
+    height: payload.height,
+    numInferenceSteps: payload.numInferenceSteps,
+    guidanceScale: payload.guidanceScale,
+    seed: payload.seed,
+    numImages: payload.numImages,
+    scheduler: payload.scheduler,
+    ...(payload.prompts ? { prompts: payload.prompts } : {}),
   };
 }
 

@@ -1,7 +1,7 @@
 // The playground: submit a job, follow it (server-sent events, or polling where the stream is not
 // available), show its images. Plain browser JavaScript; talks only to this origin.
 
-const FINAL = new Set(['succeeded', 'failed', 'canceled']);
+const FINAL = new Set(['succeeded', 'failed', 'canceled', 'expired']);
 const JOBS_KEY = 'sdjobs.jobs';
 const KEY_KEY = 'sdjobs.apiKey';
 const MAX_REMEMBERED = 50;
@@ -287,7 +287,8 @@ async function showImages(job) {
     caption.append(seed, link);
     figure.append(img, caption, imageDetails(job, image));
     grid.append(figure);
-    const path = new URL(image.url).pathname;
+    // Absolute (PUBLIC_URL) or relative to the API: the path is what this page fetches.
+    const path = new URL(image.url, location.href).pathname;
     try {
       // Fetched rather than linked so an API key can go along.
       const res = await fetch(path, { headers: authHeaders() });

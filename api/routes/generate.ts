@@ -1,12 +1,13 @@
 import { Router, type Request, type Response } from 'express';
-import { coerceQuery } from '../../shared/job-schema.js';
 import { HttpError } from '../http-errors.js';
 import { jobView } from '../../shared/job-view.js';
 import { ownerOf } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 import { baseUrlOf, parseGenerationRequest } from '../request-parsing.js';
+import { failedJobHeaders, failedJobStatus } from '../job-outcome.js';
 import { streamImage } from './images.js';
 import { abortOnClose } from '../waiting.js';
+import { limitBy } from '../tenant-limits.js';
 
 /**
  * The synchronous wrapper: enqueue, wait on the shared event subscription, answer the PNG.
@@ -17,9 +18,8 @@ export function generateRouter(deps: AppDeps): Router {
 
   const handle = async (req: Request, res: Response) => {
     const gone = abortOnClose(res);
-    const query = coerceQuery(req.query as Record<string, unknown>);
     const base = baseUrlOf(deps, req);
-    const payload = await parseGenerationRequest(deps, query, 'query', { owner: ownerOf(res), origin: base });
+    const payload = await parseGenerationRequest(deps, req.query, 'query', { owner: ownerOf(res) });
     if (payload.numImages !== 1) {
       throw new HttpError(400, 'invalid_request', 'num_images must be 1 here; use POST /v1/jobs for several images', 'num_images');
     }
@@ -44,7 +44,11 @@ export function generateRouter(deps: AppDeps): Router {
     const view = jobView(finished, base);
     const image = finished.result?.images[0];
     if (finished.status !== 'succeeded' || !image) {
-      res.status(finished.status === 'canceled' ? 409 : 500).location(view.links.self).json({
+      // Whose fault it was, as a status: 422 bad input, 504 deadline, 409 canceled, 503 outage, 500 ours.
+      const status = failedJobStatus(finished);
+      log.info({ status, code: finished.error?.code ?? finished.status }, 'sync job ended without an image');
+      for (const [name, value] of Object.entries(failedJobHeaders(status))) res.setHeader(name, value);
+      res.status(status).location(view.links.self).json({
         error: finished.error ?? { code: 'internal_error', message: 'the job did not produce an image' },
         job: view,
       });
@@ -59,8 +63,9 @@ export function generateRouter(deps: AppDeps): Router {
     });
   };
 
-  router.get('/v1/generate', handle);
+  const submissions = limitBy('submission', deps.tenants?.limiter);
+  router.get('/v1/generate', submissions, handle);
   // The tutorial's route: GET /dreambooth?prompt=…&img_size=512
-  router.get('/dreambooth', handle);
+  router.get('/dreambooth', submissions, handle);
   return router;
 }

@@ -2,9 +2,15 @@ import { Router } from 'express';
 import { failFastOnRedis } from '../../shared/errors.js';
 import type { QueueLoad, QueueLoadSource } from '../../shared/queue-load.js';
 import type { AutoscalerStatus, WorkerDirectory, WorkerRecord } from '../../shared/worker-registry.js';
+import type { Config } from '../../shared/config.js';
+import type { JobQueue } from '../../shared/job-queue.js';
+import { visibleTo } from '../auth.js';
 import { HttpError, sendError } from '../http-errors.js';
 
 export interface WorkersRouteDeps {
+  config: Readonly<Config>;
+  /** Reads a running job's owner: with API keys, a worker shows only the caller's own job id. */
+  queue?: Pick<JobQueue, 'get'> | undefined;
   workers?: WorkerDirectory | undefined;
   queueLoad?: Pick<QueueLoadSource, 'read'> | undefined;
 }
@@ -25,7 +31,17 @@ export function workersRouter(deps: WorkersRouteDeps): Router {
       const now = Date.now();
       const directory = deps.workers;
       const [workers, autoscaler] = await withRedis(Promise.all([directory.list(), directory.autoscaler()]));
-      res.json({ count: workers.length, workers: workers.map((w) => workerView(w, now)), autoscaler: autoscaler ? autoscalerView(autoscaler) : null });
+      // Another key's job id is not this caller's to see (its state, busy, still is).
+      const shown = await withRedis(
+        Promise.all(
+          workers.map(async (w) => {
+            if (w.currentJob === null || deps.config.auth.apiKeyHashes.length === 0) return w;
+            const job = deps.queue ? await deps.queue.get(w.currentJob) : null;
+            return job && visibleTo(deps.config, res, job) ? w : { ...w, currentJob: null };
+          }),
+        ),
+      );
+      res.json({ count: workers.length, workers: shown.map((w) => workerView(w, now)), autoscaler: autoscaler ? autoscalerView(autoscaler) : null });
     } catch (err) {
       next(err);
     }

@@ -8,45 +8,121 @@ import net from 'node:net';
  * rules would refuse, e.g. loopback receivers in tests.
  */
 
-/** Ranges no webhook may reach unless allow-listed, with the reason reported to the client. */
-const BLOCKED_V4: [string, number, string][] = [
-  ['0.0.0.0', 8, 'unspecified'],
-  ['10.0.0.0', 8, 'private'],
-  ['100.64.0.0', 10, 'carrier-grade NAT'],
-  ['127.0.0.0', 8, 'loopback'],
-  ['169.254.0.0', 16, 'link-local'],
-  ['172.16.0.0', 12, 'private'],
-  ['192.0.0.0', 24, 'IETF protocol assignments'],
-  ['192.168.0.0', 16, 'private'],
-  ['198.18.0.0', 15, 'benchmarking'],
-  ['224.0.0.0', 4, 'multicast'],
-  ['240.0.0.0', 4, 'reserved'],
-];
-const BLOCKED_V6: [string, number, string][] = [
-  ['::', 128, 'unspecified'],
-  ['::1', 128, 'loopback'],
-  ['fe80::', 10, 'link-local'],
-  ['fec0::', 10, 'site-local'],
-  ['fc00::', 7, 'unique-local'],
-  ['ff00::', 8, 'multicast'],
+/**
+ * What the guard refuses: every block of IANA's IPv4 and IPv6 Special-Purpose Address Registries
+ * that is not globally reachable (https://www.iana.org/assignments/iana-ipv4-special-registry/,
+ * https://www.iana.org/assignments/iana-ipv6-special-registry/), plus multicast and, for IPv6,
+ * everything outside global unicast 2000::/3 (IANA's IPv6 Address Space registry: reserved by the
+ * IETF). The most specific matching block decides, so a globally reachable assignment inside a
+ * refused block (192.0.0.9/32 inside 192.0.0.0/24) is admitted. Blocks that embed an IPv4 address
+ * are judged by that address. test/fixtures/iana-special-purpose.json holds the registries as
+ * transcribed; the unit test checks every entry against this table.
+ */
+type Verdict =
+  | { kind: 'refuse'; reason: string }
+  | { kind: 'allow' }
+  /** The IPv4 address(es) inside decide; `label` names the form in reasons. */
+  | { kind: 'embedded'; label: string; extract: (bytes: number[]) => number[][] };
+
+interface Block {
+  bytes: number[];
+  prefix: number;
+  verdict: Verdict;
+}
+
+const refuse = (reason: string): Verdict => ({ kind: 'refuse', reason });
+const allow: Verdict = { kind: 'allow' };
+const lastFour = (b: number[]) => [b.slice(12, 16)];
+
+const IPV4_BLOCKS: [string, Verdict][] = [
+  ['0.0.0.0/8', refuse('this-network')],
+  ['0.0.0.0/32', refuse('unspecified')],
+  ['10.0.0.0/8', refuse('private')],
+  ['100.64.0.0/10', refuse('carrier-grade NAT')],
+  ['127.0.0.0/8', refuse('loopback')],
+  ['169.254.0.0/16', refuse('link-local')],
+  ['172.16.0.0/12', refuse('private')],
+  ['192.0.0.0/24', refuse('IETF protocol assignments')],
+  ['192.0.0.0/29', refuse('IPv4 service continuity')],
+  ['192.0.0.8/32', refuse('IPv4 dummy')],
+  ['192.0.0.9/32', allow], // Port Control Protocol anycast: globally reachable
+  ['192.0.0.10/32', allow], // TURN anycast: globally reachable
+  ['192.0.0.170/32', refuse('NAT64/DNS64 discovery')],
+  ['192.0.0.171/32', refuse('NAT64/DNS64 discovery')],
+  ['192.0.2.0/24', refuse('documentation (TEST-NET-1)')],
+  ['192.88.99.0/24', refuse('deprecated 6to4 relay anycast')],
+  ['192.168.0.0/16', refuse('private')],
+  ['198.18.0.0/15', refuse('benchmarking')],
+  ['198.51.100.0/24', refuse('documentation (TEST-NET-2)')],
+  ['203.0.113.0/24', refuse('documentation (TEST-NET-3)')],
+  ['224.0.0.0/4', refuse('multicast')],
+  ['240.0.0.0/4', refuse('reserved')],
+  ['255.255.255.255/32', refuse('limited broadcast')],
 ];
 
-const blocked = (() => {
-  const list: { family: 'ipv4' | 'ipv6'; block: net.BlockList; reason: string }[] = [];
-  for (const [address, prefix, reason] of BLOCKED_V4) {
-    const block = new net.BlockList();
-    block.addSubnet(address, prefix, 'ipv4');
-    list.push({ family: 'ipv4', block, reason });
-  }
-  for (const [address, prefix, reason] of BLOCKED_V6) {
-    const block = new net.BlockList();
-    block.addSubnet(address, prefix, 'ipv6');
-    list.push({ family: 'ipv6', block, reason });
-  }
-  return list;
-})();
+const IPV6_BLOCKS: [string, Verdict][] = [
+  ['::/128', refuse('unspecified')],
+  ['::1/128', refuse('loopback')],
+  // Deprecated IPv4-compatible addresses (RFC 4291 §2.5.5.1): the IPv4 address in the low 32 bits.
+  ['::/96', { kind: 'embedded', label: 'IPv4-compatible', extract: lastFour }],
+  ['::ffff:0:0/96', { kind: 'embedded', label: 'IPv4-mapped', extract: lastFour }],
+  ['64:ff9b::/96', { kind: 'embedded', label: 'NAT64', extract: lastFour }],
+  // Local-use NAT64 (RFC 8215): not globally reachable, and where the IPv4 address sits depends on
+  // the operator's prefix length inside the /48, so there is no one address to judge: refused.
+  ['64:ff9b:1::/48', refuse('local-use NAT64')],
+  ['100::/64', refuse('discard-only')],
+  ['100:0:0:1::/64', refuse('dummy prefix')],
+  ['2001::/23', refuse('IETF protocol assignments')],
+  // Teredo (RFC 4380): the server's IPv4 address in bits 32–63, the client's, inverted, in the last 32.
+  ['2001::/32', { kind: 'embedded', label: 'Teredo', extract: (b) => [b.slice(4, 8), b.slice(12, 16).map((x) => x ^ 0xff)] }],
+  ['2001:1::1/128', allow], // Port Control Protocol anycast
+  ['2001:1::2/128', allow], // TURN anycast
+  ['2001:1::3/128', allow], // DNS-SD Service Registration Protocol anycast
+  ['2001:2::/48', refuse('benchmarking')],
+  ['2001:3::/32', allow], // AMT
+  ['2001:4:112::/48', allow], // AS112-v6
+  ['2001:10::/28', refuse('deprecated ORCHID')],
+  ['2001:20::/28', allow], // ORCHIDv2
+  ['2001:30::/28', allow], // Drone Remote ID Protocol Entity Tags
+  ['2001:db8::/32', refuse('documentation')],
+  ['2002::/16', { kind: 'embedded', label: '6to4', extract: (b) => [b.slice(2, 6)] }],
+  ['3fff::/20', refuse('documentation')],
+  ['5f00::/16', refuse('SRv6 SIDs')],
+  ['fc00::/7', refuse('unique-local')],
+  ['fe80::/10', refuse('link-local')],
+  ['fec0::/10', refuse('site-local')],
+  ['ff00::/8', refuse('multicast')],
+];
 
-/** The 16 bytes of an IPv6 address (dotted IPv4 tail allowed), or null when it is not one. */
+/** The bytes of an IPv4 or IPv6 address (4 or 16), or null when `address` is neither. */
+export function addressBytes(address: string): number[] | null {
+  const family = net.isIP(address);
+  if (family === 4) return address.split('.').map(Number);
+  if (family === 6) return ipv6Bytes(address);
+  return null;
+}
+
+function parseBlocks(list: [string, Verdict][]): Block[] {
+  return list
+    .map(([cidr, verdict]) => {
+      const [address = '', bits = ''] = cidr.split('/');
+      return { bytes: addressBytes(address) as number[], prefix: Number(bits), verdict };
+    })
+    .sort((a, b) => b.prefix - a.prefix); // most specific first
+}
+
+const BLOCKS = { 4: parseBlocks(IPV4_BLOCKS), 6: parseBlocks(IPV6_BLOCKS) };
+
+function inBlock(bytes: readonly number[], block: Block): boolean {
+  for (let bit = 0; bit < block.prefix; bit += 8) {
+    const bits = Math.min(8, block.prefix - bit);
+    const mask = (0xff << (8 - bits)) & 0xff;
+    if (((bytes[bit / 8] as number) & mask) !== ((block.bytes[bit / 8] as number) & mask)) return false;
+  }
+  return true;
+}
+
+/** The 16 bytes of an IPv6 address (dotted IPv4 tail and zone allowed), or null when it is not one. */
 function ipv6Bytes(address: string): number[] | null {
   if (net.isIPv6(address) === false) return null;
   let text = address.split('%')[0] as string;
@@ -67,30 +143,40 @@ function ipv6Bytes(address: string): number[] | null {
   return bytes;
 }
 
-/** The IPv4 address an IPv6 one carries (IPv4-mapped ::ffff:0:0/96, NAT64 64:ff9b::/96), if any. */
-export function embeddedIpv4(address: string): string | null {
+const matchingBlock = (bytes: number[]) => BLOCKS[bytes.length === 4 ? 4 : 6].find((block) => inBlock(bytes, block));
+
+/**
+ * The IPv4 addresses an IPv6 address carries (IPv4-mapped, IPv4-compatible, NAT64 64:ff9b::/96,
+ * 6to4, Teredo's server and client), dotted; empty when it carries none.
+ */
+export function embeddedIpv4s(address: string): string[] {
   const bytes = ipv6Bytes(address);
-  if (!bytes) return null;
-  const zeros = (from: number, to: number) => bytes.slice(from, to).every((b) => b === 0);
-  const mapped = zeros(0, 10) && bytes[10] === 0xff && bytes[11] === 0xff;
-  const nat64 = bytes[0] === 0x00 && bytes[1] === 0x64 && bytes[2] === 0xff && bytes[3] === 0x9b && zeros(4, 12);
-  return mapped || nat64 ? bytes.slice(12).join('.') : null;
+  const block = bytes ? matchingBlock(bytes) : undefined;
+  if (!bytes || block?.verdict.kind !== 'embedded') return [];
+  return block.verdict.extract(bytes).map((v4) => v4.join('.'));
 }
 
-/** Why `address` is not a public unicast address, or null when it is one. */
+/** The first IPv4 address an IPv6 address carries (the client's, for Teredo: the last one), or null. */
+export function embeddedIpv4(address: string): string | null {
+  const all = embeddedIpv4s(address);
+  return all[all.length - 1] ?? null;
+}
+
+/** Why `address` is not one a webhook may reach (not globally reachable), or null when it is one. */
 export function refusalReason(address: string): string | null {
-  const family = net.isIP(address);
-  if (family === 0) return 'not an IP address';
-  if (family === 6) {
-    const v4 = embeddedIpv4(address);
-    if (v4 !== null) {
-      const inner = refusalReason(v4);
-      return inner === null ? null : `IPv4-mapped ${inner}`;
-    }
+  const bytes = addressBytes(address);
+  if (!bytes) return 'not an IP address';
+  const block = matchingBlock(bytes);
+  if (!block) {
+    // IPv6 outside global unicast 2000::/3 is reserved by the IETF (IANA's IPv6 address space).
+    return bytes.length === 16 && (bytes[0] as number) >> 5 !== 1 ? 'reserved' : null;
   }
-  const type = family === 4 ? 'ipv4' : 'ipv6';
-  for (const entry of blocked) {
-    if (entry.family === type && entry.block.check(address, type)) return entry.reason;
+  const verdict = block.verdict;
+  if (verdict.kind === 'allow') return null;
+  if (verdict.kind === 'refuse') return verdict.reason;
+  for (const v4 of verdict.extract(bytes)) {
+    const inner = refusalReason(v4.join('.'));
+    if (inner !== null) return `${verdict.label} ${inner}`;
   }
   return null;
 }
@@ -154,8 +240,9 @@ export class AddressPolicy {
     if (family === 0) return 'not an IP address';
     const type = family === 4 ? 'ipv4' : 'ipv6';
     if (this.allowed.check(address, type)) return null;
-    const v4 = family === 6 ? embeddedIpv4(address) : null;
-    if (v4 !== null && this.allowed.check(v4, 'ipv4')) return null;
+    // An allow-listed IPv4 address is admitted in its IPv6 forms too (mapped, NAT64, …).
+    const inner = family === 6 ? embeddedIpv4s(address) : [];
+    if (inner.length > 0 && inner.every((v4) => this.allowed.check(v4, 'ipv4'))) return null;
     return refusalReason(address);
   }
 

@@ -1,5 +1,6 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { Config } from '../config.js';
 import type { JobPayload } from '../job-schema.js';
 import { WEBHOOK_DELIVER_JOB, WEBHOOK_QUEUE } from '../queues.js';
 import { WEBHOOK_EVENTS, type WebhookEvent } from './events.js';
@@ -26,6 +27,8 @@ export interface DeliveryJobData {
   occurredAt: number;
   /** The job as the event saw it (the worker sends one for `started`); else rendered at the first attempt. */
   snapshot?: unknown;
+  /** The API key that made the job: its own secrets sign the message. Absent: WEBHOOK_SECRETS do. */
+  owner?: string;
   body?: string;
 }
 
@@ -37,16 +40,37 @@ export interface DeliveryJobData {
 export type DeliveryState = 'pending' | 'retrying' | 'delivered' | 'exhausted' | 'gone' | 'refused';
 export const FINAL_DELIVERY_STATES: readonly DeliveryState[] = ['delivered', 'exhausted', 'gone', 'refused'];
 
+/** One attempt of a delivery, as it went. */
+export interface DeliveryAttempt {
+  /** When it was made (ms). */
+  at: number;
+  statusCode: number | null;
+  error: string | null;
+  /** The delivery's state it left: delivered, retrying, exhausted, gone or refused. */
+  state: DeliveryState;
+}
+
+/** Attempts a delivery record keeps (the newest); the retry schedule itself allows at most 50 per round. */
+export const MAX_ATTEMPT_HISTORY = 100;
+
+/** Settled without reaching the receiver: what POST /v1/jobs/:id/webhooks/redeliver may send again. */
+export const REDELIVERABLE_STATES: readonly DeliveryState[] = ['exhausted', 'gone', 'refused'];
+
 export interface DeliveryStatus {
   event: WebhookEvent;
   webhookId: string;
   state: DeliveryState;
+  /** Attempts of the current round (a redelivery starts a new one). */
   attempts: number;
   lastStatusCode: number | null;
   lastError: string | null;
   lastAttemptAt: number | null;
   nextAttemptAt: number | null;
   deliveredAt: number | null;
+  /** Every attempt so far, every round, oldest first (absent in records from before it was kept). */
+  history?: DeliveryAttempt[];
+  /** How many times a client asked for it to be sent again. */
+  redeliveries?: number;
 }
 
 export const deliveriesKey = (prefix: string, jobId: string) => `${prefix}:webhooks:deliveries:${jobId}`;
@@ -122,6 +146,7 @@ export class WebhookOutbox {
     const webhookId = webhookMessageId(job.id, event);
     const data: DeliveryJobData = { jobId: job.id, event, url: hook.url, webhookId, occurredAt };
     if (snapshot !== undefined) data.snapshot = snapshot;
+    if (job.payload.owner !== undefined) data.owner = job.payload.owner;
     const ttlS = deliveryRecordTtlS(keepAgeS, scheduleMs);
     // Job first, record second: a crash between them leaves a job that writes its own record; the
     // reverse could leave a record claiming a delivery nobody will make.
@@ -154,9 +179,55 @@ export class WebhookOutbox {
     return true;
   }
 
+  /**
+   * Sends an event whose delivery settled without reaching the receiver (exhausted, gone, refused)
+   * again: a new round of the retry schedule, with the same `webhook-id` (receivers deduplicate on
+   * it) and, when the message is still stored, the same body. The record goes back to `pending`
+   * before the message moves, so the notifier never takes it for settled.
+   */
+  async redeliver(job: { id: string; payload: JobPayload; finishedAt: number | null }, event: WebhookEvent): Promise<RedeliveryOutcome> {
+    const { connection, prefix, scheduleMs, keepAgeS } = this.options;
+    const record = await readDelivery(connection, prefix, job.id, event);
+    if (!record) return { outcome: 'not_found' };
+    if (!REDELIVERABLE_STATES.includes(record.state)) return { outcome: 'not_redeliverable', state: record.state };
+    const ttlS = deliveryRecordTtlS(keepAgeS, scheduleMs);
+    const pending: DeliveryStatus = { ...record, state: 'pending', attempts: 0, nextAttemptAt: Date.now(), redeliveries: (record.redeliveries ?? 0) + 1 };
+    await writeDelivery(connection, prefix, job.id, pending, ttlS);
+    try {
+      const message = await this.queue.getJob(deliveryJobId(job.id, event));
+      const state = message ? await message.getState() : 'unknown';
+      if (message && (state === 'failed' || state === 'completed')) {
+        await message.retry(state, { resetAttemptsMade: true, resetAttemptsStarted: true });
+      } else if (!message || state === 'unknown') {
+        // The message aged out of the delivery queue: a new one, its body rendered again.
+        await this.emit(job, event, job.finishedAt ?? Date.now());
+      }
+    } catch (err) {
+      await writeDelivery(connection, prefix, job.id, record, ttlS).catch(() => undefined);
+      throw err;
+    }
+    return { outcome: 'redelivering', record: pending };
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await this.queue.close();
   }
 }
+
+/** The outbox of a deployment, as its configuration sets it up (API, worker, notifier alike). */
+export function webhookOutboxFor(connection: Redis, config: Pick<Config, 'queuePrefix' | 'webhooks' | 'jobs'>): WebhookOutbox {
+  return new WebhookOutbox({
+    connection,
+    prefix: config.queuePrefix,
+    scheduleMs: config.webhooks.retryScheduleMs,
+    keepAgeS: config.jobs.keepAgeS,
+    keepCount: config.jobs.keepCount,
+  });
+}
+
+export type RedeliveryOutcome =
+  | { outcome: 'redelivering'; record: DeliveryStatus }
+  | { outcome: 'not_found' }
+  | { outcome: 'not_redeliverable'; state: DeliveryState };

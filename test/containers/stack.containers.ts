@@ -179,7 +179,7 @@ describe.skipIf(skip)('the image, built from local bases, serving a job as conta
     const job = (await res.json()) as { id: string; status: string; outputs: { images: { url: string }[] } };
     expect(job.status, await logsOf(containers[1] as string)).toBe('succeeded');
 
-    const png = Buffer.from(await (await fetch(job.outputs.images[0]?.url as string)).arrayBuffer());
+    const png = Buffer.from(await (await fetch(new URL(job.outputs.images[0]?.url as string, apiUrl))).arrayBuffer());
     const meta = await sharp(png).metadata();
     expect(meta).toMatchObject({ format: 'png', width: 64, height: 64 });
 

@@ -25,7 +25,7 @@ import { applyGuidance, ArenaPool, type KernelArena, rgbFloats, toRgb8 } from '.
 import { NumpyRandomState } from './randn.js';
 import { batchOf, BatchedInput, runRows, TimestepInput, type Batch } from './session-feeds.js';
 import { OnnxSafetyChecker } from './safety-checker.js';
-import { createScheduler, resolveScheduler } from './schedulers/index.js';
+import { createScheduler, resolveScheduler, SchedulerConfigError } from './schedulers/index.js';
 import { ClipTokenizer } from './tokenizer.js';
 import { describeWebGpuAdapter } from './webgpu-device.js';
 import type {
@@ -464,6 +464,11 @@ class OnnxStableDiffusionPipeline implements Pipeline {
     return { images, timings };
   }
 
+  /** Throws InvalidRequestError (field named) for a request `generate` would refuse; runs nothing. */
+  checkRequest(request: GenerateRequest): void {
+    this.checkInputs(request);
+  }
+
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
@@ -530,6 +535,15 @@ class OnnxStableDiffusionPipeline implements Pipeline {
     }
     // Throws UnknownSchedulerError (code 'unknown_scheduler') for a name it does not know.
     const resolved = resolveScheduler(request.scheduler ?? this.config.schedulerClass, this.config.schedulerConfig);
+    try {
+      // The scheduler's own limits (LCM: at most original_inference_steps) refuse the request here,
+      // as bad input, not later as an internal error worth retrying.
+      createScheduler(resolved.className, resolved.config).setTimesteps(steps);
+    } catch (error) {
+      if (!(error instanceof SchedulerConfigError)) throw error;
+      const field = error.key === 'num_inference_steps' ? 'numInferenceSteps' : 'scheduler';
+      throw new InvalidRequestError(field, error.message);
+    }
     const scale = this.config.vaeScaleFactor;
     return {
       request,

@@ -1,3 +1,5 @@
+import type { ModelCapabilities as ExportCapabilities } from '../../shared/model-capabilities.js';
+
 /**
  * Contracts between the parts of the diffusion pipeline. Each part (tokenizer, schedulers,
  * random numbers, ONNX sessions) lives in its own file and is tested alone; `index.ts`
@@ -93,21 +95,11 @@ export interface StageTimings {
   total: number;
 }
 
-/** What a loaded model can do; the API validates requests against it. */
-export interface ModelCapabilities {
-  name: string;
-  /** Image sides must be multiples of this (the VAE's downscale factor). */
-  sizeMultiple: number;
-  minSize: number;
-  maxSize: number;
-  defaultSize: number;
-  /** Set when the export has static spatial shapes: the only size it takes. */
-  fixedSize?: { width: number; height: number };
-  defaultScheduler: string;
-  /** Set when the export's batch dimension is static. */
-  fixedBatch?: number;
-  dtype: 'float32' | 'float16';
-}
+/**
+ * What a loaded model can do, as the sessions declare it; the API reads the same from the export
+ * (`readModelCapabilities`, which adds each scheduler's step limit) and a test keeps them equal.
+ */
+export type ModelCapabilities = Omit<ExportCapabilities, 'maxStepsByScheduler' | 'filters'>;
 
 /**
  * The export's NSFW safety checker (`safety_checker/`), one image at a time as diffusers runs it;
@@ -125,5 +117,7 @@ export interface Pipeline {
     request: GenerateRequest,
     options?: GenerateOptions,
   ): Promise<{ images: RgbImage[]; timings: StageTimings }>;
+  /** Throws what `generate` would throw for a request the model cannot serve, without running it. */
+  checkRequest?(request: GenerateRequest): void;
   release(): Promise<void>;
 }
