@@ -54,6 +54,7 @@ import { Queue } from 'bullmq';
 import { GENERATE_QUEUE, WEBHOOK_QUEUE } from '../shared/queues.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
 import { WorkerRegistry } from '../shared/worker-registry.js';
+import { writeTinyModel } from '../scripts/tiny-model/index.js';
 import { STAND_IN_MODEL } from './stand-in-pipeline.js';
 
 const list = (name: string, fallback: string) => (process.env[name] ?? fallback).split(',').map((s) => s.trim()).filter(Boolean);
@@ -319,6 +320,9 @@ async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sd-bench-system-'));
   const logDir = path.join(dir, 'logs');
   fs.mkdirSync(logDir);
+  // The API reads its model's capabilities from the export at boot; the workers' stand-in ignores
+  // it. Dynamic sizes and no safety checker, like the stand-in.
+  await writeTinyModel(path.join(dir, 'model'), { safetyChecker: 'none' });
   const prefix = `bench-sys-${randomUUID().slice(0, 8)}`;
   const redis = createRedis(REDIS_URL, 'worker');
   const hooks = new WebhookReceiver();
