@@ -13,39 +13,49 @@ import type { S3StoreOptions } from './storage/s3-store.js';
 
 const bool = (fallback: boolean) =>
   z
-    .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'expected true or false' })
+    .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'expected true or false (or 1/0, yes/no)' })
     .default(fallback ? 'true' : 'false')
     .transform((v) => v === 'true' || v === '1' || v === 'yes');
 
-const int = (fallback: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
-  z.coerce
-    .number({ message: 'expected a number' })
-    .int('expected a whole number')
-    .min(min)
-    .max(max)
-    .default(fallback);
+/** "from 1 to 1024", or "1 or more" when there is no upper bound: every numeric error states its range. */
+const range = (min: number, max: number) => (max >= Number.MAX_SAFE_INTEGER ? `${min} or more` : `from ${min} to ${max}`);
+
+/** A whole number within [min, max]; the same message for every way it can be wrong. */
+const wholeNumber = (min: number, max: number) => {
+  const message = `expected a whole number ${range(min, max)}`;
+  return z.coerce.number({ message }).int(message).min(min, message).max(max, message);
+};
+
+const int = (fallback: number, min: number, max = Number.MAX_SAFE_INTEGER) => wholeNumber(min, max).default(fallback);
+
+/** An enumeration whose error lists the accepted values. */
+const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
+  z.enum(values, { message: `expected one of ${values.join(', ')}` });
 
 const optionalString = z
   .string()
   .optional()
   .transform((v) => (v === undefined || v === '' ? undefined : v));
 
-const decimal = (fallback: number, min: number, max: number, message = 'expected a number') =>
-  z.coerce.number({ message }).min(min).max(max).default(fallback);
+const decimalNumber = (min: number, max: number, what = 'a number') => {
+  const message = `expected ${what} ${range(min, max)}`;
+  return z.coerce.number({ message }).min(min, message).max(max, message);
+};
+
+const decimal = (fallback: number, min: number, max: number, what = 'a number') => decimalNumber(min, max, what).default(fallback);
 
 /** Seconds (decimals allowed, so tests can use short delays). */
-const seconds = (fallback: number, min = 0, max = 86_400) => decimal(fallback, min, max, 'expected a number of seconds');
+const seconds = (fallback: number, min = 0, max = 86_400) => decimal(fallback, min, max, 'a number of seconds');
 
 /** A whole number that may be left empty (then a default computed elsewhere applies). */
 const emptyAsUnset = (v: unknown) => (v === '' ? undefined : v);
-const optionalInt = (min: number, max: number) =>
-  z.preprocess(emptyAsUnset, z.coerce.number({ message: 'expected a number' }).int('expected a whole number').min(min).max(max).optional());
+const optionalInt = (min: number, max: number) => z.preprocess(emptyAsUnset, wholeNumber(min, max).optional());
 
-const EnvSchema = z.object({
+export const EnvSchema = z.object({
   HOST: z.string().default('127.0.0.1'),
   PORT: int(8000, 0, 65535),
   PUBLIC_URL: optionalString.pipe(z.url({ message: 'expected an absolute URL' }).optional()),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Bull Board at /admin/queues behind HTTP basic auth; off (404) unless both are set. */
   ADMIN_USER: optionalString,
   ADMIN_PASSWORD: optionalString,
@@ -57,7 +67,7 @@ const EnvSchema = z.object({
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'expected redis://host:port or rediss://…').default('redis://127.0.0.1:6379'),
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'expected letters, digits, _ . -').default('sdjobs'),
 
-  STORAGE_DRIVER: z.enum(['local', 's3']).default('local'),
+  STORAGE_DRIVER: oneOf(['local', 's3']).default('local'),
   STORAGE_LOCAL_DIR: z.string().default('data/images'),
   S3_ENDPOINT: optionalString.pipe(z.url({ message: 'expected an absolute URL' }).optional()),
   S3_REGION: z.string().default('us-east-1'),
@@ -74,7 +84,7 @@ const EnvSchema = z.object({
   MODEL_NAME: optionalString,
   /** `npm start` writes the random-weight tiny model into MODEL_DIR when it is missing. */
   MODEL_AUTO_TINY: bool(true),
-  WORKER_PROVIDER: z.enum(['cpu', 'cuda']).default('cpu'),
+  WORKER_PROVIDER: oneOf(['cpu', 'cuda']).default('cpu'),
   WORKER_DEVICE_ID: int(0, 0, 63),
   WORKER_CPU_THREADS: int(0, 0, 256),
   WORKER_CPU_SPIN: bool(false),
@@ -94,7 +104,7 @@ const EnvSchema = z.object({
   AUTOSCALER_TARGET_JOBS_PER_WORKER: decimal(1, 0.01, 1000),
   AUTOSCALER_UPSCALE_DELAY_S: seconds(5),
   AUTOSCALER_DOWNSCALE_DELAY_S: seconds(60),
-  AUTOSCALER_DOWNSCALE_TO_ZERO_DELAY_S: z.preprocess(emptyAsUnset, z.coerce.number({ message: 'expected a number of seconds' }).min(0).max(86_400).optional()),
+  AUTOSCALER_DOWNSCALE_TO_ZERO_DELAY_S: z.preprocess(emptyAsUnset, decimalNumber(0, 86_400, 'a number of seconds').optional()),
   AUTOSCALER_INTERVAL_MS: int(1000, 20, 60_000),
   AUTOSCALER_GPUS: optionalString.pipe(z.string().regex(/^(none|\d+(,\d+)*)$/, 'expected none or GPU indices like 0,1').optional()),
   AUTOSCALER_CPU_SLOTS: int(1, 1, 256),
@@ -107,7 +117,7 @@ const EnvSchema = z.object({
   AUTOSCALER_ID: optionalString,
 
   DEFAULT_STEPS: int(20, 1, 500),
-  DEFAULT_GUIDANCE: z.coerce.number({ message: 'expected a number' }).min(0).max(50).default(7.5),
+  DEFAULT_GUIDANCE: decimal(7.5, 0, 50),
   MAX_STEPS: int(150, 1, 1000),
   MAX_NUM_IMAGES: int(4, 1, 64),
   MIN_IMAGE_SIZE: int(64, 8, 8192),
@@ -137,7 +147,7 @@ const EnvSchema = z.object({
   WEBHOOK_TIMEOUT_MS: int(15_000, 100, 300_000),
   WEBHOOK_CONCURRENCY: int(16, 1, 1000),
   /** How often the notifier looks for finished jobs whose events were never enqueued. */
-  WEBHOOK_RECONCILE_INTERVAL_S: z.coerce.number({ message: 'expected a number of seconds' }).min(0.05).max(3600).default(30),
+  WEBHOOK_RECONCILE_INTERVAL_S: seconds(30, 0.05, 3600),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
