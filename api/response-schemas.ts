@@ -118,6 +118,7 @@ export const WorkersSchema = z.object({
       host: z.string(),
       pid: z.int(),
       model: z.string(),
+      paused: z.string().nullable().meta({ description: 'Why this worker takes no jobs for now (storage failing: it probes until storage answers); null: it takes them.' }),
     }),
   ),
   autoscaler: z

@@ -79,6 +79,10 @@ export const EnvSchema = z.object({
   /** Serve images by redirecting to a presigned URL instead of streaming them through the API. */
   S3_PRESIGN_URLS: bool(false),
   S3_PRESIGN_TTL_S: int(3600, 1, 7 * 24 * 3600),
+  /** How long a worker retries the upload of a finished job's images before that attempt fails (the images wait in memory). */
+  STORAGE_UPLOAD_RETRY_S: seconds(600, 0, 7 * 24 * 3600),
+  /** The longest wait between two storage retries (uploads, and the probe of a worker paused on a storage outage). */
+  STORAGE_RETRY_MAX_DELAY_S: seconds(30, 0.05, 3600),
 
   MODEL_DIR: z.string().default('models/tiny-sd'),
   MODEL_NAME: optionalString,
@@ -165,6 +169,8 @@ export interface Config {
   storage:
     | { driver: 'local'; dir: string }
     | ({ driver: 's3'; presignUrls: boolean } & S3StoreOptions);
+  /** Storage outages: how long an upload is retried, and the longest wait between two tries. */
+  storageRetry: { uploadRetryS: number; maxDelayS: number };
   model: { dir: string; name: string; autoTiny: boolean };
   worker: {
     provider: 'cpu' | 'cuda';
@@ -326,6 +332,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
             presignUrls: e.S3_PRESIGN_URLS,
             presignTtlS: e.S3_PRESIGN_TTL_S,
           },
+    storageRetry: { uploadRetryS: e.STORAGE_UPLOAD_RETRY_S, maxDelayS: e.STORAGE_RETRY_MAX_DELAY_S },
     model: {
       dir: path.resolve(e.MODEL_DIR),
       name: e.MODEL_NAME ?? path.basename(path.resolve(e.MODEL_DIR)),

@@ -28,6 +28,8 @@ export interface WorkerRecord {
   host: string;
   pid: number;
   model: string;
+  /** Why a ready worker takes no jobs for now (storage failing); null or absent: it takes them. */
+  paused?: string | null;
 }
 
 export type SlotState = 'free' | 'occupied' | 'backoff' | 'crash-loop' | 'failed';

@@ -45,6 +45,7 @@ export class Heartbeat {
       host: os.hostname(),
       pid: process.pid,
       model: options.model,
+      paused: null,
     };
   }
 
@@ -61,6 +62,12 @@ export class Heartbeat {
       return;
     }
     this.record.state = state;
+    this.beat();
+  }
+
+  /** Why the worker takes no jobs for now (storage failing), or null again. */
+  setPaused(reason: string | null): void {
+    this.record.paused = reason;
     this.beat();
   }
 

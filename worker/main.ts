@@ -5,11 +5,10 @@ import { publishModel } from '../shared/model-registry.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
 import { runShutdownSteps } from '../shared/shutdown.js';
 import { createImageStore } from '../shared/storage/index.js';
-import { JobConsumer } from './consumer.js';
 import { Heartbeat } from './heartbeat.js';
 import { createWorkerJobHooks } from './job-hooks.js';
 import { loadPipeline } from './pipeline/index.js';
-import { createProcessor } from './processor.js';
+import { createJobRunner } from './job-runner.js';
 
 /** Worker process: load the model once, then take jobs until told to stop. */
 async function main(): Promise<void> {
@@ -65,17 +64,21 @@ async function main(): Promise<void> {
 
   // Cancel requests, run-time cap, webhook `started` events.
   const hooks = createWorkerJobHooks(config, connection, logger);
-  const consumer = new JobConsumer({
+  // A storage outage pauses the worker (queued jobs keep their attempts) until storage answers.
+  const { consumer, stopGate } = createJobRunner({
+    config,
     connection,
-    prefix: config.queuePrefix,
-    processor: heartbeat.track(createProcessor({ pipeline, store, logger, workerId, ...hooks.processor })),
+    pipeline,
+    store,
     logger,
-    lockDurationMs: config.worker.lockDurationMs,
-    stalledIntervalMs: config.worker.stalledIntervalMs,
+    workerId,
+    hooks: hooks.processor,
+    wrap: (processor) => heartbeat.track(processor),
     onStateChange: (state) => {
       logger.info({ state }, `worker ${state}`);
       heartbeat.setState(state);
     },
+    onPaused: (reason) => heartbeat.setPaused(reason),
   });
   await hooks.listen(consumer);
 
@@ -94,7 +97,7 @@ async function main(): Promise<void> {
       // The drain has no deadline: the running job may take minutes (a second signal forces).
       await consumer.close().catch((err: unknown) => logger.error({ err }, 'shutdown step failed'));
       await runShutdownSteps(
-        [() => hooks.close(), () => heartbeat.stop(), () => pipeline.release(), () => store.close?.(), () => closeRedis(connection)],
+        [() => stopGate(), () => hooks.close(), () => heartbeat.stop(), () => pipeline.release(), () => store.close?.(), () => closeRedis(connection)],
         5000,
         (err) => logger.error({ err }, 'shutdown step failed'),
       );
