@@ -8,6 +8,7 @@ import { generateRouter } from './routes/generate.js';
 import { healthRouter } from './routes/health.js';
 import { jobsRouter } from './routes/jobs.js';
 import { workersRouter } from './routes/workers.js';
+import { modelsRouter } from './routes/models.js';
 import { metricsRouter } from './routes/metrics.js';
 import { openApiRouter, pagesRouter } from './routes/pages.js';
 
@@ -35,6 +36,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(jobsRouter(deps));
   app.use(generateRouter(deps));
   app.use(workersRouter(deps));
+  app.use(modelsRouter(deps));
   if (deps.metrics) app.use(metricsRouter(deps.metrics));
   if (deps.monitor && deps.config.admin) app.use(dashboardRouter(deps.monitor, deps.config.admin));
   app.use(openApiRouter(deps, app));

@@ -1,7 +1,7 @@
 import type { Config } from '../shared/config.js';
 import type { JobQueue } from '../shared/job-queue.js';
 import type { Logger } from '../shared/logger.js';
-import type { PublishedModel } from '../shared/model-registry.js';
+import type { ModelState, PublishedModel } from '../shared/model-registry.js';
 import type { QueueMonitor } from '../shared/queue-monitor.js';
 import type { IdempotencyStore } from '../shared/idempotency.js';
 import type { ImageStore } from '../shared/storage/index.js';
@@ -14,8 +14,11 @@ export interface AppDeps {
   config: Readonly<Config>;
   queue: JobQueue;
   store: ImageStore;
-  /** What workers published about the served model; null before any worker loaded it. */
-  models: { get(name: string): Promise<PublishedModel | null> };
+  /**
+   * What workers published about the served model (null before any worker loaded it), and, when
+   * given, whether it can be served now (GET /v1/models, /readyz, and 503 for an unavailable one).
+   */
+  models: { get(name: string): Promise<PublishedModel | null>; state?(name: string): Promise<ModelState> };
   logger: Logger;
   /** Redirect image requests to presigned URLs instead of streaming them. */
   presignImages?: boolean;

@@ -9,6 +9,9 @@ export interface ErrorBody {
 }
 
 export class HttpError extends Error {
+  /** Sent as Retry-After (seconds) when set: when trying again makes sense (a 503). */
+  retryAfterS?: number;
+
   constructor(
     readonly status: number,
     readonly code: string,
@@ -31,6 +34,7 @@ export function sendError(res: Response, err: HttpError): void {
   const body: ErrorBody = { error: { code: err.code, message: err.message } };
   if (err.field !== undefined) body.error.field = err.field;
   if (err.details !== undefined) body.error.details = err.details;
+  if (err.retryAfterS !== undefined) res.setHeader('Retry-After', String(err.retryAfterS));
   res.status(err.status).json(body);
 }
 

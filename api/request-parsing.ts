@@ -10,6 +10,7 @@ import {
 import { AddressPolicy } from '../shared/webhooks/address-policy.js';
 import { HttpError, invalidRequest } from './http-errors.js';
 import type { AppDeps } from './deps.js';
+import { refuseUnavailableModel } from './models.js';
 
 export const drawSeed = () => randomInt(0, MAX_SEED);
 
@@ -87,6 +88,7 @@ export async function parseGenerationRequest(
     const problem = webhookPolicy(deps).checkUrl(payload.webhook.url);
     if (problem) throw invalidRequest([{ field: 'webhook.url', message: `webhook.url ${problem}` }]);
   }
+  await refuseUnavailableModel(deps, served);
   if (context.owner !== undefined) payload.owner = context.owner;
   if (context.origin !== undefined) payload.origin = context.origin;
   return payload;

@@ -3,10 +3,11 @@ import type { Config } from '../shared/config.js';
 import { BullJobQueue } from '../shared/job-queue.js';
 import { RedisIdempotencyStore } from '../shared/idempotency.js';
 import type { Logger } from '../shared/logger.js';
-import { readModel } from '../shared/model-registry.js';
+import { readModel, readModelState } from '../shared/model-registry.js';
+import { failFastOnRedis } from '../shared/errors.js';
 import { BullQueueMonitor } from '../shared/queue-monitor.js';
 import { WEBHOOK_QUEUE } from '../shared/queues.js';
-import { closeRedis, createRedis } from '../shared/redis.js';
+import { closeRedis, createRedis, whenReady } from '../shared/redis.js';
 import { runShutdownSteps } from '../shared/shutdown.js';
 import { createImageStore } from '../shared/storage/index.js';
 import { WorkerRegistry } from '../shared/worker-registry.js';
@@ -26,7 +27,14 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
   const eventsConnection = createRedis(config.redisUrl, 'subscriber');
   connection.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
   eventsConnection.on('error', (err) => logger.debug({ err: err.message }, 'redis events connection error'));
-  const queue = new BullJobQueue({ connection, eventsConnection, prefix: config.queuePrefix, jobs: config.jobs });
+  const queue = new BullJobQueue({
+    connection,
+    eventsConnection,
+    prefix: config.queuePrefix,
+    jobs: config.jobs,
+    // A worker writes its record as it takes a job, and it lives three beats past the last one.
+    workerGraceMs: 2 * config.worker.heartbeatMs,
+  });
   const store = createImageStore(config.storage);
   const workers = new WorkerRegistry(connection, config.queuePrefix);
   const monitor = new BullQueueMonitor({
@@ -51,7 +59,10 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     store,
     logger,
     presignImages: config.storage.driver === 's3' && config.storage.presignUrls,
-    models: { get: (name) => readModel(connection, config.queuePrefix, name).catch(() => null) },
+    models: {
+      get: (name) => readModel(connection, config.queuePrefix, name).catch(() => null),
+      state: (name) => failFastOnRedis(whenReady(connection, 1500).then(() => readModelState(connection, config.queuePrefix, name)), 1500),
+    },
     idempotency: new RedisIdempotencyStore(connection, config.queuePrefix),
     metrics,
     monitor,

@@ -100,7 +100,7 @@ export const EnvSchema = z.object({
   /** A running job's lock; a worker that dies loses it and the job goes back to the queue. */
   WORKER_LOCK_DURATION_MS: int(30_000, 1000, 3_600_000),
   /** How often workers look for jobs whose worker died (BullMQ's stalled-job check). */
-  WORKER_STALLED_INTERVAL_MS: int(30_000, 200, 3_600_000),
+  WORKER_STALLED_INTERVAL_MS: int(5_000, 200, 3_600_000),
 
   AUTOSCALER_MIN_WORKERS: int(0, 0, 1024),
   AUTOSCALER_INITIAL_WORKERS: optionalInt(0, 1024),
@@ -117,6 +117,8 @@ export const EnvSchema = z.object({
   AUTOSCALER_RESTART_BACKOFF_MS: int(1000, 0, 600_000),
   AUTOSCALER_CRASH_LOOP_RESTARTS: int(5, 1, 1000),
   AUTOSCALER_CRASH_LOOP_WINDOW_S: seconds(300, 0.1),
+  /** A slot whose worker could not load the model tries again after a wait doubling from the restart backoff up to this. */
+  AUTOSCALER_MODEL_RETRY_MAX_S: seconds(300, 0.1),
   AUTOSCALER_LEADER_TTL_MS: int(5000, 200, 600_000),
   AUTOSCALER_ID: optionalString,
 
@@ -232,6 +234,7 @@ export interface AutoscalerConfig {
   restartBackoffMs: number;
   crashLoopRestarts: number;
   crashLoopWindowS: number;
+  modelRetryMaxS: number;
   leaderTtlMs: number;
   id: string | undefined;
 }
@@ -367,6 +370,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       restartBackoffMs: e.AUTOSCALER_RESTART_BACKOFF_MS,
       crashLoopRestarts: e.AUTOSCALER_CRASH_LOOP_RESTARTS,
       crashLoopWindowS: e.AUTOSCALER_CRASH_LOOP_WINDOW_S,
+      modelRetryMaxS: e.AUTOSCALER_MODEL_RETRY_MAX_S,
       leaderTtlMs: e.AUTOSCALER_LEADER_TTL_MS,
       id: e.AUTOSCALER_ID,
     },

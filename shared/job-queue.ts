@@ -8,6 +8,7 @@ import type { JobPayload } from './job-schema.js';
 import { subscribeQueueEvents, type EventSubscription } from './queue-events.js';
 import { GENERATE_JOB, GENERATE_QUEUE } from './queues.js';
 import { readDeliveries, type DeliveryStatus } from './webhooks/deliveries.js';
+import { WorkerRegistry } from './worker-registry.js';
 
 /**
  * The job queue as the API sees it. The BullMQ details (states, keys, events) stay in this file;
@@ -107,7 +108,14 @@ export interface BullJobQueueOptions {
   eventsConnection?: Redis;
   prefix: string;
   jobs: Pick<Config['jobs'], 'attempts' | 'backoffMs' | 'keepAgeS' | 'keepCount'>;
+  /**
+   * With it, a running job whose worker is no longer in the registry (its heartbeat expired or
+   * its autoscaler saw it die) reads `queued`: it waits to be taken again, nobody runs it. A job
+   * started less than this long ago is trusted (its worker may not have said so yet).
+   */
+  workerGraceMs?: number;
 }
+
 
 interface Watch {
   listeners: Set<JobListener>;
@@ -121,7 +129,7 @@ interface Watch {
 
 /**
  * Takes a job that is still waiting (or delayed, or prioritized) off the queue and records it as
- * failed with `canceled: …`, atomically: a worker either got it first (then it is running and must
+ * failed with the reason given (`canceled: …`, `model_unavailable: …`), atomically: a worker either got it first (then it is running and must
  * be signaled) or never gets it. Mirrors what BullMQ's own scripts write for a failed job (hash
  * fields, the failed set scored by finish time, a `failed` event) so every reader treats it as one.
  */
@@ -144,11 +152,13 @@ export class BullJobQueue implements JobQueue {
   private readonly subscription: EventSubscription | undefined;
   private readonly control: JobControl;
   private readonly watches = new Map<string, Watch>();
+  private readonly registry: WorkerRegistry;
   private closed = false;
 
   constructor(private readonly options: BullJobQueueOptions) {
     this.queue = new Queue(GENERATE_QUEUE, { connection: options.connection, prefix: options.prefix });
     this.control = new JobControl(options.connection, options.prefix, options.jobs.keepAgeS);
+    this.registry = new WorkerRegistry(options.connection, options.prefix);
     this.queue.on('error', () => undefined);
     if (options.eventsConnection) {
       // One subscription per process serves every waiting request and every event stream.
@@ -230,7 +240,8 @@ export class BullJobQueue implements JobQueue {
         if (!job) return null;
         const position = state === 'waiting' ? await this.waitingPosition(id) : null;
         const deliveries = job.data.webhook ? await readDeliveries(this.options.connection, this.options.prefix, id) : [];
-        return toJobRecord(job, state, position, deliveries);
+        const held = state === 'active' ? await this.heldByLiveWorker(job) : true;
+        return toJobRecord(job, held ? state : 'orphaned', position, deliveries);
       })(),
     );
   }
@@ -241,8 +252,7 @@ export class BullJobQueue implements JobQueue {
         if (!(await this.queue.getJob(id))) return { outcome: 'not_found' };
         // Marker first: a worker taking the job from now on refuses to run it.
         await this.control.markCanceled(id);
-        const keys = ['wait', 'paused', 'delayed', 'prioritized', id, 'failed', 'events'].map((k) => this.queue.toKey(k));
-        const removed = await this.options.connection.eval(CANCEL_QUEUED_SCRIPT, keys.length, ...keys, id, encodeFailure('canceled', `${reason} (before it started)`), Date.now(), MAX_EVENTS);
+        const removed = await this.failIfQueued(id, encodeFailure('canceled', `${reason} (before it started)`));
         const record = await this.get(id);
         if (!record) return { outcome: 'not_found' };
         if (removed === 1) return { outcome: 'removed', record };
@@ -251,6 +261,38 @@ export class BullJobQueue implements JobQueue {
         return { outcome: 'signaled', record };
       })(),
     );
+  }
+
+  /** False when no live worker's record names the active job (past the grace period since it started). */
+  private async heldByLiveWorker(job: Job<JobPayload, JobResult>): Promise<boolean> {
+    const grace = this.options.workerGraceMs;
+    if (grace === undefined || Date.now() - (job.processedOn ?? Date.now()) < grace) return true;
+    return (await this.registry.list()).some((w) => w.currentJob === job.id);
+  }
+
+  /** Fails job `id` with `failedReason` if no worker has taken it: 1 done, 0 it is not queued, -1 no such job. */
+  private async failIfQueued(id: string, failedReason: string): Promise<number> {
+    const keys = ['wait', 'paused', 'delayed', 'prioritized', id, 'failed', 'events'].map((k) => this.queue.toKey(k));
+    return (await this.options.connection.eval(CANCEL_QUEUED_SCRIPT, keys.length, ...keys, id, failedReason, Date.now(), MAX_EVENTS)) as number;
+  }
+
+  /**
+   * Fails every job no worker has taken yet (waiting, prioritized, delayed) with `code`: what a
+   * worker does when the model cannot be loaded, so no client waits on it. Resolves with their ids.
+   */
+  async failQueued(code: string, message: string): Promise<string[]> {
+    const client = this.options.connection;
+    const [waiting, paused, prioritized, delayed] = await Promise.all([
+      client.lrange(this.queue.toKey('wait'), 0, -1),
+      client.lrange(this.queue.toKey('paused'), 0, -1),
+      client.zrange(this.queue.toKey('prioritized'), 0, -1),
+      client.zrange(this.queue.toKey('delayed'), 0, -1),
+    ]);
+    const failed: string[] = [];
+    for (const id of [...waiting.reverse(), ...paused, ...prioritized, ...delayed]) {
+      if ((await this.failIfQueued(id, encodeFailure(code, message))) === 1) failed.push(id);
+    }
+    return failed;
   }
 
   /** Position from the consuming end of the wait list (BullMQ pushes left, takes right). */
@@ -412,7 +454,8 @@ function toStatus(state: string, failureCode: string | undefined): JobStatus {
     case 'failed':
       return failureCode === 'canceled' ? 'canceled' : 'failed';
     default:
-      // waiting, prioritized, delayed (a retry's backoff), waiting-children
+      // waiting, prioritized, delayed (a retry's backoff), waiting-children, and `orphaned`:
+      // active in Redis while its worker is gone, until the queue takes it back.
       return 'queued';
   }
 }

@@ -1,7 +1,8 @@
 import os from 'node:os';
 import { loadConfigOrExit } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
-import { publishModel } from '../shared/model-registry.js';
+import { publishModel, publishModelStatus } from '../shared/model-registry.js';
+import { withDeadline } from '../shared/errors.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
 import { runShutdownSteps } from '../shared/shutdown.js';
 import { createImageStore } from '../shared/storage/index.js';
@@ -9,6 +10,7 @@ import { Heartbeat } from './heartbeat.js';
 import { createWorkerJobHooks } from './job-hooks.js';
 import { loadPipeline } from './pipeline/index.js';
 import { createJobRunner } from './job-runner.js';
+import { reportModelUnavailable } from './model-unavailable.js';
 
 /** Worker process: load the model once, then take jobs until told to stop. */
 async function main(): Promise<void> {
@@ -49,8 +51,11 @@ async function main(): Promise<void> {
   } catch (err) {
     const message = `model could not be loaded: ${err instanceof Error ? err.message : String(err)}`;
     logger.fatal({ err }, message);
-    // The autoscaler reports exit code 3 with this line instead of retrying.
+    // The autoscaler reports exit code 3 with this line and tries the slot again after a backoff.
     process.stderr.write(`${message}\n`);
+    await withDeadline(reportModelUnavailable({ connection, config, workerId, reason: message, logger }), 10_000, () => new Error('timed out')).catch(
+      (reportErr: unknown) => logger.error({ err: reportErr }, 'could not report the model as unavailable'),
+    );
     await heartbeat.stop();
     process.exit(3);
   }
@@ -61,6 +66,7 @@ async function main(): Promise<void> {
     name: config.model.name,
     publishedAt: Date.now(),
   });
+  await publishModelStatus(connection, config.queuePrefix, config.model.name, { state: 'available', error: null });
 
   // Cancel requests, run-time cap, webhook `started` events.
   const hooks = createWorkerJobHooks(config, connection, logger);

@@ -17,6 +17,8 @@ export interface RunningJob {
   attemptsMade: number;
   /** When the job was created (BullMQ's `timestamp`): tells a stored result of this job from another's. */
   timestamp?: number;
+  /** This run's lock token (BullMQ's): published in the heartbeat so a dead worker's job is put back at once. */
+  token?: string | undefined;
   updateProgress(progress: object): Promise<void>;
 }
 

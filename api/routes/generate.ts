@@ -44,7 +44,8 @@ export function generateRouter(deps: AppDeps): Router {
     const view = jobView(finished, base);
     const image = finished.result?.images[0];
     if (finished.status !== 'succeeded' || !image) {
-      res.status(finished.status === 'canceled' ? 409 : 500).location(view.links.self).json({
+      const status = finished.status === 'canceled' ? 409 : finished.error?.code === 'model_unavailable' ? 503 : 500;
+      res.status(status).location(view.links.self).json({
         error: finished.error ?? { code: 'internal_error', message: 'the job did not produce an image' },
         job: view,
       });

@@ -1,0 +1,54 @@
+import type { ModelState, PublishedModel } from '../shared/model-registry.js';
+import type { AppDeps } from './deps.js';
+import { HttpError } from './http-errors.js';
+
+/** Retry-After for a model whose next load time is unknown or past (the autoscaler retries with backoff). */
+const DEFAULT_RETRY_AFTER_S = 30;
+
+/**
+ * The rule for a model that cannot be loaded: while its last load failed and no worker serves it,
+ * a new job for it is refused with 503 `model_unavailable` (nothing is queued; Retry-After says
+ * when it is tried again), and the jobs that were waiting for it when the load failed fail with
+ * the same code (worker/model-unavailable.ts). No job waits on a model that is not there.
+ */
+export async function refuseUnavailableModel(deps: AppDeps, name: string): Promise<void> {
+  if (!deps.models.state) return;
+  const state = await deps.models.state(name);
+  if (state.state !== 'unavailable') return;
+  const retryInS = state.retryAt === null ? null : Math.ceil((state.retryAt - Date.now()) / 1000);
+  const when = retryInS !== null && retryInS > 0 ? ` in ${retryInS} s` : ' shortly';
+  const err = new HttpError(
+    503,
+    'model_unavailable',
+    `Model ${JSON.stringify(name)} cannot be loaded (${state.error ?? 'no reason given'}); it is tried again${when}. Nothing was queued.`,
+    'model',
+  );
+  err.retryAfterS = retryInS !== null && retryInS > 0 ? retryInS : DEFAULT_RETRY_AFTER_S;
+  throw err;
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+/** A model as GET /v1/models lists it: keyed by name, so more models are more entries. */
+export function modelView(name: string, isDefault: boolean, published: PublishedModel | null, state: ModelState | null) {
+  return {
+    name,
+    default: isDefault,
+    state: state?.state ?? 'unknown',
+    error: state?.error ?? null,
+    unavailable_since: iso(state?.since ?? null),
+    retry_at: iso(state?.retryAt ?? null),
+    workers: state?.workers ?? null,
+    capabilities: published
+      ? {
+          size_multiple: published.sizeMultiple,
+          min_size: published.minSize,
+          max_size: published.maxSize,
+          default_size: published.defaultSize,
+          fixed_size: published.fixedSize ?? null,
+          default_scheduler: published.defaultScheduler,
+          dtype: published.dtype,
+        }
+      : null,
+  };
+}
