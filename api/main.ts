@@ -1,5 +1,6 @@
 import { loadConfigOrExit } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
+import { handleShutdownSignals } from '../shared/signals.js';
 import { startApi } from './server.js';
 
 async function main(): Promise<void> {
@@ -7,9 +8,10 @@ async function main(): Promise<void> {
   const logger = createLogger('api', config.logLevel);
   const api = await startApi(config, logger);
   logger.info({ url: api.url }, `API listening on ${api.url}`);
-  const stop = () => void api.close().then(() => process.exit(0));
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  handleShutdownSignals(logger, {
+    graceful: () => void api.close().then(() => process.exit(0)),
+    force: () => process.exit(130),
+  });
 }
 
 void main();

@@ -60,6 +60,8 @@ export class Autoscaler {
   private lastReason: string | null = null;
   private lastChange: { action: string; reason: string; at: number } | null = null;
   private readonly listeners = new Set<TickListener>();
+  /** Dead workers' jobs being put back (see afterExit). */
+  private readonly recovering = new Set<Promise<void>>();
 
   constructor(private readonly deps: AutoscalerDeps) {
     deps.lock.onChange((leader) => {
@@ -75,8 +77,15 @@ export class Autoscaler {
       this.pending = null;
     });
     deps.driver.onEvent((event) => {
-      if (event.type === 'exited') void this.afterExit(event.worker);
+      if (event.type !== 'exited') return;
+      const recovery = this.afterExit(event.worker).finally(() => this.recovering.delete(recovery));
+      this.recovering.add(recovery);
     });
+  }
+
+  /** Resolves once the jobs of workers that have exited so far are back in the queue (or left to the stalled check). */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.recovering]);
   }
 
   /**
@@ -271,6 +280,11 @@ export interface RunningAutoscaler {
   registry: WorkerRegistry;
   slots: Slot[];
   close(options?: { stopWorkers?: boolean }): Promise<void>;
+  /**
+   * For a forced stop: SIGKILL to every worker, then their jobs go back to the queue at once (the
+   * workers are gone, so their locks need not lapse first); bounded by `withinMs`.
+   */
+  kill(withinMs: number): Promise<void>;
 }
 
 /** Builds the autoscaler with the local driver from configuration; `npm start`, autoscaler/main.ts and tests use it. */
@@ -327,9 +341,16 @@ export async function startAutoscaler(config: Readonly<Config>, logger: Logger, 
     driver,
     registry,
     slots,
+    kill: (withinMs) =>
+      withDeadline(
+        driver.killAll().then(() => autoscaler.settled()),
+        withinMs,
+        () => new Error('workers did not exit in time'),
+      ).catch((err: unknown) => log.warn({ err }, 'force stop: some jobs are left to the stalled check')),
     close: (closeOptions) =>
       (closing ??= (async () => {
         await autoscaler.close(closeOptions);
+        await autoscaler.settled();
         await load.close().catch(() => undefined);
         await recovery.close().catch(() => undefined);
         await closeRedis(redis);

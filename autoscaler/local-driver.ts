@@ -4,9 +4,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from '../shared/logger.js';
+import { pidAlive } from '../shared/process-alive.js';
 import type { SlotReport, WorkerRecord } from '../shared/worker-registry.js';
 import type { Slot } from './slots.js';
 import type { DriverEvent, DriverWorker, WorkerDriver } from './worker-driver.js';
+
+export { pidAlive };
 
 /** worker/main.ts exits 78 on bad configuration: the same configuration fails the same way, so it is not retried. */
 export const FATAL_EXIT_CODES: Readonly<Record<number, string>> = { 78: 'invalid configuration' };
@@ -139,7 +142,8 @@ export class LocalDriver implements WorkerDriver {
     try {
       child = spawn(this.command[0] as string, this.command.slice(1), {
         cwd: this.options.cwd,
-        env: this.workerEnv(slot, id),
+        // The worker watches this process: orphaned and not adopted, it finishes its job and exits.
+        env: { WORKER_PARENT_PID: String(process.pid), ...this.workerEnv(slot, id) },
         stdio,
         detached: true,
       });
@@ -233,9 +237,11 @@ export class LocalDriver implements WorkerDriver {
     }
   }
 
-  /** SIGKILL to every worker, for a second Ctrl-C: their jobs go back to the queue via the stalled check. */
-  killAll(): void {
-    for (const m of this.managed.values()) this.signal(m, 'SIGKILL');
+  /** SIGKILL to every worker, for a second Ctrl-C; resolves once they are gone (their exits put their jobs back). */
+  killAll(): Promise<void> {
+    const all = [...this.managed.values()];
+    for (const m of all) this.signal(m, 'SIGKILL');
+    return Promise.all(all.map((m) => m.exited)).then(() => undefined);
   }
 
   /** A live worker on this machine in one of our slots that no one manages: its autoscaler died. */
@@ -381,23 +387,6 @@ export class LocalDriver implements WorkerDriver {
 
 /** Where a worker's stderr goes: named by its id, so an autoscaler that adopts the worker finds it too. */
 const stderrFile = (workerId: string) => path.join(os.tmpdir(), `sdjobs-worker-${workerId.replace(/[^A-Za-z0-9_.-]/g, '_')}.stderr`);
-
-/** True while the process exists and is not a zombie. */
-export function pidAlive(pid: number | null): boolean {
-  if (pid === null || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return true;
-  }
-}
 
 function readTail(file: string | null): string | null {
   if (!file) return null;

@@ -96,6 +96,8 @@ export const EnvSchema = z.object({
   WORKER_ID: optionalString,
   /** The slot the autoscaler gave this worker (`gpu0`, `cpu1`); shown in GET /v1/workers. */
   WORKER_SLOT: optionalString,
+  /** Set by the autoscaler that starts a worker: orphaned and adopted by no other autoscaler, the worker finishes its job and exits. */
+  WORKER_PARENT_PID: optionalInt(1, 4_194_304),
   WORKER_HEARTBEAT_MS: int(2000, 100, 60_000),
   /** A running job's lock; a worker that dies loses it and the job goes back to the queue. */
   WORKER_LOCK_DURATION_MS: int(30_000, 1000, 3_600_000),
@@ -183,6 +185,8 @@ export interface Config {
     allowCpuFallback: boolean;
     id: string | undefined;
     slot: string | undefined;
+    /** The autoscaler process that started this worker, when one did. */
+    parentPid: number | undefined;
     heartbeatMs: number;
     lockDurationMs: number;
     stalledIntervalMs: number;
@@ -349,6 +353,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       allowCpuFallback: e.WORKER_ALLOW_CPU_FALLBACK,
       id: e.WORKER_ID,
       slot: e.WORKER_SLOT,
+      parentPid: e.WORKER_PARENT_PID,
       heartbeatMs: e.WORKER_HEARTBEAT_MS,
       lockDurationMs: e.WORKER_LOCK_DURATION_MS,
       stalledIntervalMs: e.WORKER_STALLED_INTERVAL_MS,

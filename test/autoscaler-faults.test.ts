@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -213,6 +214,19 @@ describe('stopping a busy worker', () => {
     // The wait doubles.
     await exitOf(events, again.id);
     expect(second.until - Date.now()).toBeGreaterThan(1000);
+  });
+
+  it('a worker whose autoscaler died and that no autoscaler adopts finishes and exits', { timeout: 90_000 }, async () => {
+    // Its parent, as far as it knows: a process the test can kill.
+    const parent = spawn('sleep', ['600'], { stdio: 'ignore' });
+    const { driver, events } = makeDriver({ env: { WORKER_PARENT_PID: String(parent.pid), AUTOSCALER_LEADER_TTL_MS: '1000' } });
+    const worker = await readyWorker(driver);
+    parent.kill('SIGKILL');
+    const exit = await exitOf(events, worker.id);
+    expect({ code: exit.code, signal: exit.signal }).toEqual({ code: 0, signal: null });
+    const log = fs.readFileSync(path.join(dir, 'workers.log'), 'utf8');
+    expect(log).toMatch(/no autoscaler adopted this worker within 10 s: finishing the current job and exiting/);
+    expect(await registry.list()).toEqual([]);
   });
 
   it('a worker that never becomes ready is killed after the ready timeout and reported, not retried', async () => {

@@ -5,12 +5,14 @@ import { publishModel, publishModelStatus } from '../shared/model-registry.js';
 import { withDeadline } from '../shared/errors.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
 import { runShutdownSteps } from '../shared/shutdown.js';
+import { handleShutdownSignals } from '../shared/signals.js';
 import { createImageStore } from '../shared/storage/index.js';
 import { Heartbeat } from './heartbeat.js';
 import { createWorkerJobHooks } from './job-hooks.js';
 import { loadPipeline } from './pipeline/index.js';
 import { createJobRunner } from './job-runner.js';
 import { reportModelUnavailable } from './model-unavailable.js';
+import { watchForAdoption } from './orphan-watch.js';
 
 /** Worker process: load the model once, then take jobs until told to stop. */
 async function main(): Promise<void> {
@@ -88,30 +90,28 @@ async function main(): Promise<void> {
   });
   await hooks.listen(consumer);
 
-  // First SIGTERM/SIGINT drains (the running job finishes); a second one exits at once.
+  // First SIGTERM/SIGINT drains (the running job finishes); a deliberate second one exits at once.
   process.off('SIGTERM', stopWhileLoading);
   process.off('SIGINT', stopWhileLoading);
-  let signals = 0;
-  const shutdown = (signal: string) => {
-    signals += 1;
-    if (signals > 1) {
-      logger.warn({ signal }, 'second signal: exiting without waiting for the running job');
-      process.exit(130);
-    }
-    logger.info({ signal }, 'draining: finishing the current job, taking no new ones');
-    void (async () => {
-      // The drain has no deadline: the running job may take minutes (a second signal forces).
-      await consumer.close().catch((err: unknown) => logger.error({ err }, 'shutdown step failed'));
-      await runShutdownSteps(
-        [() => stopGate(), () => hooks.close(), () => heartbeat.stop(), () => pipeline.release(), () => store.close?.(), () => closeRedis(connection)],
-        5000,
-        (err) => logger.error({ err }, 'shutdown step failed'),
-      );
-      process.exit(0);
-    })();
+  const drain = async () => {
+    // The drain has no deadline: the running job may take minutes (a second signal forces).
+    await consumer.close().catch((err: unknown) => logger.error({ err }, 'shutdown step failed'));
+    await runShutdownSteps(
+      [() => stopOrphanWatch(), () => stopGate(), () => hooks.close(), () => heartbeat.stop(), () => pipeline.release(), () => store.close?.(), () => closeRedis(connection)],
+      5000,
+      (err) => logger.error({ err }, 'shutdown step failed'),
+    );
+    process.exit(0);
   };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  const shutdown = handleShutdownSignals(logger, {
+    graceful: () => void drain(),
+    force: () => {
+      logger.warn('exiting without waiting for the running job (it goes back to the queue)');
+      process.exit(130);
+    },
+  });
+  // Started by an autoscaler that died and that no other autoscaler adopted: finish and go.
+  const stopOrphanWatch = watchForAdoption({ config, connection, workerId, logger, onOrphaned: () => shutdown.request('orphaned') });
   await consumer.start();
 }
 
