@@ -12,6 +12,7 @@ import { runShutdownSteps } from '../shared/shutdown.js';
 import { createImageStore } from '../shared/storage/index.js';
 import { WorkerRegistry } from '../shared/worker-registry.js';
 import { BullQueueLoad } from '../shared/queue-load.js';
+import { RetentionSweeper } from '../shared/retention.js';
 import { createApp } from './app.js';
 import { createMetrics } from './metrics.js';
 
@@ -53,6 +54,17 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
       })
     : undefined;
   const queueLoad = new BullQueueLoad(connection, config.queuePrefix);
+  // Finished jobs and their images go when JOB_KEEP_AGE_S / JOB_KEEP_COUNT say, idle or not.
+  const retention = new RetentionSweeper({
+    connection,
+    prefix: config.queuePrefix,
+    store,
+    keepAgeS: config.jobs.keepAgeS,
+    keepCount: config.jobs.keepCount,
+    intervalMs: config.jobs.retentionIntervalS * 1000,
+    logger,
+  });
+  retention.start();
   const app = createApp({
     config,
     queue,
@@ -82,6 +94,7 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     (closing ??= (async () => {
       const steps = [
         () => new Promise<void>((resolve) => server.close(() => resolve())),
+        () => retention.stop(),
         () => queue.close(),
         () => metrics?.close(),
         () => monitor.close(),

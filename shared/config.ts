@@ -137,6 +137,8 @@ export const EnvSchema = z.object({
   JOB_BACKOFF_MS: int(2000, 0, 3_600_000),
   JOB_KEEP_AGE_S: int(24 * 3600, 1, 365 * 24 * 3600),
   JOB_KEEP_COUNT: int(10_000, 1, 10_000_000),
+  /** How often finished jobs past JOB_KEEP_AGE_S / JOB_KEEP_COUNT are removed with their images (one sweeper at a time across processes). */
+  JOB_RETENTION_INTERVAL_S: seconds(30, 0.1, 3600),
   /** Longest one run may take (seconds); past it the job fails with `timeout` and frees the GPU. 0 = no limit. */
   JOB_MAX_RUN_S: int(600, 0, 7 * 24 * 3600),
   /** A synchronous request whose client goes away cancels its job. */
@@ -203,7 +205,7 @@ export interface Config {
     maxBodyBytes: number;
   };
   syncTimeoutS: number;
-  jobs: { attempts: number; backoffMs: number; keepAgeS: number; keepCount: number; maxRunS: number };
+  jobs: { attempts: number; backoffMs: number; keepAgeS: number; keepCount: number; retentionIntervalS: number; maxRunS: number };
   syncCancelOnDisconnect: boolean;
   /** SHA-256 hashes (hex) of the API keys; the keys themselves are not kept. Empty: open. */
   auth: { apiKeyHashes: string[]; idempotencyTtlS: number };
@@ -395,6 +397,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       backoffMs: e.JOB_BACKOFF_MS,
       keepAgeS: e.JOB_KEEP_AGE_S,
       keepCount: e.JOB_KEEP_COUNT,
+      retentionIntervalS: e.JOB_RETENTION_INTERVAL_S,
       maxRunS: e.JOB_MAX_RUN_S,
     },
     syncCancelOnDisconnect: e.SYNC_CANCEL_ON_DISCONNECT,

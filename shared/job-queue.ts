@@ -217,14 +217,10 @@ export class BullJobQueue implements JobQueue {
 
   async enqueue(payload: JobPayload, options: { jobId?: string } = {}): Promise<JobRecord> {
     const jobId = options.jobId ?? randomUUID();
-    const { attempts, backoffMs, keepAgeS, keepCount } = this.options.jobs;
-    const opts: JobsOptions = {
-      jobId,
-      attempts,
-      backoff: { type: 'exponential', delay: backoffMs },
-      removeOnComplete: { age: keepAgeS, count: keepCount },
-      removeOnFail: { age: keepAgeS, count: keepCount },
-    };
+    const { attempts, backoffMs } = this.options.jobs;
+    // Finished jobs stay until the retention sweeper removes them with their images
+    // (shared/retention.ts): BullMQ's removeOnComplete would drop the record and orphan the files.
+    const opts: JobsOptions = { jobId, attempts, backoff: { type: 'exponential', delay: backoffMs } };
     const job = await this.fast(this.queue.add(GENERATE_JOB, payload, opts));
     return toJobRecord(job, 'waiting', 0, []);
   }
