@@ -24,8 +24,9 @@ export function reconnectOnError(err: Error): 2 | false {
 export function createRedis(url: string, role: RedisRole, extra: RedisOptions = {}): Redis {
   const common: RedisOptions = {
     connectTimeout: 2000,
-    // Reconnect forever with a capped backoff; it is the per-command policy that differs.
-    retryStrategy: (times) => Math.min(times * 200, 2000),
+    // Reconnect forever with a backoff capped at a second (a restarted Redis is used within about
+    // a second of answering); it is the per-command policy that differs.
+    retryStrategy: (times) => Math.min(times * 100, 1000),
     enableReadyCheck: true,
     reconnectOnError,
     ...extra,

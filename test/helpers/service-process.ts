@@ -34,6 +34,8 @@ export async function startService(options: {
   via?: 'npm' | 'node';
   readyTimeoutMs?: number;
 }): Promise<ServiceProcess> {
+  // The log file may hold an earlier run's lines: this run's start is read from here on.
+  const from = fs.existsSync(options.logFile) ? fs.statSync(options.logFile).size : 0;
   const out = fs.openSync(options.logFile, 'a');
   const command = options.via === 'node' ? [process.execPath, '--import', 'tsx', 'scripts/start.ts'] : ['npm', 'start', '--silent'];
   const child = spawn(command[0] as string, command.slice(1), {
@@ -50,7 +52,7 @@ export async function startService(options: {
   const deadline = Date.now() + (options.readyTimeoutMs ?? 90_000);
   let url: string | undefined;
   while (!url) {
-    url = logs().find((l) => l.process === 'start' && typeof l.url === 'string' && String(l.msg).startsWith('ready'))?.url;
+    url = readJsonLines(options.logFile, from).find((l) => l.process === 'start' && typeof l.url === 'string' && String(l.msg).startsWith('ready'))?.url;
     if (url) break;
     if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the service exited at start:\n${fs.readFileSync(options.logFile, 'utf8').slice(-4000)}`);
     if (Date.now() > deadline) throw new Error(`the service did not start:\n${fs.readFileSync(options.logFile, 'utf8').slice(-4000)}`);
@@ -69,10 +71,11 @@ export async function startService(options: {
   };
 }
 
-export function readJsonLines(file: string): Record<string, any>[] {
+/** The JSON lines of a log file (from byte `from` on); lines that are not JSON are skipped. */
+export function readJsonLines(file: string, from = 0): Record<string, any>[] {
   if (!fs.existsSync(file)) return [];
   const lines: Record<string, any>[] = [];
-  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+  for (const line of fs.readFileSync(file).subarray(from).toString('utf8').split('\n')) {
     if (!line.startsWith('{')) continue;
     try {
       lines.push(JSON.parse(line) as Record<string, any>);
