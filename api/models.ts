@@ -13,8 +13,9 @@ const DEFAULT_RETRY_AFTER_S = 30;
  */
 export async function refuseUnavailableModel(deps: AppDeps, name: string): Promise<void> {
   if (!deps.models.state) return;
-  const state = await deps.models.state(name);
-  if (state.state !== 'unavailable') return;
+  // Unreadable (Redis away, or not connected yet at start): the enqueue that follows decides.
+  const state = await deps.models.state(name).catch(() => null);
+  if (state?.state !== 'unavailable') return;
   const retryInS = state.retryAt === null ? null : Math.ceil((state.retryAt - Date.now()) / 1000);
   const when = retryInS !== null && retryInS > 0 ? ` in ${retryInS} s` : ' shortly';
   const err = new HttpError(

@@ -7,7 +7,7 @@ import { readModel, readModelState } from '../shared/model-registry.js';
 import { failFastOnRedis } from '../shared/errors.js';
 import { BullQueueMonitor } from '../shared/queue-monitor.js';
 import { WEBHOOK_QUEUE } from '../shared/queues.js';
-import { closeRedis, createRedis, whenReady } from '../shared/redis.js';
+import { closeRedis, createRedis } from '../shared/redis.js';
 import { runShutdownSteps } from '../shared/shutdown.js';
 import { createImageStore } from '../shared/storage/index.js';
 import { WorkerRegistry } from '../shared/worker-registry.js';
@@ -73,7 +73,7 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     presignImages: config.storage.driver === 's3' && config.storage.presignUrls,
     models: {
       get: (name) => readModel(connection, config.queuePrefix, name).catch(() => null),
-      state: (name) => failFastOnRedis(whenReady(connection, 1500).then(() => readModelState(connection, config.queuePrefix, name)), 1500),
+      state: (name) => failFastOnRedis(readModelState(connection, config.queuePrefix, name), 1500),
     },
     idempotency: new RedisIdempotencyStore(connection, config.queuePrefix),
     metrics,

@@ -94,16 +94,25 @@ export async function noteModelRetry(redis: Redis, prefix: string, name: string,
   );
 }
 
+/**
+ * How long a failed load keeps a model unavailable past its announced next try (or past the
+ * failure, when nobody announced one: no autoscaler of ours retries it, e.g. KEDA scales the
+ * workers). After that it reads `idle`: the next job is accepted and starts a worker, which tries
+ * the model again, so a model that was fixed is never refused for good.
+ */
+export const UNAVAILABLE_HOLD_MS = 60_000;
+
 /** A model's state from its last load outcome and the live workers that serve it. */
 export function modelState(
   name: string,
   status: ModelStatus | null,
   workers: readonly { model: string; state: 'starting' | 'ready' | 'busy' | 'draining' }[],
+  now = Date.now(),
 ): ModelState {
   const counts = { starting: 0, ready: 0, busy: 0, draining: 0 };
   for (const w of workers) if (w.model === name) counts[w.state] += 1;
   const serving = counts.ready + counts.busy + counts.draining > 0;
-  const failed = status?.state === 'unavailable';
+  const failed = status?.state === 'unavailable' && now < Math.max(status.retryAt ?? 0, status.at) + UNAVAILABLE_HOLD_MS;
   const state: ModelAvailability = serving ? 'available' : failed ? 'unavailable' : counts.starting > 0 ? 'loading' : 'idle';
   return {
     name,

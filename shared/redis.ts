@@ -37,25 +37,6 @@ export function createRedis(url: string, role: RedisRole, extra: RedisOptions = 
   return new Redis(url, { ...common, maxRetriesPerRequest: null });
 }
 
-/**
- * Resolves once `redis` is ready (at once when it is): a fail-fast connection (no offline queue)
- * refuses commands while it is still connecting, as just after a process starts.
- */
-export function whenReady(redis: Redis, timeoutMs: number): Promise<void> {
-  if (redis.status === 'ready') return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const onReady = () => {
-      clearTimeout(timer);
-      resolve();
-    };
-    const timer = setTimeout(() => {
-      redis.off('ready', onReady);
-      reject(new Error('Connection is closed (Redis not ready)'));
-    }, timeoutMs);
-    redis.once('ready', onReady);
-  });
-}
-
 /** QUIT when connected (pending replies arrive), drop the socket otherwise (nothing to wait for). */
 export async function closeRedis(redis: Redis): Promise<void> {
   if (redis.status === 'ready') {
