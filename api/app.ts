@@ -10,6 +10,7 @@ import { jobsRouter } from './routes/jobs.js';
 import { webhookSecretsRouter } from './routes/webhook-secrets.js';
 import { workersRouter } from './routes/workers.js';
 import { limitBy } from './tenant-limits.js';
+import { modelsRouter } from './routes/models.js';
 import { metricsRouter } from './routes/metrics.js';
 import { openApiRouter, pagesRouter } from './routes/pages.js';
 
@@ -40,6 +41,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(generateRouter(deps));
   app.use(workersRouter(deps));
   app.use(webhookSecretsRouter(deps));
+  app.use(modelsRouter(deps));
   if (deps.metrics) app.use(metricsRouter(deps.metrics));
   if (deps.monitor && deps.config.admin) app.use(dashboardRouter(deps.monitor, deps.config.admin));
   app.use(openApiRouter(deps, app));

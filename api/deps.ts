@@ -2,7 +2,7 @@ import type { Config } from '../shared/config.js';
 import type { JobQueue } from '../shared/job-queue.js';
 import type { Logger } from '../shared/logger.js';
 import type { ModelCapabilities } from '../shared/model-capabilities.js';
-import type { PublishedModel } from '../shared/model-registry.js';
+import type { ModelState, PublishedModel } from '../shared/model-registry.js';
 import type { QueueMonitor } from '../shared/queue-monitor.js';
 import type { IdempotencyStore } from '../shared/idempotency.js';
 import type { ImageStore } from '../shared/storage/index.js';
@@ -22,6 +22,8 @@ export interface AppDeps {
   models: { get(name: string): ModelCapabilities | undefined };
   /** What the model's workers published (their filters, an operator's own included); null before any has. */
   publishedModels?: { get(name: string): Promise<PublishedModel | null> };
+  /** Whether each model can be served now (GET /v1/models, /readyz, and 503 for an unavailable one). */
+  modelStates?: { state(name: string): Promise<ModelState> };
   logger: Logger;
   /** Redirect image requests to presigned URLs instead of streaming them. */
   presignImages?: boolean;

@@ -1,6 +1,7 @@
 import { loadConfigOrExit } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
 import { ModelCapabilitiesError } from '../shared/model-capabilities.js';
+import { handleShutdownSignals } from '../shared/signals.js';
 import { startApi } from './server.js';
 
 async function main(): Promise<void> {
@@ -13,9 +14,10 @@ async function main(): Promise<void> {
     process.exit(3);
   });
   logger.info({ url: api.url }, `API listening on ${api.url}`);
-  const stop = () => void api.close().then(() => process.exit(0));
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  handleShutdownSignals(logger, {
+    graceful: () => void api.close().then(() => process.exit(0)),
+    force: () => process.exit(130),
+  });
 }
 
 void main();

@@ -7,6 +7,7 @@ import {
   JobListSchema,
   JobViewSchema,
   LivenessSchema,
+  ModelsSchema,
   QueueLoadSchema,
   ReadinessSchema,
   SyncFailureSchema,
@@ -253,6 +254,16 @@ const OPERATIONS: Operation[] = [
   },
   {
     method: 'get',
+    path: '/v1/models',
+    build: () => ({
+      operationId: 'listModels',
+      tags: ['operations'],
+      summary: 'The served models: state (available, loading, idle, unavailable with the load error and the next try), workers, capabilities',
+      responses: { '200': json(ref('Models'), 'The models.'), '503': errorResponse('Redis is unreachable.') },
+    }),
+  },
+  {
+    method: 'get',
     path: '/v1/queue',
     build: () => ({
       operationId: 'queueLoad',
@@ -321,7 +332,7 @@ const OPERATIONS: Operation[] = [
     build: () => ({
       operationId: 'readiness',
       tags: ['operations'],
-      summary: 'Readiness: Redis and image storage answer',
+      summary: 'Readiness: Redis and image storage answer (storage takes a write), and the model can be served',
       responses: { '200': json(ref('Readiness'), 'Ready.'), '503': json(ref('Readiness'), 'A dependency is down; `checks` says which.') },
     }),
   },
@@ -458,6 +469,7 @@ export function buildOpenApiDocument(ctx: OpenApiContext, version: string): Json
         Liveness: toJson(LivenessSchema),
         Readiness: toJson(ReadinessSchema),
         Workers: toJson(WorkersSchema),
+        Models: toJson(ModelsSchema),
         QueueLoad: toJson(QueueLoadSchema),
         WebhookSecrets: toJson(WebhookSecretsSchema),
         JobList: toJson(JobListSchema),

@@ -16,6 +16,7 @@ import { promptVariants } from '../shared/prompt-variations.js';
 import { AddressPolicy } from '../shared/webhooks/address-policy.js';
 import { HttpError, invalidRequest } from './http-errors.js';
 import type { AppDeps } from './deps.js';
+import { refuseUnavailableModel } from './models.js';
 
 /** A random first seed such that every image's seed (seed + i) is a valid one. */
 export const drawSeed = (numImages: number) => randomInt(0, maxSeedFor(numImages) + 1);
@@ -23,7 +24,7 @@ export const drawSeed = (numImages: number) => randomInt(0, maxSeedFor(numImages
 type GenerationRequestSchema = ReturnType<typeof makeGenerationRequestSchema>;
 
 /** What validating a request needs: the configuration and the served models. */
-export type ParsingDeps = Pick<AppDeps, 'config' | 'models' | 'drawSeed' | 'publishedModels'>;
+export type ParsingDeps = Pick<AppDeps, 'config' | 'models' | 'drawSeed' | 'publishedModels' | 'modelStates'>;
 
 // Built once per configuration, not per request.
 const schemas = new WeakMap<object, GenerationRequestSchema>();
@@ -120,6 +121,7 @@ export async function parseGenerationRequest(
     const problem = webhookPolicy(deps).checkUrl(payload.webhook.url);
     if (problem) throw invalidRequest([{ field: 'webhook.url', message: `webhook.url ${problem}` }]);
   }
+  await refuseUnavailableModel(deps, served);
   if (context.owner !== undefined) payload.owner = context.owner;
   return payload;
 }

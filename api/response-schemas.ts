@@ -149,10 +149,20 @@ export const SyncFailureSchema = z
 
 const Check = z.object({ ok: z.boolean(), error: z.string().optional() });
 
+const ModelStateEnum = z.enum(['available', 'loading', 'idle', 'unavailable', 'unknown']).meta({
+  description: 'available: a worker serves it · loading: one is starting · idle: none runs (one starts when a job comes) · unavailable: its last load failed (jobs are refused with 503 model_unavailable).',
+});
+
 export const ReadinessSchema = z
   .object({
     status: z.enum(['ready', 'unavailable']),
-    checks: z.object({ redis: Check, storage: Check }),
+    checks: z.object({
+      redis: Check,
+      storage: Check,
+      models: z
+        .record(z.string(), z.object({ ok: z.boolean(), state: ModelStateEnum, error: z.string().nullable() }))
+        .meta({ description: 'Each served model by name; not ok while it cannot be loaded.' }),
+    }),
   });
 
 export const LivenessSchema = z.object({ status: z.literal('ok') });
@@ -175,6 +185,7 @@ export const WorkersSchema = z.object({
       host: z.string(),
       pid: z.int(),
       model: z.string(),
+      paused: z.string().nullable().meta({ description: 'Why this worker takes no jobs for now (storage failing: it probes until storage answers); null: it takes them.' }),
     }),
   ),
   autoscaler: z
@@ -201,6 +212,32 @@ export const WorkersSchema = z.object({
     })
     .nullable()
     .meta({ description: "The leading autoscaler's last report; null when none runs." }),
+});
+
+export const ModelsSchema = z.object({
+  models: z.array(
+    z.object({
+      name: z.string(),
+      default: z.boolean(),
+      state: ModelStateEnum,
+      error: z.string().nullable().meta({ description: 'Why it could not be loaded, while unavailable.' }),
+      unavailable_since: iso.nullable(),
+      retry_at: iso.nullable().meta({ description: 'When a worker tries to load it again, while unavailable.' }),
+      workers: z.object({ starting: z.int(), ready: z.int(), busy: z.int(), draining: z.int() }).nullable(),
+      capabilities: z
+        .object({
+          size_multiple: z.int(),
+          min_size: z.int(),
+          max_size: z.int(),
+          default_size: z.int(),
+          fixed_size: z.object({ width: z.int(), height: z.int() }).nullable(),
+          default_scheduler: z.string(),
+          dtype: z.string(),
+        })
+        .nullable()
+        .meta({ description: "What its export takes, as a worker found on loading it; null before any worker did." }),
+    }),
+  ),
 });
 
 export const QueueLoadSchema = z.object({

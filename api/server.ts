@@ -5,7 +5,8 @@ import { BullJobQueue } from '../shared/job-queue.js';
 import { RedisIdempotencyStore } from '../shared/idempotency.js';
 import type { Logger } from '../shared/logger.js';
 import { readModelCapabilities } from '../shared/model-capabilities.js';
-import { readModel } from '../shared/model-registry.js';
+import { readModel, readModelState } from '../shared/model-registry.js';
+import { failFastOnRedis } from '../shared/errors.js';
 import { BullQueueMonitor } from '../shared/queue-monitor.js';
 import { WEBHOOK_QUEUE } from '../shared/queues.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
@@ -13,6 +14,7 @@ import { runShutdownSteps } from '../shared/shutdown.js';
 import { createImageStore } from '../shared/storage/index.js';
 import { WorkerRegistry } from '../shared/worker-registry.js';
 import { BullQueueLoad } from '../shared/queue-load.js';
+import { RetentionSweeper } from '../shared/retention.js';
 import { createApp } from './app.js';
 import { answerClientErrors } from './client-errors.js';
 import { createMetrics } from './metrics.js';
@@ -59,6 +61,8 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     prefix: config.queuePrefix,
     jobs: config.jobs,
     maxQueuedPerOwner: config.tenants.maxQueuedJobs,
+    // A worker writes its record as it takes a job, and it lives three beats past the last one.
+    workerGraceMs: 2 * config.worker.heartbeatMs,
   });
   const store = createImageStore(config.storage);
   const workers = new WorkerRegistry(connection, config.queuePrefix);
@@ -79,6 +83,17 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     : undefined;
   const queueLoad = new BullQueueLoad(connection, config.queuePrefix);
   const outbox = webhookOutboxFor(connection, config);
+  // Finished jobs and their images go when JOB_KEEP_AGE_S / JOB_KEEP_COUNT say, idle or not.
+  const retention = new RetentionSweeper({
+    connection,
+    prefix: config.queuePrefix,
+    store,
+    keepAgeS: config.jobs.keepAgeS,
+    keepCount: config.jobs.keepCount,
+    intervalMs: config.jobs.retentionIntervalS * 1000,
+    logger,
+  });
+  retention.start();
   const app = createApp({
     config,
     queue,
@@ -87,6 +102,7 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     presignImages: config.storage.driver === 's3' && config.storage.presignUrls,
     models,
     publishedModels: { get: (name) => readModel(connection, config.queuePrefix, name).catch(() => null) },
+    modelStates: { state: (name) => failFastOnRedis(readModelState(connection, config.queuePrefix, name), 1500) },
     idempotency: new RedisIdempotencyStore(connection, config.queuePrefix),
     metrics,
     monitor,
@@ -122,6 +138,7 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
       clearInterval(expiry);
       const steps = [
         () => new Promise<void>((resolve) => server.close(() => resolve())),
+        () => retention.stop(),
         () => queue.close(),
         () => metrics?.close(),
         () => monitor.close(),

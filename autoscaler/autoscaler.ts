@@ -4,6 +4,8 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../shared/config.js';
 import { withDeadline } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
+import { JobRecovery } from '../shared/job-recovery.js';
+import { noteModelRetry, readModelStatus } from '../shared/model-registry.js';
 import { BullQueueLoad, type QueueLoad, type QueueLoadSource } from '../shared/queue-load.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
 import { leaderKey, WorkerRegistry } from '../shared/worker-registry.js';
@@ -21,6 +23,13 @@ export interface AutoscalerDeps {
   policy: PolicyConfig;
   intervalMs: number;
   logger: Logger;
+  /** Puts a dead worker's job back in the queue at once; without it the job waits for its lock to lapse. */
+  recovery?: Pick<JobRecovery, 'requeue'>;
+  /**
+   * True while the model's last load failed: one worker is kept (re)trying it, load or not, so a
+   * model that comes back is found without a restart or a job (the API refuses jobs meanwhile).
+   */
+  modelUnavailable?: () => Promise<boolean>;
 }
 
 /** One control-loop pass as the leader saw it: the inputs and what it decided. */
@@ -51,6 +60,8 @@ export class Autoscaler {
   private lastReason: string | null = null;
   private lastChange: { action: string; reason: string; at: number } | null = null;
   private readonly listeners = new Set<TickListener>();
+  /** Dead workers' jobs being put back (see afterExit). */
+  private readonly recovering = new Set<Promise<void>>();
 
   constructor(private readonly deps: AutoscalerDeps) {
     deps.lock.onChange((leader) => {
@@ -66,9 +77,36 @@ export class Autoscaler {
       this.pending = null;
     });
     deps.driver.onEvent((event) => {
-      // A dead worker's record would linger until it expires; drop it now.
-      if (event.type === 'exited') void deps.registry.remove(event.worker.id).catch(() => undefined);
+      if (event.type !== 'exited') return;
+      const recovery = this.afterExit(event.worker).finally(() => this.recovering.delete(recovery));
+      this.recovering.add(recovery);
     });
+  }
+
+  /** Resolves once the jobs of workers that have exited so far are back in the queue (or left to the stalled check). */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.recovering]);
+  }
+
+  /**
+   * A worker is gone: its job (if its record names one it still holds) goes back to the queue
+   * now rather than once its lock lapses, and its record is dropped rather than left to expire,
+   * so the job no longer shows as running.
+   */
+  private async afterExit(worker: DriverWorker): Promise<void> {
+    const { registry, recovery, logger } = this.deps;
+    try {
+      const record = await registry.get(worker.id);
+      if (recovery && record?.currentJob && record.currentJobToken) {
+        const jobId = record.currentJob;
+        const outcome = await recovery.requeue(jobId, record.currentJobToken, `its worker ${worker.id} died`);
+        if (outcome === 'requeued') logger.info({ jobId, workerId: worker.id }, "dead worker's job put back in the queue");
+        else if (outcome === 'failed') logger.error({ jobId, workerId: worker.id }, "dead worker's job failed: it was running each time its worker died");
+      }
+    } catch (err) {
+      logger.warn({ err, workerId: worker.id }, "could not put the dead worker's job back; the stalled check will once its lock lapses");
+    }
+    await registry.remove(worker.id).catch(() => undefined);
   }
 
   get isLeader(): boolean {
@@ -103,8 +141,13 @@ export class Autoscaler {
     const { driver, registry, lock, policy, logger } = this.deps;
     if (this.closing || !lock.holds()) return;
     // Independent reads: one round trip's wait per tick, not two.
-    const [records, load] = await Promise.all([registry.list(), this.deps.load.read()]);
+    const [records, load, modelDown] = await Promise.all([
+      registry.list(),
+      this.deps.load.read(),
+      this.deps.modelUnavailable?.().catch(() => false) ?? false,
+    ]);
     driver.sync(records);
+    const bounds: PolicyConfig = modelDown ? { ...policy, minWorkers: Math.max(policy.minWorkers, 1) } : policy;
     if (this.closing || !lock.holds()) return;
 
     const now = Date.now();
@@ -116,7 +159,7 @@ export class Autoscaler {
       this.target = live.length > 0 || this.everLed ? live.length : initialTarget(policy, usable);
       this.everLed = true;
     }
-    const decision = decide({ now, load: load.load, workers: this.target, usableSlots: usable, pending: this.pending }, policy);
+    const decision = decide({ now, load: load.load, workers: this.target, usableSlots: usable, pending: this.pending }, bounds);
     this.pending = decision.pending;
     this.target = decision.target;
 
@@ -238,6 +281,11 @@ export interface RunningAutoscaler {
   registry: WorkerRegistry;
   slots: Slot[];
   close(options?: { stopWorkers?: boolean }): Promise<void>;
+  /**
+   * For a forced stop: SIGKILL to every worker, then their jobs go back to the queue at once (the
+   * workers are gone, so their locks need not lapse first); bounded by `withinMs`.
+   */
+  kill(withinMs: number): Promise<void>;
 }
 
 /** Builds the autoscaler with the local driver from configuration; `npm start`, autoscaler/main.ts and tests use it. */
@@ -263,6 +311,8 @@ export async function startAutoscaler(config: Readonly<Config>, logger: Logger, 
   const registry = new WorkerRegistry(redis, config.queuePrefix);
   const load = new BullQueueLoad(redis, config.queuePrefix);
   const lock = new LeaderLock(redis, leaderKey(config.queuePrefix), id, a.leaderTtlMs, log);
+  const recovery = new JobRecovery(redis, config.queuePrefix);
+  const modelUnavailable = async () => (await readModelStatus(redis, config.queuePrefix, config.model.name))?.state === 'unavailable';
   const driver = new LocalDriver({
     slots,
     cwd: options.cwd,
@@ -274,9 +324,14 @@ export async function startAutoscaler(config: Readonly<Config>, logger: Logger, 
     restartBackoffMs: a.restartBackoffMs,
     crashLoopRestarts: a.crashLoopRestarts,
     crashLoopWindowMs: a.crashLoopWindowS * 1000,
+    modelRetryMaxMs: a.modelRetryMaxS * 1000,
     logger: log,
   });
-  const autoscaler = new Autoscaler({ driver, registry, load, lock, policy, intervalMs: a.intervalMs, logger: log });
+  // Clients see when the model is tried again (GET /v1/models, Retry-After of a refused job).
+  driver.onEvent((event) => {
+    if (event.type === 'model-unavailable') void noteModelRetry(redis, config.queuePrefix, config.model.name, event.until).catch(() => undefined);
+  });
+  const autoscaler = new Autoscaler({ driver, registry, load, lock, policy, intervalMs: a.intervalMs, logger: log, recovery, modelUnavailable });
   log.info({ slots: slots.map((s) => (s.provider ? `${s.id} (${s.provider})` : s.id)), policy, intervalMs: a.intervalMs, leaderTtlMs: a.leaderTtlMs }, 'autoscaler starting');
   if (options.autostart ?? true) autoscaler.start();
 
@@ -287,10 +342,18 @@ export async function startAutoscaler(config: Readonly<Config>, logger: Logger, 
     driver,
     registry,
     slots,
+    kill: (withinMs) =>
+      withDeadline(
+        driver.killAll().then(() => autoscaler.settled()),
+        withinMs,
+        () => new Error('workers did not exit in time'),
+      ).catch((err: unknown) => log.warn({ err }, 'force stop: some jobs are left to the stalled check')),
     close: (closeOptions) =>
       (closing ??= (async () => {
         await autoscaler.close(closeOptions);
+        await autoscaler.settled();
         await load.close().catch(() => undefined);
+        await recovery.close().catch(() => undefined);
         await closeRedis(redis);
       })()),
   };

@@ -5,12 +5,20 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../shared/logger.js';
+import { pidAlive } from '../shared/process-alive.js';
 import type { SlotReport, WorkerRecord } from '../shared/worker-registry.js';
 import { slotEnv, type Slot } from './slots.js';
 import type { DriverEvent, DriverWorker, WorkerDriver } from './worker-driver.js';
 
-/** worker/main.ts exits 3 when the model cannot be loaded and 78 on bad configuration: retrying will not help. */
-export const FATAL_EXIT_CODES: Readonly<Record<number, string>> = { 3: 'model could not be loaded', 78: 'invalid configuration' };
+export { pidAlive };
+
+/** worker/main.ts exits 78 on bad configuration: the same configuration fails the same way, so it is not retried. */
+export const FATAL_EXIT_CODES: Readonly<Record<number, string>> = { 78: 'invalid configuration' };
+/**
+ * worker/main.ts exits 3 when the model cannot be loaded. Files being copied in, a GPU still held
+ * by something else: that can pass, so the slot tries again with a doubling wait.
+ */
+export const MODEL_FAILURE_EXIT_CODE = 3;
 
 const MAX_BACKOFF_MS = 60_000;
 const STDERR_TAIL_BYTES = 2048;
@@ -30,6 +38,8 @@ export interface LocalDriverOptions {
   restartBackoffMs: number;
   crashLoopRestarts: number;
   crashLoopWindowMs: number;
+  /** The longest wait before a slot tries its model again (AUTOSCALER_MODEL_RETRY_MAX_S); default 5 min. */
+  modelRetryMaxMs?: number;
   logger: Logger;
   /** Worker ids are `<idPrefix>-<slot>-<random>`; default the host name. */
   idPrefix?: string;
@@ -39,6 +49,8 @@ interface Managed {
   worker: DriverWorker;
   child: ChildProcess | null;
   stopRequested: boolean;
+  /** It loaded its model and took jobs: its death is a kill or a fault, not a crash loop. */
+  wasReady: boolean;
   /** Set when the driver gave up on the worker (never became ready). */
   failure: string | null;
   stderrPath: string | null;
@@ -49,7 +61,10 @@ interface Managed {
 }
 
 interface SlotHealth {
+  /** Exits before ready within the crash-loop window. */
   crashes: number[];
+  /** Consecutive model load failures (exit 3); reset when a worker of the slot becomes ready. */
+  modelFailures: number;
   backoffUntil: number;
   crashLoopUntil: number;
   failed: string | null;
@@ -78,7 +93,7 @@ export class LocalDriver implements WorkerDriver {
     this.slots = options.slots;
     this.command = options.command ?? defaultWorkerCommand();
     this.idPrefix = options.idPrefix ?? this.host;
-    for (const slot of this.slots) this.health.set(slot.id, { crashes: [], backoffUntil: 0, crashLoopUntil: 0, failed: null, lastError: null });
+    for (const slot of this.slots) this.health.set(slot.id, { crashes: [], modelFailures: 0, backoffUntil: 0, crashLoopUntil: 0, failed: null, lastError: null });
   }
 
   workers(): DriverWorker[] {
@@ -129,7 +144,8 @@ export class LocalDriver implements WorkerDriver {
     try {
       child = spawn(this.command[0] as string, this.command.slice(1), {
         cwd: this.options.cwd,
-        env: this.workerEnv(slot, id),
+        // The worker watches this process: orphaned and not adopted, it finishes its job and exits.
+        env: { WORKER_PARENT_PID: String(process.pid), ...this.workerEnv(slot, id) },
         stdio,
         detached: true,
       });
@@ -198,9 +214,12 @@ export class LocalDriver implements WorkerDriver {
       m.worker.currentJob = record.currentJob;
       const before = m.worker.phase;
       m.worker.phase = m.stopRequested ? 'draining' : record.state;
+      if (record.state !== 'starting') m.wasReady = true;
       if (before === 'starting' && (record.state === 'ready' || record.state === 'busy')) {
         clearTimeout(m.readyTimer);
-        this.health.get(m.worker.slot)!.lastError = null;
+        const health = this.health.get(m.worker.slot)!;
+        health.lastError = null;
+        health.modelFailures = 0;
         this.emit({ type: 'ready', worker: { ...m.worker } });
       }
     }
@@ -220,9 +239,11 @@ export class LocalDriver implements WorkerDriver {
     }
   }
 
-  /** SIGKILL to every worker, for a second Ctrl-C: their jobs go back to the queue via the stalled check. */
-  killAll(): void {
-    for (const m of this.managed.values()) this.signal(m, 'SIGKILL');
+  /** SIGKILL to every worker, for a second Ctrl-C; resolves once they are gone (their exits put their jobs back). */
+  killAll(): Promise<void> {
+    const all = [...this.managed.values()];
+    for (const m of all) this.signal(m, 'SIGKILL');
+    return Promise.all(all.map((m) => m.exited)).then(() => undefined);
   }
 
   /** A live worker on this machine in one of our slots that no one manages: its autoscaler died. */
@@ -257,7 +278,7 @@ export class LocalDriver implements WorkerDriver {
   private track(worker: DriverWorker, child: ChildProcess | null, stderrPath: string | null): Managed {
     let markExited!: () => void;
     const exited = new Promise<void>((resolve) => (markExited = resolve));
-    const m: Managed = { worker, child, stopRequested: false, failure: null, stderrPath, exited, markExited };
+    const m: Managed = { worker, child, stopRequested: false, wasReady: worker.phase !== 'starting', failure: null, stderrPath, exited, markExited };
     this.managed.set(worker.id, m);
     return m;
   }
@@ -293,10 +314,27 @@ export class LocalDriver implements WorkerDriver {
     health.lastError = detail ?? fatal ?? `exited with ${code ?? 'a signal'}`;
     const log = { workerId: m.worker.id, slot, code, stderr: detail };
     if (fatal) {
-      // The same model and configuration would fail the same way: report, do not retry.
+      // The same configuration would fail the same way: report, do not retry.
       health.failed = detail && !detail.includes(fatal) ? `${fatal}: ${detail}` : (detail ?? fatal);
       this.options.logger.error(log, `worker failed to start (${health.failed}); slot ${slot} is not retried`);
       this.emit({ type: 'slot-failed', slot, reason: health.failed });
+      return;
+    }
+    if (code === MODEL_FAILURE_EXIT_CODE) {
+      health.modelFailures += 1;
+      const delay = Math.min(this.options.modelRetryMaxMs ?? 300_000, Math.max(this.options.restartBackoffMs, 1000) * 2 ** (health.modelFailures - 1));
+      health.backoffUntil = now + delay;
+      const reason = detail ?? 'model could not be loaded';
+      this.options.logger.error({ ...log, retryInMs: delay, failures: health.modelFailures }, `${reason}; slot ${slot} tries again in ${Math.round(delay / 1000)} s`);
+      this.emit({ type: 'model-unavailable', slot, reason, until: health.backoffUntil, failures: health.modelFailures });
+      return;
+    }
+    if (m.wasReady) {
+      // A worker that had loaded its model and served died (kill -9, OOM killer, a fault in one
+      // job): not a crash loop. Its slot takes a new worker after the first backoff step.
+      health.backoffUntil = now + this.options.restartBackoffMs;
+      this.options.logger.warn({ ...log, restartInMs: this.options.restartBackoffMs }, 'worker died after it was ready; replacing it');
+      this.emit({ type: 'backoff', slot, until: health.backoffUntil, crashes: 0 });
       return;
     }
     health.crashes = [...health.crashes.filter((t) => now - t < this.options.crashLoopWindowMs), now];
@@ -351,23 +389,6 @@ export function defaultWorkerCommand(self: string = fileURLToPath(import.meta.ur
 
 /** Where a worker's stderr goes: named by its id, so an autoscaler that adopts the worker finds it too. */
 const stderrFile = (workerId: string) => path.join(os.tmpdir(), `sdjobs-worker-${workerId.replace(/[^A-Za-z0-9_.-]/g, '_')}.stderr`);
-
-/** True while the process exists and is not a zombie. */
-export function pidAlive(pid: number | null): boolean {
-  if (pid === null || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return true;
-  }
-}
 
 function readTail(file: string | null): string | null {
   if (!file) return null;

@@ -1,5 +1,6 @@
 import { loadConfigOrExit } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
+import { handleShutdownSignals } from '../shared/signals.js';
 import { startAutoscaler } from './autoscaler.js';
 
 /**
@@ -12,25 +13,21 @@ async function main(): Promise<void> {
   const logger = createLogger('autoscaler', config.logLevel);
   const running = await startAutoscaler(config, logger, { cwd: process.cwd() });
 
-  let signals = 0;
-  const shutdown = (signal: string) => {
-    signals += 1;
-    if (signals > 1) {
-      logger.warn({ signal }, 'second signal: killing the workers (their jobs go back to the queue)');
-      running.driver.killAll();
-      process.exit(130);
-    }
-    logger.info({ signal }, 'stopping: each worker finishes its current job first (signal again to force)');
-    void running.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        logger.error({ err }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  // One Ctrl-C may arrive several times at once (terminal and npm): only a later one forces.
+  handleShutdownSignals(logger, {
+    graceful: () =>
+      void running.close().then(
+        () => process.exit(0),
+        (err: unknown) => {
+          logger.error({ err }, 'shutdown failed');
+          process.exit(1);
+        },
+      ),
+    force: () => {
+      logger.warn('killing the workers: their jobs go back to the queue');
+      void running.kill(3000).finally(() => process.exit(130));
+    },
+  });
 }
 
 void main();

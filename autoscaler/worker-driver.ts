@@ -55,4 +55,6 @@ export type DriverEvent =
     }
   | { type: 'backoff'; slot: string; until: number; crashes: number }
   | { type: 'crash-loop'; slot: string; until: number; reason: string }
-  | { type: 'slot-failed'; slot: string; reason: string };
+  | { type: 'slot-failed'; slot: string; reason: string }
+  /** The slot's worker could not load the model (exit 3); the slot tries again at `until`. */
+  | { type: 'model-unavailable'; slot: string; reason: string; until: number; failures: number };

@@ -16,41 +16,51 @@ import type { S3StoreOptions } from './storage/s3-store.js';
 
 const bool = (fallback: boolean) =>
   z
-    .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'expected true or false' })
+    .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'expected true or false (or 1/0, yes/no)' })
     .default(fallback ? 'true' : 'false')
     .transform((v) => v === 'true' || v === '1' || v === 'yes');
 
-const int = (fallback: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
-  z.coerce
-    .number({ message: 'expected a number' })
-    .int('expected a whole number')
-    .min(min)
-    .max(max)
-    .default(fallback);
+/** "from 1 to 1024", or "1 or more" when there is no upper bound: every numeric error states its range. */
+const range = (min: number, max: number) => (max >= Number.MAX_SAFE_INTEGER ? `${min} or more` : `from ${min} to ${max}`);
+
+/** A whole number within [min, max]; the same message for every way it can be wrong. */
+const wholeNumber = (min: number, max: number) => {
+  const message = `expected a whole number ${range(min, max)}`;
+  return z.coerce.number({ message }).int(message).min(min, message).max(max, message);
+};
+
+const int = (fallback: number, min: number, max = Number.MAX_SAFE_INTEGER) => wholeNumber(min, max).default(fallback);
+
+/** An enumeration whose error lists the accepted values. */
+const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
+  z.enum(values, { message: `expected one of ${values.join(', ')}` });
 
 const optionalString = z
   .string()
   .optional()
   .transform((v) => (v === undefined || v === '' ? undefined : v));
 
-const decimal = (fallback: number, min: number, max: number, message = 'expected a number') =>
-  z.coerce.number({ message }).min(min).max(max).default(fallback);
+const decimalNumber = (min: number, max: number, what = 'a number') => {
+  const message = `expected ${what} ${range(min, max)}`;
+  return z.coerce.number({ message }).min(min, message).max(max, message);
+};
+
+const decimal = (fallback: number, min: number, max: number, what = 'a number') => decimalNumber(min, max, what).default(fallback);
 
 /** Seconds (decimals allowed, so tests can use short delays). */
-const seconds = (fallback: number, min = 0, max = 86_400) => decimal(fallback, min, max, 'expected a number of seconds');
+const seconds = (fallback: number, min = 0, max = 86_400) => decimal(fallback, min, max, 'a number of seconds');
 
 /** A whole number that may be left empty (then a default computed elsewhere applies). */
 const emptyAsUnset = (v: unknown) => (v === '' ? undefined : v);
-const optionalInt = (min: number, max: number) =>
-  z.preprocess(emptyAsUnset, z.coerce.number({ message: 'expected a number' }).int('expected a whole number').min(min).max(max).optional());
+const optionalInt = (min: number, max: number) => z.preprocess(emptyAsUnset, wholeNumber(min, max).optional());
 
-const EnvSchema = z.object({
+export const EnvSchema = z.object({
   HOST: z.string().default('127.0.0.1'),
   PORT: int(8000, 0, 65535),
   PUBLIC_URL: optionalString.pipe(z.url({ protocol: /^https?$/, message: 'expected an absolute http(s) URL' }).optional()),
   /** Express's `trust proxy`: which proxies' X-Forwarded-Host/-Proto/-For to believe; empty = none. */
   TRUST_PROXY: optionalString,
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Bull Board at /admin/queues behind HTTP basic auth; off (404) unless both are set. */
   ADMIN_USER: optionalString,
   ADMIN_PASSWORD: optionalString,
@@ -62,7 +72,7 @@ const EnvSchema = z.object({
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'expected redis://host:port or rediss://…').default('redis://127.0.0.1:6379'),
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'expected letters, digits, _ . -').default('sdjobs'),
 
-  STORAGE_DRIVER: z.enum(['local', 's3']).default('local'),
+  STORAGE_DRIVER: oneOf(['local', 's3']).default('local'),
   STORAGE_LOCAL_DIR: z.string().default('data/images'),
   S3_ENDPOINT: optionalString.pipe(z.url({ message: 'expected an absolute URL' }).optional()),
   S3_REGION: z.string().default('us-east-1'),
@@ -74,26 +84,32 @@ const EnvSchema = z.object({
   /** Serve images by redirecting to a presigned URL instead of streaming them through the API. */
   S3_PRESIGN_URLS: bool(false),
   S3_PRESIGN_TTL_S: int(3600, 1, 7 * 24 * 3600),
+  /** How long a worker retries the upload of a finished job's images before that attempt fails (the images wait in memory). */
+  STORAGE_UPLOAD_RETRY_S: seconds(600, 0, 7 * 24 * 3600),
+  /** The longest wait between two storage retries (uploads, and the probe of a worker paused on a storage outage). */
+  STORAGE_RETRY_MAX_DELAY_S: seconds(30, 0.05, 3600),
 
   MODEL_DIR: z.string().default('models/tiny-sd'),
   MODEL_NAME: optionalString,
   /** `npm start` writes the random-weight tiny model into MODEL_DIR when it is missing. */
   MODEL_AUTO_TINY: bool(true),
-  WORKER_PROVIDER: z.enum(['cpu', 'cuda', 'webgpu']).default('cpu'),
+  WORKER_PROVIDER: oneOf(['cpu', 'cuda', 'webgpu']).default('cpu'),
   WORKER_DEVICE_ID: int(0, 0, 63),
   WORKER_CPU_THREADS: int(0, 0, 256),
   WORKER_CPU_SPIN: bool(false),
   WORKER_ALLOW_CPU_FALLBACK: bool(false),
   /** WebGPU provider: the layout of convolution-like operators (NHWC: ONNX Runtime's default, a little faster on lavapipe). */
-  WORKER_WEBGPU_LAYOUT: z.enum(['NHWC', 'NCHW']).default('NHWC'),
+  WORKER_WEBGPU_LAYOUT: oneOf(['NHWC', 'NCHW']).default('NHWC'),
   WORKER_ID: optionalString,
   /** The slot the autoscaler gave this worker (`gpu0`, `cpu1`); shown in GET /v1/workers. */
   WORKER_SLOT: optionalString,
+  /** Set by the autoscaler that starts a worker: orphaned and adopted by no other autoscaler, the worker finishes its job and exits. */
+  WORKER_PARENT_PID: optionalInt(1, 4_194_304),
   WORKER_HEARTBEAT_MS: int(2000, 100, 60_000),
   /** A running job's lock; a worker that dies loses it and the job goes back to the queue. */
   WORKER_LOCK_DURATION_MS: int(30_000, 1000, 3_600_000),
   /** How often workers look for jobs whose worker died (BullMQ's stalled-job check). */
-  WORKER_STALLED_INTERVAL_MS: int(30_000, 200, 3_600_000),
+  WORKER_STALLED_INTERVAL_MS: int(5_000, 200, 3_600_000),
 
   AUTOSCALER_MIN_WORKERS: int(0, 0, 1024),
   AUTOSCALER_INITIAL_WORKERS: optionalInt(0, 1024),
@@ -101,22 +117,24 @@ const EnvSchema = z.object({
   AUTOSCALER_TARGET_JOBS_PER_WORKER: decimal(1, 0.01, 1000),
   AUTOSCALER_UPSCALE_DELAY_S: seconds(5),
   AUTOSCALER_DOWNSCALE_DELAY_S: seconds(60),
-  AUTOSCALER_DOWNSCALE_TO_ZERO_DELAY_S: z.preprocess(emptyAsUnset, z.coerce.number({ message: 'expected a number of seconds' }).min(0).max(86_400).optional()),
+  AUTOSCALER_DOWNSCALE_TO_ZERO_DELAY_S: z.preprocess(emptyAsUnset, decimalNumber(0, 86_400, 'a number of seconds').optional()),
   AUTOSCALER_INTERVAL_MS: int(1000, 20, 60_000),
   AUTOSCALER_GPUS: optionalString.pipe(z.string().regex(/^(none|\d+(,\d+)*)$/, 'expected none or GPU indices like 0,1').optional()),
   AUTOSCALER_CPU_SLOTS: int(1, 1, 256),
   /** What serves a GPU slot: auto = cuda for NVIDIA GPUs (nvidia-smi), webgpu for other GPUs (DRM render nodes). */
-  AUTOSCALER_GPU_PROVIDER: z.enum(['auto', 'cuda', 'webgpu']).default('auto'),
+  AUTOSCALER_GPU_PROVIDER: oneOf(['auto', 'cuda', 'webgpu']).default('auto'),
   AUTOSCALER_STOP_GRACE_S: seconds(120),
   AUTOSCALER_READY_TIMEOUT_S: seconds(600, 0.1),
   AUTOSCALER_RESTART_BACKOFF_MS: int(1000, 0, 600_000),
   AUTOSCALER_CRASH_LOOP_RESTARTS: int(5, 1, 1000),
   AUTOSCALER_CRASH_LOOP_WINDOW_S: seconds(300, 0.1),
+  /** A slot whose worker could not load the model tries again after a wait doubling from the restart backoff up to this. */
+  AUTOSCALER_MODEL_RETRY_MAX_S: seconds(300, 0.1),
   AUTOSCALER_LEADER_TTL_MS: int(5000, 200, 600_000),
   AUTOSCALER_ID: optionalString,
 
   DEFAULT_STEPS: int(20, 1, 500),
-  DEFAULT_GUIDANCE: z.coerce.number({ message: 'expected a number' }).min(0).max(50).default(7.5),
+  DEFAULT_GUIDANCE: decimal(7.5, 0, 50),
   MAX_STEPS: int(150, 1, 1000),
   /** At most 16: the pipeline's limit per job. */
   MAX_NUM_IMAGES: int(4, 1, 16),
@@ -129,6 +147,8 @@ const EnvSchema = z.object({
   JOB_BACKOFF_MS: int(2000, 0, 3_600_000),
   JOB_KEEP_AGE_S: int(24 * 3600, 1, 365 * 24 * 3600),
   JOB_KEEP_COUNT: int(10_000, 1, 10_000_000),
+  /** How often finished jobs past JOB_KEEP_AGE_S / JOB_KEEP_COUNT are removed with their images (one sweeper at a time across processes). */
+  JOB_RETENTION_INTERVAL_S: seconds(30, 0.1, 3600),
   /** Longest one run may take (seconds); past it the job fails with `timeout` and frees the GPU. 0 = no limit. */
   JOB_MAX_RUN_S: int(600, 0, 7 * 24 * 3600),
   /** A synchronous request whose client goes away cancels its job. */
@@ -162,7 +182,7 @@ const EnvSchema = z.object({
   WEBHOOK_TIMEOUT_MS: int(15_000, 100, 300_000),
   WEBHOOK_CONCURRENCY: int(16, 1, 1000),
   /** How often the notifier looks for finished jobs whose events were never enqueued. */
-  WEBHOOK_RECONCILE_INTERVAL_S: z.coerce.number({ message: 'expected a number of seconds' }).min(0.05).max(3600).default(30),
+  WEBHOOK_RECONCILE_INTERVAL_S: seconds(30, 0.05, 3600),
 });
 
 export type Env = z.infer<typeof EnvSchema>;
@@ -182,6 +202,8 @@ export interface Config {
   storage:
     | { driver: 'local'; dir: string }
     | ({ driver: 's3'; presignUrls: boolean } & S3StoreOptions);
+  /** Storage outages: how long an upload is retried, and the longest wait between two tries. */
+  storageRetry: { uploadRetryS: number; maxDelayS: number };
   model: { dir: string; name: string; autoTiny: boolean };
   worker: {
     provider: 'cpu' | 'cuda' | 'webgpu';
@@ -193,6 +215,8 @@ export interface Config {
     webgpuLayout: 'NHWC' | 'NCHW';
     id: string | undefined;
     slot: string | undefined;
+    /** The autoscaler process that started this worker, when one did. */
+    parentPid: number | undefined;
     heartbeatMs: number;
     lockDurationMs: number;
     stalledIntervalMs: number;
@@ -209,7 +233,7 @@ export interface Config {
     maxBodyBytes: number;
   };
   syncTimeoutS: number;
-  jobs: { attempts: number; backoffMs: number; keepAgeS: number; keepCount: number; maxRunS: number };
+  jobs: { attempts: number; backoffMs: number; keepAgeS: number; keepCount: number; retentionIntervalS: number; maxRunS: number };
   syncCancelOnDisconnect: boolean;
   /** Image filters: tries per image, the grayscale threshold, operators' filter modules. */
   filters: { maxTries: number; grayscaleMaxChroma: number; modules: string[] };
@@ -252,6 +276,7 @@ export interface AutoscalerConfig {
   restartBackoffMs: number;
   crashLoopRestarts: number;
   crashLoopWindowS: number;
+  modelRetryMaxS: number;
   leaderTtlMs: number;
   id: string | undefined;
 }
@@ -392,6 +417,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
             presignUrls: e.S3_PRESIGN_URLS,
             presignTtlS: e.S3_PRESIGN_TTL_S,
           },
+    storageRetry: { uploadRetryS: e.STORAGE_UPLOAD_RETRY_S, maxDelayS: e.STORAGE_RETRY_MAX_DELAY_S },
     model: {
       dir: path.resolve(e.MODEL_DIR),
       name: e.MODEL_NAME ?? path.basename(path.resolve(e.MODEL_DIR)),
@@ -406,6 +432,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       webgpuLayout: e.WORKER_WEBGPU_LAYOUT,
       id: e.WORKER_ID,
       slot: e.WORKER_SLOT,
+      parentPid: e.WORKER_PARENT_PID,
       heartbeatMs: e.WORKER_HEARTBEAT_MS,
       lockDurationMs: e.WORKER_LOCK_DURATION_MS,
       stalledIntervalMs: e.WORKER_STALLED_INTERVAL_MS,
@@ -428,6 +455,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       restartBackoffMs: e.AUTOSCALER_RESTART_BACKOFF_MS,
       crashLoopRestarts: e.AUTOSCALER_CRASH_LOOP_RESTARTS,
       crashLoopWindowS: e.AUTOSCALER_CRASH_LOOP_WINDOW_S,
+      modelRetryMaxS: e.AUTOSCALER_MODEL_RETRY_MAX_S,
       leaderTtlMs: e.AUTOSCALER_LEADER_TTL_MS,
       id: e.AUTOSCALER_ID,
     },
@@ -447,6 +475,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       backoffMs: e.JOB_BACKOFF_MS,
       keepAgeS: e.JOB_KEEP_AGE_S,
       keepCount: e.JOB_KEEP_COUNT,
+      retentionIntervalS: e.JOB_RETENTION_INTERVAL_S,
       maxRunS: e.JOB_MAX_RUN_S,
     },
     syncCancelOnDisconnect: e.SYNC_CANCEL_ON_DISCONNECT,

@@ -15,9 +15,24 @@ export class ServiceError extends Error {
   }
 }
 
+/**
+ * What an outside system said, in one line for logs and job errors: the system error code
+ * (`ENOSPC: no space left on device …`), or an S3 error's name and HTTP status.
+ */
+export function describeCause(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const e = err as Error & { code?: unknown; $metadata?: { httpStatusCode?: number }; Code?: unknown };
+  const status = e.$metadata?.httpStatusCode;
+  const code = typeof e.code === 'string' ? e.code : typeof e.Code === 'string' ? e.Code : e.name !== 'Error' ? e.name : undefined;
+  const head = [code, status !== undefined ? `HTTP ${status}` : undefined].filter(Boolean).join(', ');
+  const message = e.message && !e.message.startsWith(`${code}:`) ? e.message : e.message.slice(`${code}:`.length).trim();
+  return head ? `${head}: ${message || 'no message'}` : message || e.name;
+}
+
+/** A storage fault; the message carries the underlying error (ENOSPC, ENOTDIR, an S3 error) so it reaches logs and the job. */
 export class StorageError extends ServiceError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super('storage_error', message, true);
+    super('storage_error', options?.cause === undefined ? message : `${message}: ${describeCause(options.cause)}`, true);
     this.name = 'StorageError';
     if (options?.cause !== undefined) this.cause = options.cause;
   }

@@ -11,6 +11,7 @@ import { subscribeQueueEvents, type EventSubscription } from './queue-events.js'
 import { CANCEL_QUEUED_SCRIPT, expireDueJobs, expiryKey, MAX_EVENTS } from './queued-jobs.js';
 import { GENERATE_JOB, GENERATE_QUEUE } from './queues.js';
 import { readDeliveries, type DeliveryStatus } from './webhooks/deliveries.js';
+import { WorkerRegistry } from './worker-registry.js';
 
 /**
  * The job queue as the API sees it. The BullMQ details (states, keys, events) stay in this file;
@@ -151,6 +152,12 @@ export interface BullJobQueueOptions {
   watchTiming?: { throttleMs?: number; safetyPollMs?: number };
   /** Queued plus running jobs one owner (API key) may have; 0 or absent: no limit. Jobs without an owner are not limited. */
   maxQueuedPerOwner?: number;
+  /**
+   * With it, a running job whose worker is no longer in the registry (its heartbeat expired or
+   * its autoscaler saw it die) reads `queued`: it waits to be taken again, nobody runs it. A job
+   * started less than this long ago is trusted (its worker may not have said so yet).
+   */
+  workerGraceMs?: number;
 }
 
 /**
@@ -205,11 +212,13 @@ export class BullJobQueue implements JobQueue {
   private readonly subscription: EventSubscription | undefined;
   private readonly control: JobControl;
   private readonly watcher: JobWatcher<JobRecord>;
+  private readonly registry: WorkerRegistry;
   private closed = false;
 
   constructor(private readonly options: BullJobQueueOptions) {
     this.queue = new Queue(GENERATE_QUEUE, { connection: options.connection, prefix: options.prefix });
     this.control = new JobControl(options.connection, options.prefix, options.jobs.keepAgeS);
+    this.registry = new WorkerRegistry(options.connection, options.prefix);
     this.queue.on('error', () => undefined);
     this.watcher = new JobWatcher<JobRecord>({ read: (id) => this.get(id), ...options.watchTiming });
     if (options.eventsConnection) {
@@ -310,14 +319,10 @@ export class BullJobQueue implements JobQueue {
   }
 
   private async add(jobId: string, payload: JobPayload): Promise<JobRecord> {
-    const { attempts, backoffMs, keepAgeS, keepCount } = this.options.jobs;
-    const opts: JobsOptions = {
-      jobId,
-      attempts,
-      backoff: { type: 'exponential', delay: backoffMs },
-      removeOnComplete: { age: keepAgeS, count: keepCount },
-      removeOnFail: { age: keepAgeS, count: keepCount },
-    };
+    const { attempts, backoffMs } = this.options.jobs;
+    // Finished jobs stay until the retention sweeper removes them with their images
+    // (shared/retention.ts): BullMQ's removeOnComplete would drop the record and orphan the files.
+    const opts: JobsOptions = { jobId, attempts, backoff: { type: 'exponential', delay: backoffMs } };
     const job = await this.fast(this.queue.add(GENERATE_JOB, payload, opts));
     // Its real place in line (0 = next); a worker may already have taken it, then it says so.
     const position = await this.fast(this.waitingPosition(jobId));
@@ -351,7 +356,8 @@ export class BullJobQueue implements JobQueue {
         if (!job) return null;
         const position = state === 'waiting' ? await this.waitingPosition(id) : null;
         const deliveries = job.data.webhook ? await readDeliveries(this.options.connection, this.options.prefix, id) : [];
-        return toJobRecord(job, state, position, deliveries);
+        const held = state === 'active' ? await this.heldByLiveWorker(job) : true;
+        return toJobRecord(job, held ? state : 'orphaned', position, deliveries);
       })(),
     );
   }
@@ -362,15 +368,7 @@ export class BullJobQueue implements JobQueue {
         if (!(await this.queue.getJob(id))) return { outcome: 'not_found' };
         // Marker first: a worker taking the job from now on refuses to run it.
         await this.control.markCanceled(id);
-        const removed = await this.options.connection.eval(
-          CANCEL_QUEUED_SCRIPT,
-          0,
-          this.queue.toKey(''),
-          id,
-          encodeFailure('canceled', `${reason} (before it started)`),
-          Date.now(),
-          MAX_EVENTS,
-        );
+        const removed = await this.failIfQueued(id, encodeFailure('canceled', `${reason} (before it started)`));
         const record = await this.get(id);
         if (!record) return { outcome: 'not_found' };
         if (removed === 1) return { outcome: 'removed', record };
@@ -405,6 +403,37 @@ export class BullJobQueue implements JobQueue {
         }
       }
     }
+  }
+
+  /** False when no live worker's record names the active job (past the grace period since it started). */
+  private async heldByLiveWorker(job: Job<JobPayload, JobResult>): Promise<boolean> {
+    const grace = this.options.workerGraceMs;
+    if (grace === undefined || Date.now() - (job.processedOn ?? Date.now()) < grace) return true;
+    return (await this.registry.list()).some((w) => w.currentJob === job.id);
+  }
+
+  /** Fails job `id` with `failedReason` if no worker has taken it: 1 done, 0 it is not queued, -1 no such job. */
+  private async failIfQueued(id: string, failedReason: string): Promise<number> {
+    return (await this.options.connection.eval(CANCEL_QUEUED_SCRIPT, 0, this.queue.toKey(''), id, failedReason, Date.now(), MAX_EVENTS)) as number;
+  }
+
+  /**
+   * Fails every job no worker has taken yet (waiting, prioritized, delayed) with `code`: what a
+   * worker does when the model cannot be loaded, so no client waits on it. Resolves with their ids.
+   */
+  async failQueued(code: string, message: string): Promise<string[]> {
+    const client = this.options.connection;
+    const [waiting, paused, prioritized, delayed] = await Promise.all([
+      client.lrange(this.queue.toKey('wait'), 0, -1),
+      client.lrange(this.queue.toKey('paused'), 0, -1),
+      client.zrange(this.queue.toKey('prioritized'), 0, -1),
+      client.zrange(this.queue.toKey('delayed'), 0, -1),
+    ]);
+    const failed: string[] = [];
+    for (const id of [...waiting.reverse(), ...paused, ...prioritized, ...delayed]) {
+      if ((await this.failIfQueued(id, encodeFailure(code, message))) === 1) failed.push(id);
+    }
+    return failed;
   }
 
   /** Position from the consuming end of the wait list (BullMQ pushes left, takes right). */
@@ -500,7 +529,8 @@ function toStatus(state: string, failureCode: string | undefined): JobStatus {
     case 'failed':
       return failureCode === 'canceled' ? 'canceled' : failureCode === 'expired' ? 'expired' : 'failed';
     default:
-      // waiting, prioritized, delayed (a retry's backoff), waiting-children
+      // waiting, prioritized, delayed (a retry's backoff), waiting-children, and `orphaned`:
+      // active in Redis while its worker is gone, until the queue takes it back.
       return 'queued';
   }
 }

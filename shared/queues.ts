@@ -4,6 +4,8 @@ export const GENERATE_JOB = 'generate';
 
 /** Redis key where a worker publishes what its loaded model can do. */
 export const modelCapabilitiesKey = (prefix: string, model: string) => `${prefix}:models:${model}`;
+/** Redis key of a model's last load outcome (available, or unavailable with the error). */
+export const modelStatusKey = (prefix: string, model: string) => `${prefix}:models:${model}:status`;
 
 /** Webhook deliveries run from their own queue, so a slow receiver never holds a GPU worker. */
 export const WEBHOOK_QUEUE = 'webhooks';

@@ -28,6 +28,13 @@ export interface WorkerRecord {
   host: string;
   pid: number;
   model: string;
+  /** Why a ready worker takes no jobs for now (storage failing); null or absent: it takes them. */
+  paused?: string | null;
+  /**
+   * The lock token of `currentJob`: whoever sees this worker die (its autoscaler) can put the
+   * job back in the queue at once, and only while the dead worker still holds it.
+   */
+  currentJobToken?: string | null;
 }
 
 export type SlotState = 'free' | 'occupied' | 'backoff' | 'crash-loop' | 'failed';
@@ -84,6 +91,12 @@ export class WorkerRegistry implements WorkerDirectory {
 
   async remove(id: string): Promise<void> {
     await this.redis.multi().del(workerKey(this.prefix, id)).zrem(workersIndexKey(this.prefix), id).exec();
+  }
+
+  /** One worker's record while it lives (or until its autoscaler removes it). */
+  async get(id: string): Promise<WorkerRecord | null> {
+    const raw = await this.redis.get(workerKey(this.prefix, id));
+    return raw ? parseRecord(raw) : null;
   }
 
   /** Live records, oldest first; index entries whose record expired are pruned on the way. */

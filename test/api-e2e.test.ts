@@ -185,6 +185,10 @@ describe('health', () => {
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
     const ready = await fetch(`${base}/readyz`);
     expect(ready.status).toBe(200);
-    expect(((await ready.json()) as any).checks).toEqual({ redis: { ok: true }, storage: { ok: true } });
+    expect(((await ready.json()) as any).checks).toEqual({
+      redis: { ok: true },
+      storage: { ok: true },
+      models: { [stack.config.model.name]: { ok: true, state: 'available', error: null } },
+    });
   });
 });

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -191,17 +192,41 @@ describe('stopping a busy worker', () => {
     await driver.stop(second.id, 'test');
   });
 
-  it('a worker whose model does not load is reported with its error and its slot is not retried', async () => {
+  it('a worker whose model does not load is reported with its error, and its slot tries again after a backoff', async () => {
     const { driver, events } = makeDriver({ env: { MODEL_DIR: path.join(dir, 'no-such-model') } });
     const worker = driver.start(cpuSlot(0));
-    const failed = await waitFor('the slot failure', () => events.find((e): e is Extract<DriverEvent, { type: 'slot-failed' }> => e.type === 'slot-failed'));
+    const failed = await waitFor('the model failure', () =>
+      events.find((e): e is Extract<DriverEvent, { type: 'model-unavailable' }> => e.type === 'model-unavailable'),
+    );
     expect(failed.reason).toMatch(/^model could not be loaded: .*model_index\.json/);
+    expect(failed.failures).toBe(1);
     const exit = await exitOf(events, worker.id);
     expect({ code: exit.code, expected: exit.expected }).toEqual({ code: 3, expected: false });
-    expect(driver.slotReports()[0]).toMatchObject({ id: 'cpu0', state: 'failed', reason: failed.reason });
-    expect(driver.freeSlots()).toEqual([]);
-    expect(driver.usableSlotCount()).toBe(0);
-    expect(() => driver.start(cpuSlot(0))).toThrow(/not free \(failed\)/);
+    // Held back for the backoff, not given up: the model may appear.
+    expect(driver.slotReports()[0]).toMatchObject({ id: 'cpu0', state: 'backoff', reason: failed.reason, until: failed.until });
+    expect(driver.usableSlotCount()).toBe(1);
+    expect(events.some((e) => e.type === 'slot-failed' || e.type === 'crash-loop')).toBe(false);
+    await waitFor('the slot to be free again', () => driver.freeSlots().length === 1, 10_000);
+    const again = driver.start(cpuSlot(0));
+    const second = await waitFor('the second model failure', () =>
+      events.find((e): e is Extract<DriverEvent, { type: 'model-unavailable' }> => e.type === 'model-unavailable' && e.failures === 2),
+    );
+    // The wait doubles.
+    await exitOf(events, again.id);
+    expect(second.until - Date.now()).toBeGreaterThan(1000);
+  });
+
+  it('a worker whose autoscaler died and that no autoscaler adopts finishes and exits', { timeout: 90_000 }, async () => {
+    // Its parent, as far as it knows: a process the test can kill.
+    const parent = spawn('sleep', ['600'], { stdio: 'ignore' });
+    const { driver, events } = makeDriver({ env: { WORKER_PARENT_PID: String(parent.pid), AUTOSCALER_LEADER_TTL_MS: '1000' } });
+    const worker = await readyWorker(driver);
+    parent.kill('SIGKILL');
+    const exit = await exitOf(events, worker.id);
+    expect({ code: exit.code, signal: exit.signal }).toEqual({ code: 0, signal: null });
+    const log = fs.readFileSync(path.join(dir, 'workers.log'), 'utf8');
+    expect(log).toMatch(/no autoscaler adopted this worker within 10 s: finishing the current job and exiting/);
+    expect(await registry.list()).toEqual([]);
   });
 
   it('a worker that never becomes ready is killed after the ready timeout and reported, not retried', async () => {
@@ -246,27 +271,56 @@ describe('the autoscaler and workers that cannot run', () => {
     expect((await getJob(stack.api.url, id)).status).toBe('queued');
   });
 
-  it('reports a model that does not load once, does not retry it, and keeps the job queued', async () => {
+  it('a model that does not load: its queued job fails with model_unavailable, new ones get 503, readiness and /v1/models say why, and the slot tries again until the model is there', async () => {
     // An export whose UNet weights are cut short: the API reads its config and graph inputs (not
-    // the weights) and takes the job; the worker's ONNX Runtime session cannot load it.
-    const broken = fs.mkdtempSync(path.join(os.tmpdir(), 'sdjobs-broken-model-'));
-    fs.cpSync(inject('tinyModelDir'), broken, { recursive: true });
-    const weights = path.join(broken, 'unet', 'model.onnx_data');
-    fs.truncateSync(weights, Math.floor(fs.statSync(weights).size / 2));
+    // the weights) and starts; the worker's ONNX Runtime session cannot load it.
+    const modelDir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sdjobs-late-model-')), 'late-model');
+    fs.cpSync(inject('tinyModelDir'), modelDir, { recursive: true });
+    const weights = path.join(modelDir, 'unet', 'model.onnx_data');
+    const whole = fs.readFileSync(weights);
+    fs.truncateSync(weights, Math.floor(whole.length / 2));
     const stack = await startScaledStack(inject('tinyModelDir'), {
       AUTOSCALER_CPU_SLOTS: '1',
       AUTOSCALER_MAX_WORKERS: '1',
-      MODEL_DIR: broken,
+      AUTOSCALER_RESTART_BACKOFF_MS: '200',
+      AUTOSCALER_MODEL_RETRY_MAX_S: '1',
+      MODEL_DIR: modelDir,
     });
     stacks.push(stack);
+    const name = 'late-model';
     const id = await submitJob(stack.api.url, { prompt: 'never runs', img_size: 64, num_inference_steps: 2 });
-    await waitFor('the slot failure', () => stack.events.find((e) => e.type === 'slot-failed'));
-    await sleep(1500);
-    expect(stack.events.filter((e) => e.type === 'started')).toHaveLength(1);
-    const view = (await (await fetch(`${stack.api.url}/v1/workers`)).json()) as any;
-    expect(view.autoscaler.slots[0]).toMatchObject({ state: 'failed', reason: expect.stringMatching(/model could not be loaded/) });
-    expect(view.autoscaler.target).toBe(0);
-    expect((await getJob(stack.api.url, id)).status).toBe('queued');
-    fs.rmSync(broken, { recursive: true, force: true });
+    const failed = await pollJob(stack.api.url, id, 100);
+    expect(failed.status).toBe('failed');
+    expect(failed.error).toEqual({ code: 'model_unavailable', message: expect.stringMatching(/^model could not be loaded: .*unet.*submit it again/s) });
+
+    const refused = await fetch(`${stack.api.url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'x', img_size: 64 }) });
+    expect(refused.status).toBe(503);
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(((await refused.json()) as any).error).toMatchObject({ code: 'model_unavailable', field: 'model', message: expect.stringMatching(/cannot be loaded .*unet/s) });
+    const sync = await fetch(`${stack.api.url}/v1/generate?prompt=x&img_size=64`);
+    expect(sync.status).toBe(503);
+    expect(((await sync.json()) as any).error.code).toBe('model_unavailable');
+
+    const ready = await fetch(`${stack.api.url}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(((await ready.json()) as any).checks.models[name]).toMatchObject({ ok: false, state: 'unavailable', error: expect.stringMatching(/unet/) });
+    const models = await waitFor('the next try to be announced', async () => {
+      const body = (await (await fetch(`${stack.api.url}/v1/models`)).json()) as any;
+      return body.models[0].retry_at ? body : null;
+    });
+    expect(models.models[0]).toMatchObject({ name, default: true, state: 'unavailable', error: expect.stringMatching(/unet/) });
+
+    // No job is waiting, yet the slot keeps trying: the model is found once it is there.
+    await waitFor('a second try', () => stack.events.filter((e) => e.type === 'model-unavailable').length >= 2, 20_000);
+    fs.writeFileSync(weights, whole);
+    await waitFor('the model to be served', async () => {
+      const body = (await (await fetch(`${stack.api.url}/v1/models`)).json()) as any;
+      return body.models[0].state === 'available';
+    }, 60_000, 200);
+    expect((await fetch(`${stack.api.url}/readyz`)).status).toBe(200);
+    const later = await submitJob(stack.api.url, { prompt: 'runs now', img_size: 64, num_inference_steps: 2 });
+    expect((await pollJob(stack.api.url, later, 100)).status).toBe('succeeded');
+    const view = (await (await fetch(`${stack.api.url}/v1/models`)).json()) as any;
+    expect(view.models[0]).toMatchObject({ state: 'available', error: null, retry_at: null, capabilities: expect.objectContaining({ default_size: expect.any(Number) }) });
   });
 });

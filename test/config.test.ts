@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../shared/config.js';
+import { ConfigError, EnvSchema, loadConfig } from '../shared/config.js';
 
 describe('loadConfig', () => {
   it('runs on no configuration at all with local defaults', () => {
@@ -27,7 +27,7 @@ describe('loadConfig', () => {
     } catch (err) {
       expect(err).toBeInstanceOf(ConfigError);
       const message = (err as ConfigError).message;
-      expect(message).toMatch(/PORT: expected a number/);
+      expect(message).toMatch(/PORT: expected a whole number from 0 to 65535/);
       expect(message).toMatch(/STORAGE_DRIVER/);
       expect(message).toMatch(/WORKER_ALLOW_CPU_FALLBACK: expected true or false/);
       expect((err as ConfigError).problems).toHaveLength(3);
@@ -46,9 +46,9 @@ describe('loadConfig', () => {
     expect(config.autoscaler.gpuProvider).toBe('webgpu');
     expect(loadConfig({}).worker.webgpuLayout).toBe('NHWC');
     expect(loadConfig({}).autoscaler.gpuProvider).toBe('auto');
-    expect(() => loadConfig({ WORKER_PROVIDER: 'vulkan' })).toThrow(/WORKER_PROVIDER: .*"cpu"\|"cuda"\|"webgpu"/);
-    expect(() => loadConfig({ AUTOSCALER_GPU_PROVIDER: 'rocm' })).toThrow(/AUTOSCALER_GPU_PROVIDER: .*"auto"\|"cuda"\|"webgpu"/);
-    expect(() => loadConfig({ WORKER_WEBGPU_LAYOUT: 'nhwc' })).toThrow(/WORKER_WEBGPU_LAYOUT: .*"NHWC"\|"NCHW"/);
+    expect(() => loadConfig({ WORKER_PROVIDER: 'vulkan' })).toThrow(/WORKER_PROVIDER: expected one of cpu, cuda, webgpu/);
+    expect(() => loadConfig({ AUTOSCALER_GPU_PROVIDER: 'rocm' })).toThrow(/AUTOSCALER_GPU_PROVIDER: expected one of auto, cuda, webgpu/);
+    expect(() => loadConfig({ WORKER_WEBGPU_LAYOUT: 'nhwc' })).toThrow(/WORKER_WEBGPU_LAYOUT: expected one of NHWC, NCHW/);
   });
 
   it('reads S3 settings', () => {
@@ -65,5 +65,89 @@ describe('.env.example', () => {
     const listed = new Set([...text.matchAll(/^([A-Z0-9_]+)=/gm)].map((m) => m[1]));
     expect(CONFIG_VARIABLES.filter((name) => !listed.has(name))).toEqual([]);
     expect([...listed].filter((name) => !CONFIG_VARIABLES.includes(name as string))).toEqual([]);
+  });
+});
+
+/**
+ * Every numeric, enumerated or formatted variable says what it accepts when it is wrong: the
+ * range (both ends), the choices, or the form. Walks the schema itself, so a variable added later
+ * is checked too.
+ */
+describe('config errors state the accepted range or form', () => {
+  type Leaf = { kind: 'number'; min: number; max: number; int: boolean } | { kind: 'enum'; options: string[] } | { kind: 'string' } | { kind: 'other' };
+
+  /** The schema a variable's value is finally checked against, through defaults, pipes and preprocessors. */
+  function leafOf(schema: any): Leaf {
+    const def = schema?._zod?.def;
+    switch (def?.type) {
+      case 'default':
+      case 'optional':
+      case 'nullable':
+        return leafOf(def.innerType);
+      case 'pipe': {
+        const out = leafOf(def.out);
+        return out.kind === 'other' ? leafOf(def.in) : out;
+      }
+      case 'number':
+        return { kind: 'number', min: schema.minValue, max: schema.maxValue, int: schema.isInt };
+      case 'enum':
+        return { kind: 'enum', options: schema.options };
+      case 'string':
+        return { kind: 'string' };
+      default:
+        return { kind: 'other' };
+    }
+  }
+
+  const problemFor = (name: string, value: string): string | null => {
+    try {
+      loadConfig({ [name]: value });
+      return null;
+    } catch (err) {
+      const problems = (err as ConfigError).problems ?? [];
+      return problems.find((p) => p.startsWith(`${name}:`)) ?? null;
+    }
+  };
+
+  const shape = Object.entries((EnvSchema as any).shape) as [string, unknown][];
+  const numeric = shape.map(([name, schema]) => [name, leafOf(schema)] as const).filter(([, leaf]) => leaf.kind === 'number');
+  const enums = shape.map(([name, schema]) => [name, leafOf(schema)] as const).filter(([, leaf]) => leaf.kind === 'enum');
+
+  it('walks a schema with numbers and enumerations in it', () => {
+    expect(numeric.length).toBeGreaterThanOrEqual(40);
+    expect(enums.map(([name]) => name)).toEqual(expect.arrayContaining(['LOG_LEVEL', 'STORAGE_DRIVER', 'WORKER_PROVIDER', 'METRICS_ENABLED']));
+  });
+
+  it.each(numeric.map(([name, leaf]) => [name, leaf]))('%s names its range for a value out of it, a fraction and a word', (name, leaf) => {
+    if (leaf.kind !== 'number') throw new Error('not numeric');
+    const bounded = leaf.max < Number.MAX_SAFE_INTEGER;
+    const bad = ['many', String(leaf.min - 1)];
+    if (bounded) bad.push(String(leaf.max + 1));
+    if (leaf.int) bad.push(String(leaf.min + 0.5));
+    for (const value of bad) {
+      const problem = problemFor(name, value);
+      expect(problem, `${name}=${value} should be refused`).not.toBeNull();
+      expect(problem).toContain(leaf.int ? 'whole number' : 'number');
+      expect(problem).toContain(bounded ? `from ${leaf.min} to ${leaf.max}` : `${leaf.min} or more`);
+      expect(problem).toContain(`(got ${JSON.stringify(value)})`);
+    }
+  });
+
+  it.each(enums.map(([name, leaf]) => [name, leaf]))('%s lists its choices', (name, leaf) => {
+    if (leaf.kind !== 'enum') throw new Error('not an enumeration');
+    const problem = problemFor(name, 'no-such-choice');
+    expect(problem).not.toBeNull();
+    for (const option of leaf.options) expect(problem).toMatch(new RegExp(`\\b${option}\\b`));
+  });
+
+  it('says what form a formatted string takes', () => {
+    expect(problemFor('REDIS_URL', 'http://x')).toMatch(/expected redis:\/\/host:port/);
+    expect(problemFor('QUEUE_PREFIX', 'a b')).toMatch(/expected letters, digits/);
+    expect(problemFor('AUTOSCALER_GPUS', 'gpu0')).toMatch(/expected none or GPU indices/);
+    expect(problemFor('PUBLIC_URL', 'not a url')).toMatch(/expected an absolute http\(s\) URL/);
+  });
+
+  it('AUTOSCALER_MAX_WORKERS=0 says the range, not "expected a number"', () => {
+    expect(problemFor('AUTOSCALER_MAX_WORKERS', '0')).toBe('AUTOSCALER_MAX_WORKERS: expected a whole number from 1 to 1024 (got "0")');
   });
 });

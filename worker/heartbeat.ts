@@ -45,6 +45,8 @@ export class Heartbeat {
       host: os.hostname(),
       pid: process.pid,
       model: options.model,
+      paused: null,
+      currentJobToken: null,
     };
   }
 
@@ -64,10 +66,19 @@ export class Heartbeat {
     this.beat();
   }
 
+  /** Why the worker takes no jobs for now (storage failing), or null again. */
+  setPaused(reason: string | null): void {
+    this.record.paused = reason;
+    this.beat();
+  }
+
   /** Wraps the job processor so the record names the running job and counts finished ones. */
-  track<J extends { id?: string | undefined }, A extends unknown[], R>(fn: (job: J, ...rest: A) => Promise<R>): (job: J, ...rest: A) => Promise<R> {
+  track<J extends { id?: string | undefined; token?: string | undefined }, A extends unknown[], R>(
+    fn: (job: J, ...rest: A) => Promise<R>,
+  ): (job: J, ...rest: A) => Promise<R> {
     return async (job, ...rest) => {
       this.record.currentJob = job.id ?? null;
+      this.record.currentJobToken = job.token ?? null;
       this.beat();
       try {
         const result = await fn(job, ...rest);
@@ -78,6 +89,7 @@ export class Heartbeat {
         throw err;
       } finally {
         this.record.currentJob = null;
+        this.record.currentJobToken = null;
         this.beat();
       }
     };

@@ -1,16 +1,19 @@
 import os from 'node:os';
 import { loadConfigOrExit } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
-import { publishModel } from '../shared/model-registry.js';
+import { publishModel, publishModelStatus } from '../shared/model-registry.js';
+import { withDeadline } from '../shared/errors.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
 import { runShutdownSteps } from '../shared/shutdown.js';
+import { handleShutdownSignals } from '../shared/signals.js';
 import { createImageStore } from '../shared/storage/index.js';
-import { JobConsumer } from './consumer.js';
 import { createFilterSet, registerFilterModules } from './filters/registry.js';
 import { Heartbeat } from './heartbeat.js';
 import { createWorkerJobHooks } from './job-hooks.js';
 import { loadPipeline } from './pipeline/index.js';
-import { createProcessor } from './processor.js';
+import { createJobRunner } from './job-runner.js';
+import { reportModelUnavailable } from './model-unavailable.js';
+import { watchForAdoption } from './orphan-watch.js';
 
 /** Worker process: load the model once, then take jobs until told to stop. */
 async function main(): Promise<void> {
@@ -52,8 +55,11 @@ async function main(): Promise<void> {
   } catch (err) {
     const message = `model could not be loaded: ${err instanceof Error ? err.message : String(err)}`;
     logger.fatal({ err }, message);
-    // The autoscaler reports exit code 3 with this line instead of retrying.
+    // The autoscaler reports exit code 3 with this line and tries the slot again after a backoff.
     process.stderr.write(`${message}\n`);
+    await withDeadline(reportModelUnavailable({ connection, config, workerId, reason: message, logger }), 10_000, () => new Error('timed out')).catch(
+      (reportErr: unknown) => logger.error({ err: reportErr }, 'could not report the model as unavailable'),
+    );
     await heartbeat.stop();
     process.exit(3);
   }
@@ -78,49 +84,51 @@ async function main(): Promise<void> {
     filters: filters.describe(),
     publishedAt: Date.now(),
   });
+  await publishModelStatus(connection, config.queuePrefix, config.model.name, { state: 'available', error: null });
 
   // Cancel requests, run-time cap, webhook `started` events.
   const hooks = createWorkerJobHooks(config, connection, logger);
-  const consumer = new JobConsumer({
+  // A storage outage pauses the worker (queued jobs keep their attempts) until storage answers.
+  const { consumer, stopGate } = createJobRunner({
+    config,
     connection,
-    prefix: config.queuePrefix,
-    processor: heartbeat.track(
-      createProcessor({ pipeline, store, logger, workerId, filters, filterMaxTries: config.filters.maxTries, ...hooks.processor }),
-    ),
+    pipeline,
+    store,
+    filters: { filters, filterMaxTries: config.filters.maxTries },
     logger,
-    lockDurationMs: config.worker.lockDurationMs,
-    stalledIntervalMs: config.worker.stalledIntervalMs,
+    workerId,
+    hooks: hooks.processor,
+    wrap: (processor) => heartbeat.track(processor),
     onStateChange: (state) => {
       logger.info({ state }, `worker ${state}`);
       heartbeat.setState(state);
     },
+    onPaused: (reason) => heartbeat.setPaused(reason),
   });
   await hooks.listen(consumer);
 
-  // First SIGTERM/SIGINT drains (the running job finishes); a second one exits at once.
+  // First SIGTERM/SIGINT drains (the running job finishes); a deliberate second one exits at once.
   process.off('SIGTERM', stopWhileLoading);
   process.off('SIGINT', stopWhileLoading);
-  let signals = 0;
-  const shutdown = (signal: string) => {
-    signals += 1;
-    if (signals > 1) {
-      logger.warn({ signal }, 'second signal: exiting without waiting for the running job');
-      process.exit(130);
-    }
-    logger.info({ signal }, 'draining: finishing the current job, taking no new ones');
-    void (async () => {
-      // The drain has no deadline: the running job may take minutes (a second signal forces).
-      await consumer.close().catch((err: unknown) => logger.error({ err }, 'shutdown step failed'));
-      await runShutdownSteps(
-        [() => hooks.close(), () => heartbeat.stop(), () => filters.close(), () => pipeline.release(), () => store.close?.(), () => closeRedis(connection)],
-        5000,
-        (err) => logger.error({ err }, 'shutdown step failed'),
-      );
-      process.exit(0);
-    })();
+  const drain = async () => {
+    // The drain has no deadline: the running job may take minutes (a second signal forces).
+    await consumer.close().catch((err: unknown) => logger.error({ err }, 'shutdown step failed'));
+    await runShutdownSteps(
+      [() => stopOrphanWatch(), () => stopGate(), () => hooks.close(), () => heartbeat.stop(), () => filters.close(), () => pipeline.release(), () => store.close?.(), () => closeRedis(connection)],
+      5000,
+      (err) => logger.error({ err }, 'shutdown step failed'),
+    );
+    process.exit(0);
   };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  const shutdown = handleShutdownSignals(logger, {
+    graceful: () => void drain(),
+    force: () => {
+      logger.warn('exiting without waiting for the running job (it goes back to the queue)');
+      process.exit(130);
+    },
+  });
+  // Started by an autoscaler that died and that no other autoscaler adopted: finish and go.
+  const stopOrphanWatch = watchForAdoption({ config, connection, workerId, logger, onOrphaned: () => shutdown.request('orphaned') });
   await consumer.start();
 }
 

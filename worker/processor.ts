@@ -1,18 +1,26 @@
 import { encodeFailure, type JobResult } from '../shared/job-queue.js';
 import { JobPayloadSchema, type JobPayload } from '../shared/job-schema.js';
 import type { Logger } from '../shared/logger.js';
-import { imageKey, type ImageStore } from '../shared/storage/index.js';
-import { ServiceError } from '../shared/errors.js';
+import { imageKey, resultKey, type ImageStore } from '../shared/storage/index.js';
+import { describeCause, ServiceError } from '../shared/errors.js';
 import { createFilterSet, type FilterSet } from './filters/registry.js';
 import { encodeImage } from './image-encoding.js';
+import { readStoredResult, storedResultBytes, writeWithRetry, type StorageHealthListener, type StorageRetry } from './job-storage.js';
 import type { GenerateRequest, Pipeline } from './pipeline/types.js';
 import { generateScreened } from './screening.js';
+
+/** The abort reason of a job whose lock another worker now holds (or nobody: it lapsed during a Redis outage). */
+export const LOCK_LOST = 'lock_lost';
 
 /** What the processor needs to know about the job it runs; BullMQ's Job satisfies it. */
 export interface RunningJob {
   id?: string | undefined;
   data: unknown;
   attemptsMade: number;
+  /** When the job was created (BullMQ's `timestamp`): tells a stored result of this job from another's. */
+  timestamp?: number;
+  /** This run's lock token (BullMQ's): published in the heartbeat so a dead worker's job is put back at once. */
+  token?: string | undefined;
   updateProgress(progress: object): Promise<void>;
 }
 
@@ -25,6 +33,8 @@ export class JobFailure extends Error {
     readonly code: string,
     detail: string,
     readonly retryable: boolean,
+    /** Put the job back in the queue as it was (no attempt spent): it never started here. */
+    readonly requeue = false,
   ) {
     super(encodeFailure(code, detail));
     this.name = 'JobFailure';
@@ -48,6 +58,13 @@ export interface ProcessorDeps {
   filters?: FilterSet;
   /** Tries per image while a filter screens it out (FILTER_MAX_TRIES); default 3. */
   filterMaxTries?: number;
+  /** How long failing uploads are retried (STORAGE_UPLOAD_RETRY_S); default: one try. */
+  storageRetry?: StorageRetry;
+  /**
+   * Hears storage failures and recoveries: the worker stops taking jobs while storage fails.
+   * With it, a job whose start finds storage unreadable goes back to the queue untouched.
+   */
+  onStorageHealth?: StorageHealthListener;
 }
 
 export type Processor = (job: RunningJob, signal?: AbortSignal) => Promise<JobResult>;
@@ -69,6 +86,11 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     if (deps.control && (await deps.control.isCanceled(jobId).catch(() => false))) {
       log.info('job was canceled before it started');
       throw new JobFailure('canceled', 'the job was canceled before it started', false);
+    }
+    const earlier = await findEarlierRun(deps, job, jobId, log);
+    if (earlier) {
+      log.info({ ranOn: earlier.workerId }, 'job result reused: an earlier run of this job stored it, its completion never reached the queue');
+      return earlier;
     }
     log.info({ attempt: job.attemptsMade + 1, width: payload.width, height: payload.height, steps: payload.numInferenceSteps }, 'job started');
     await deps.onStarted?.(job, payload).catch((err: unknown) => log.warn({ err }, 'could not emit the started event'));
@@ -98,21 +120,30 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       if (deadline.signal.aborted && !signal?.aborted) {
         throw new JobFailure('timeout', `the job ran past its ${limitS} s deadline`, false);
       }
-      throw toJobFailure(err);
+      throw signal?.aborted ? abortFailure(signal) : toJobFailure(err);
     } finally {
       clearTimeout(timer);
     }
     await pending;
 
+    log.info({ ms: Math.round(generated.timings.total), images: generated.images.length }, 'job generated');
+
+    // Kept and retried through a storage outage: the images exist, only their upload is missing.
+    const store = (key: string, bytes: Uint8Array, contentType: string) =>
+      writeWithRetry(() => deps.store.put(key, bytes, contentType), deps.storageRetry ?? { spanMs: 0, maxDelayMs: 0 }, {
+        signal,
+        onHealth: deps.onStorageHealth,
+        onRetry: (err, attempt, delayMs) => log.warn({ err, key, attempt, retryInMs: delayMs }, `upload failed (${describeCause(err)}); retrying`),
+      }).catch((err: unknown) => {
+        if (signal?.aborted) throw abortFailure(signal);
+        throw new JobFailure('storage_error', err instanceof Error ? err.message : String(err), true);
+      });
+
     const images = [];
     for (const [index, image] of generated.images.entries()) {
       const encoded = await encodeImage(image, { format: payload.outputFormat, quality: payload.outputQuality });
       const key = imageKey(jobId, index, encoded.extension);
-      try {
-        await deps.store.put(key, encoded.bytes, encoded.contentType);
-      } catch (err) {
-        throw new JobFailure('storage_error', err instanceof Error ? err.message : String(err), true);
-      }
+      await store(key, encoded.bytes, encoded.contentType);
       images.push({
         key,
         width: image.width,
@@ -128,8 +159,10 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     if (retried.length > 0) {
       log.info({ retried: retried.map((i) => ({ seed: i.seed, tries: i.tries, blocked: i.blocked })) }, 'filters screened out images');
     }
+    const result: JobResult = { images, seed: payload.seed, workerId: deps.workerId, timingsMs: { ...generated.timings } };
+    if (job.timestamp !== undefined) await store(resultKey(jobId), storedResultBytes(job.timestamp, result), 'application/json');
     log.info({ ms: Math.round(generated.timings.total), images: images.length }, 'job succeeded');
-    return { images, seed: payload.seed, workerId: deps.workerId, timingsMs: { ...generated.timings } };
+    return result;
   };
 }
 
@@ -147,6 +180,38 @@ export function toGenerateRequest(payload: JobPayload): GenerateRequest {
     scheduler: payload.scheduler,
     ...(payload.prompts ? { prompts: payload.prompts } : {}),
   };
+}
+
+/**
+ * The result an earlier run of this job stored (its completion was lost: Redis away longer than
+ * the lock, or its worker killed after the upload). When storage cannot be read and its probe
+ * fails too, the job goes back to the queue unstarted (the worker pauses until storage answers)
+ * rather than run to an upload that cannot happen; a read that fails alone is logged and the
+ * job runs.
+ */
+async function findEarlierRun(deps: ProcessorDeps, job: RunningJob, jobId: string, log: Logger): Promise<JobResult | null> {
+  if (job.timestamp === undefined) return null;
+  try {
+    return await readStoredResult(deps.store, jobId, job.timestamp);
+  } catch (err) {
+    const down = await deps.store.check().then(
+      () => null,
+      (probe: unknown) => (probe instanceof Error ? probe : new Error(String(probe))),
+    );
+    if (!down) {
+      log.warn({ err }, 'could not read whether an earlier run stored this job; running it');
+      return null;
+    }
+    deps.onStorageHealth?.(down);
+    throw new JobFailure('storage_error', down.message, true, deps.onStorageHealth !== undefined);
+  }
+}
+
+/** Why the run was stopped from outside: a cancel, or a lost lock. */
+function abortFailure(signal: AbortSignal): JobFailure {
+  // Nothing of a run that lost its lock is written (BullMQ refuses a finish without it); the job runs once more.
+  if (signal.reason === LOCK_LOST) return new JobFailure('lock_lost', 'the worker lost the job lock', true);
+  return new JobFailure('canceled', 'the job was canceled', false);
 }
 
 /** Pipeline errors carry a `code`; unknown errors are internal and worth one more attempt. */

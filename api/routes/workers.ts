@@ -74,6 +74,7 @@ export function workerView(w: WorkerRecord, now: number) {
     host: w.host,
     pid: w.pid,
     model: w.model,
+    paused: w.paused ?? null,
   };
 }
 

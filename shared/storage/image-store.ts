@@ -14,7 +14,9 @@ export interface ImageStore {
   get(key: string): Promise<StoredObject | null>;
   /** A time-limited URL a client can fetch directly, where the store supports it. */
   presignedUrl?(key: string): Promise<string>;
-  /** Throws when the store is unreachable or not writable; used by readiness checks. */
+  /** Removes every object whose key starts with `prefix` (a folder: ends with `/`); none there is fine. Idempotent. Retention uses it. */
+  deletePrefix?(prefix: string): Promise<void>;
+  /** Throws when the store is unreachable or not writable (the local store writes a probe: a full disk fails it); used by readiness checks. */
   check(): Promise<void>;
   close?(): Promise<void>;
 }
@@ -28,3 +30,7 @@ export function assertSafeKey(key: string): void {
 
 /** `extension` is the image format's (shared/output-format.ts): what the key says is what it holds. */
 export const imageKey = (jobId: string, index: number, extension = 'png') => `jobs/${jobId}/${index}.${extension}`;
+/** A finished run's result beside its images, so a run whose completion never reached Redis is not repeated. */
+export const resultKey = (jobId: string) => `jobs/${jobId}/result.json`;
+/** Everything stored for one job (its images and result), removed together when the job expires. */
+export const jobPrefix = (jobId: string) => `jobs/${jobId}/`;

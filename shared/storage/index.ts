@@ -3,7 +3,7 @@ import type { ImageStore } from './image-store.js';
 import { LocalImageStore } from './local-store.js';
 import { S3ImageStore } from './s3-store.js';
 
-export { imageKey, type ImageStore, type StoredObject } from './image-store.js';
+export { imageKey, jobPrefix, resultKey, type ImageStore, type StoredObject } from './image-store.js';
 export { LocalImageStore } from './local-store.js';
 export { S3ImageStore } from './s3-store.js';
 

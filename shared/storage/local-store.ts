@@ -5,6 +5,9 @@ import { StorageError } from '../errors.js';
 import { contentTypeOf } from '../output-format.js';
 import { assertSafeKey, type ImageStore, type StoredObject } from './image-store.js';
 
+/** As large as a small PNG's first block, so a disk with no block left to give fails the probe. */
+const PROBE_BYTES = new Uint8Array(4096);
+
 /** Images in a local folder: the zero-configuration default for one machine. */
 export class LocalImageStore implements ImageStore {
   readonly kind = 'local';
@@ -42,12 +45,27 @@ export class LocalImageStore implements ImageStore {
     }
   }
 
+  async deletePrefix(prefix: string): Promise<void> {
+    assertSafeKey(prefix.replace(/\/+$/, ''));
+    try {
+      await fs.rm(path.join(this.root, ...prefix.split('/').filter(Boolean)), { recursive: true, force: true });
+    } catch (cause) {
+      throw new StorageError(`could not delete ${prefix} under ${this.root}`, { cause });
+    }
+  }
+
+  /**
+   * Writes and removes a small file: a full disk (ENOSPC), a read-only mount or a path that is not
+   * a folder fails here, not only at the next image. One probe file per process.
+   */
   async check(): Promise<void> {
+    const probe = path.join(this.root, `.write-probe-${process.pid}`);
     try {
       await fs.mkdir(this.root, { recursive: true });
-      await fs.access(this.root, fs.constants.W_OK);
+      await fs.writeFile(probe, PROBE_BYTES);
     } catch (cause) {
       throw new StorageError(`image folder ${this.root} is not writable`, { cause });
     }
+    await fs.rm(probe, { force: true }).catch(() => undefined);
   }
 }

@@ -1,8 +1,10 @@
 import type { Readable } from 'node:stream';
 import {
   CreateBucketCommand,
+  DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
+  ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
   type S3ClientConfig,
@@ -36,6 +38,9 @@ export class S3ImageStore implements ImageStore {
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
       maxAttempts: 3,
+      // A server that accepts the connection and never answers must fail the request, not hang the
+      // worker: the upload is retried by the worker (STORAGE_UPLOAD_RETRY_S), readiness reports it.
+      requestHandler: { connectionTimeout: 5000, requestTimeout: 30_000 },
     };
     if (options.endpoint) config.endpoint = options.endpoint;
     if (options.accessKeyId && options.secretAccessKey) {
@@ -90,6 +95,23 @@ export class S3ImageStore implements ImageStore {
       const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
       if ((err as { name?: string }).name === 'NoSuchKey' || status === 404) return null;
       throw new StorageError(`could not read ${key} from bucket ${this.options.bucket}`, { cause: err });
+    }
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    assertSafeKey(prefix.replace(/\/+$/, ''));
+    try {
+      let token: string | undefined;
+      do {
+        const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: prefix, ContinuationToken: token }));
+        const keys = (page.Contents ?? []).flatMap((o) => (o.Key ? [{ Key: o.Key }] : []));
+        if (keys.length > 0) {
+          await this.client.send(new DeleteObjectsCommand({ Bucket: this.options.bucket, Delete: { Objects: keys, Quiet: true } }));
+        }
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+    } catch (cause) {
+      throw new StorageError(`could not delete ${prefix} from bucket ${this.options.bucket}`, { cause });
     }
   }
 

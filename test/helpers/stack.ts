@@ -10,6 +10,7 @@ import { createImageStore, type ImageStore } from '../../shared/storage/index.js
 import { startNotifier, type RunningNotifier } from '../../notifier/notifier.js';
 import { JobConsumer } from '../../worker/consumer.js';
 import { createFilterSet, type FilterSet } from '../../worker/filters/registry.js';
+import { Heartbeat } from '../../worker/heartbeat.js';
 import { createWorkerJobHooks, type WorkerJobHooks } from '../../worker/job-hooks.js';
 import { loadPipeline } from '../../worker/pipeline/index.js';
 import type { Pipeline } from '../../worker/pipeline/types.js';
@@ -25,6 +26,8 @@ export interface TestStack {
   queue: Queue;
   /** The webhook notifier, unless started with `notifier: false`. */
   notifier: RunningNotifier | undefined;
+  /** The in-process worker's registry record, unless started with `worker: false`. */
+  heartbeat: Heartbeat | undefined;
   close(): Promise<void>;
 }
 
@@ -48,6 +51,7 @@ export async function startStack(
   const queueConnection = createRedis(config.redisUrl, 'worker');
   const queue = new Queue(GENERATE_QUEUE, { connection: queueConnection, prefix: config.queuePrefix });
   let consumer: JobConsumer | undefined;
+  let heartbeat: Heartbeat | undefined;
   let hooks: WorkerJobHooks | undefined;
   let workerConnection: ReturnType<typeof createRedis> | undefined;
   let ownPipeline: Pipeline | undefined;
@@ -63,19 +67,34 @@ export async function startStack(
       publishedAt: Date.now(),
     });
     hooks = createWorkerJobHooks(config, workerConnection, silentLogger);
+    // Registered like a real worker: the API shows a job as running only while a live worker names it.
+    const beat = new Heartbeat({
+      redis: workerConnection,
+      prefix: config.queuePrefix,
+      workerId: 'test-worker',
+      slot: 'cpu0',
+      model: config.model.name,
+      intervalMs: config.worker.heartbeatMs,
+      logger: silentLogger,
+    });
+    heartbeat = beat;
+    beat.start();
     consumer = new JobConsumer({
       connection: workerConnection,
       prefix: config.queuePrefix,
-      processor: createProcessor({
-        pipeline,
-        store,
-        logger: silentLogger,
-        workerId: 'test-worker',
-        filters,
-        filterMaxTries: config.filters.maxTries,
-        ...hooks.processor,
-      }),
+      processor: beat.track(
+        createProcessor({
+          pipeline,
+          store,
+          logger: silentLogger,
+          workerId: 'test-worker',
+          filters,
+          filterMaxTries: config.filters.maxTries,
+          ...hooks.processor,
+        }),
+      ),
       logger: silentLogger,
+      onStateChange: (state) => beat.setState(state),
     });
     await hooks.listen(consumer);
     await consumer.start();
@@ -87,8 +106,10 @@ export async function startStack(
     store,
     queue,
     notifier,
+    heartbeat,
     close: async () => {
       await consumer?.close();
+      await heartbeat?.stop();
       await hooks?.close();
       await notifier?.close();
       await api.close();
