@@ -57,6 +57,9 @@ beforeAll(async () => {
     AUTOSCALER_DOWNSCALE_DELAY_S: '2',
     AUTOSCALER_DOWNSCALE_TO_ZERO_DELAY_S: '2',
     AUTOSCALER_INTERVAL_MS: '200',
+    // The test counts starts: on a starved CI machine a 3 s lock can lapse between renewals, and a
+    // lapsed lock is (rightly) a second start. The takeover does not depend on it.
+    WORKER_LOCK_DURATION_MS: '15000',
   });
   config = loadConfig(env);
   api = await startApi(config, silentLogger);
