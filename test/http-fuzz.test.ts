@@ -86,18 +86,25 @@ const defect: fc.Arbitrary<[string, unknown]> = fc.oneof(
   fc.string({ minLength: 1, maxLength: 12 }).filter((k) => !['prompt', 'negative_prompt', 'width', 'height', 'img_size', 'num_inference_steps', 'guidance_scale', 'seed', 'num_images', 'scheduler', 'model', 'webhook', 'timeout_s', 'ttl_s'].includes(k)).map((k): [string, unknown] => [k, 1]),
 );
 
-/** A request with at least one defect, as a JSON object. */
-const badRequest = fc
-  .tuple(
-    fc.record({ prompt: fc.string({ minLength: 1, maxLength: 30 }), img_size: fc.constantFrom(64, 128), seed: fc.nat() }, { requiredKeys: [] }),
-    fc.array(defect, { minLength: 1, maxLength: 3 }),
-  )
-  .map(([base, defects]) => {
-    const body: Record<string, unknown> = { ...base };
-    for (const [key, value] of defects) Object.defineProperty(body, key, { value, enumerable: true, writable: true, configurable: true });
-    // A body without a usable prompt is a defect of its own; one with a prompt still has the others.
-    return body;
-  });
+/** A request with at least one of the given defects, as a JSON object. */
+const requestWith = (defects: fc.Arbitrary<[string, unknown]>) =>
+  fc
+    .tuple(
+      fc.record({ prompt: fc.string({ minLength: 1, maxLength: 30 }), img_size: fc.constantFrom(64, 128), seed: fc.nat() }, { requiredKeys: [] }),
+      fc.array(defects, { minLength: 1, maxLength: 3 }),
+    )
+    .map(([base, found]) => {
+      const body: Record<string, unknown> = { ...base };
+      for (const [key, value] of found) Object.defineProperty(body, key, { value, enumerable: true, writable: true, configurable: true });
+      // A body without a usable prompt is a defect of its own; one with a prompt still has the others.
+      return body;
+    });
+const badRequest = requestWith(defect);
+/**
+ * For query strings: a number where a string belongs is a defect only in JSON (`prompt=42` is the
+ * prompt "42"), so those defects are left out there.
+ */
+const badQuery = requestWith(defect.filter(([key, value]) => !(key === 'prompt' && typeof value === 'number')));
 
 /** The same as a query string (flat values only: a structured one is a defect there too). */
 const asQuery = (body: Record<string, unknown>) =>
@@ -146,7 +153,7 @@ const probe: fc.Arbitrary<Probe> = fc.oneof(
   fc.constantFrom({ method: 'POST', path: '/v1/jobs', headers: { ...json, 'content-type': 'application/json; charset=latin-9' }, body: '{"prompt":"x"}' }),
   fc.integer({ min: 65, max: 300 }).map((depth) => ({ method: 'POST', path: '/v1/jobs', headers: json, body: `{"prompt": "x", "webhook": ${'['.repeat(depth)}${']'.repeat(depth)}}` })),
   // The synchronous routes' query strings, with a defect each.
-  fc.tuple(badRequest, fc.constantFrom('/v1/generate', '/dreambooth')).map(([body, route]) => ({ method: 'GET', path: `${route}?${asQuery(body)}` })),
+  fc.tuple(badQuery, fc.constantFrom('/v1/generate', '/dreambooth')).map(([body, route]) => ({ method: 'GET', path: `${route}?${asQuery(body)}` })),
   fc.tuple(fc.constantFrom('/v1/generate', '/dreambooth'), badEscape).map(([route, escape]) => ({ method: 'GET', path: `${route}?prompt=x&seed=${escape}` })),
   fc.constantFrom('/v1/generate', '/dreambooth').map((route) => ({ method: 'GET', path: `${route}?prompt=x&img_size=64&img_size=128` })),
   // The listing with a parameter it does not take.
