@@ -409,7 +409,7 @@ export class BullJobQueue implements JobQueue {
   private async heldByLiveWorker(job: Job<JobPayload, JobResult>): Promise<boolean> {
     const grace = this.options.workerGraceMs;
     if (grace === undefined || Date.now() - (job.processedOn ?? Date.now()) < grace) return true;
-    return (await this.registry.list()).some((w) => w.currentJob === job.id);
+    return (await this.registry.list()).some((w) => w.currentJob === job.id || (w.heldJobs ?? []).some((h) => h.id === job.id));
   }
 
   /** Fails job `id` with `failedReason` if no worker has taken it: 1 done, 0 it is not queued, -1 no such job. */

@@ -67,6 +67,7 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
     logger,
     lockDurationMs: config.worker.lockDurationMs,
     stalledIntervalMs: config.worker.stalledIntervalMs,
+    overlap: config.worker.overlap,
     onStateChange: deps.onStateChange,
   });
   return { consumer, gate, stopGate: () => gate.stop() };

@@ -67,12 +67,30 @@ export interface ProcessorDeps {
   onStorageHealth?: StorageHealthListener;
 }
 
-export type Processor = (job: RunningJob, signal?: AbortSignal) => Promise<JobResult>;
+/**
+ * What the processor tells the job loop about a run as it goes: `generated` once the job no
+ * longer needs the GPU (its images exist, or its generation failed or never started), so the next
+ * job can start generating while this one's images are encoded and uploaded.
+ */
+export interface JobStages {
+  generated(): void;
+}
+
+export type Processor = (job: RunningJob, signal?: AbortSignal, stages?: JobStages) => Promise<JobResult>;
 
 export function createProcessor(deps: ProcessorDeps): Processor {
   const interval = deps.progressIntervalMs ?? 100;
   const filterSet = deps.filters ?? createFilterSet(deps.pipeline);
-  return async (job, signal) => {
+  return async (job, signal, stages) => {
+    try {
+      return await run(job, signal, stages);
+    } finally {
+      // Idempotent: a run that failed before or during its generation gives the GPU back here.
+      stages?.generated();
+    }
+  };
+
+  async function run(job: RunningJob, signal: AbortSignal | undefined, stages: JobStages | undefined): Promise<JobResult> {
     const jobId = job.id ?? 'unknown';
     const log = deps.logger.child({ jobId, model: deps.pipeline.capabilities.name });
     const parsed = JobPayloadSchema.safeParse(job.data);
@@ -123,6 +141,8 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       throw signal?.aborted ? abortFailure(signal) : toJobFailure(err);
     } finally {
       clearTimeout(timer);
+      // The GPU is free from here on: encoding and upload overlap the next job's generation.
+      stages?.generated();
     }
     await pending;
 
@@ -163,7 +183,7 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     if (job.timestamp !== undefined) await store(resultKey(jobId), storedResultBytes(job.timestamp, result), 'application/json');
     log.info({ ms: Math.round(generated.timings.total), images: images.length }, 'job succeeded');
     return result;
-  };
+  }
 }
 
 /** What the pipeline is asked to generate for a queued job. */
