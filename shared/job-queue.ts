@@ -200,6 +200,8 @@ redis.call('ZREMRANGEBYLEX', KEYS[1], '-', '(' .. ARGV[7])
 return 1
 `;
 
+const RESERVE_COMMAND = 'sdjobsReserveSubmission';
+
 /** Index entries outlive the jobs' retention by this much before the index forgets them. */
 const INDEX_SLACK_MS = 7 * 24 * 3600 * 1000;
 /** A reservation older than this without its job is one whose enqueue died: it no longer counts. */
@@ -216,6 +218,8 @@ export class BullJobQueue implements JobQueue {
   private closed = false;
 
   constructor(private readonly options: BullJobQueueOptions) {
+    // Sent by its SHA1 (EVALSHA, the script loaded once), not whole with every submission.
+    options.connection.defineCommand(RESERVE_COMMAND, { numberOfKeys: 2, lua: RESERVE_SCRIPT });
     this.queue = new Queue(GENERATE_QUEUE, { connection: options.connection, prefix: options.prefix });
     this.control = new JobControl(options.connection, options.prefix, options.jobs.keepAgeS);
     this.registry = new WorkerRegistry(options.connection, options.prefix);
@@ -294,9 +298,7 @@ export class BullJobQueue implements JobQueue {
     const member = indexMember({ createdAt: now, id: jobId });
     const client = await this.fast(this.connected());
     const reserved = await this.fast(
-      client.eval(
-        RESERVE_SCRIPT,
-        2,
+      (client as unknown as Record<typeof RESERVE_COMMAND, (...args: (string | number)[]) => Promise<number>>)[RESERVE_COMMAND](
         ...keys,
         jobId,
         now,
