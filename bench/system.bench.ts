@@ -213,6 +213,18 @@ async function encodeCpuMs(size: number): Promise<{ cpu: number; wall: number; b
   return { cpu: percentile(cpu, 50), wall: percentile(wall, 50), bytes };
 }
 
+/** The whole machine's busy CPU milliseconds so far (all cores, /proc/stat), or null. */
+function machineBusyMs(): number | null {
+  try {
+    const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal: everything but idle and iowait, in 1/100 s.
+    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = fields;
+    return (user + nice + system + irq + softirq + steal) * 10;
+  } catch {
+    return null;
+  }
+}
+
 /** CPU milliseconds per job, by who spent them, over one throughput run. */
 interface CpuPerJob {
   workers: number;
@@ -221,6 +233,10 @@ interface CpuPerJob {
   redis: number;
   /** This process: the clients posting and reading jobs. */
   client: number;
+  /** The S3 server's process (s3 runs), else 0. */
+  storage: number;
+  /** Everything else on the machine (other users' work) per job of this run. */
+  others: number;
 }
 
 async function waitFor(what: string, proc: Proc | undefined, check: () => Promise<boolean>, timeoutMs = 120_000): Promise<void> {
@@ -266,6 +282,8 @@ interface ThroughputResult {
    * the run), ÷ ideal; above 1: the CPU is not the limit.
    */
   cpuCeiling: number | null;
+  /** The same with the cores others' processes used during the run taken away. */
+  cpuCeilingLeft: number | null;
 }
 
 interface StyleResult {
@@ -544,17 +562,16 @@ async function main(): Promise<void> {
           const jobs = Math.max(10 * count, Math.ceil((count * THROUGHPUT_S * 1000) / costMs));
           const ids: string[] = [];
           let next = 0;
-          const cpuPids = () => ({ api: api.child.pid, notifier: notifier.child.pid, workers: workers.map((w) => w.child.pid) });
-          const cpuSnapshot = async () => {
-            const pids = cpuPids();
-            return {
-              api: cpuMs(pids.api),
-              notifier: cpuMs(pids.notifier),
-              workers: pids.workers.map(cpuMs),
-              redis: await redisCpuMs(workerConnection),
-              client: process.cpuUsage(),
-            };
-          };
+          const cpuSnapshot = async () => ({
+            api: cpuMs(api.child.pid),
+            notifier: cpuMs(notifier.child.pid),
+            workers: workers.map((w) => cpuMs(w.child.pid)),
+            storage: storage === 's3' ? cpuMs(s3?.child.pid) : 0,
+            redis: await redisCpuMs(workerConnection),
+            client: process.cpuUsage(),
+            machine: machineBusyMs(),
+            at: performance.now(),
+          });
           const cpuBefore = await cpuSnapshot();
           await Promise.all(
             Array.from({ length: 16 }, async () => {
@@ -579,8 +596,12 @@ async function main(): Promise<void> {
             notifier: delta(cpuBefore.notifier, cpuAfter.notifier),
             redis: delta(cpuBefore.redis, cpuAfter.redis),
             client: (clientCpu.user + clientCpu.system) / 1000 / jobs,
+            storage: delta(cpuBefore.storage, cpuAfter.storage),
+            others: 0,
           };
-          const cpuTotal = cpu.workers + cpu.api + cpu.notifier + cpu.redis + cpu.client;
+          const cpuTotal = cpu.workers + cpu.api + cpu.notifier + cpu.redis + cpu.client + cpu.storage;
+          cpu.others = Math.max(0, delta(cpuBefore.machine, cpuAfter.machine) - cpuTotal);
+          const spanMs = cpuAfter.at - cpuBefore.at;
           const times: JobTimes[] = [];
           for (let i = 0; i < ids.length; i += 32) times.push(...(await Promise.all(ids.slice(i, i + 32).map((id) => client.times(id)))));
           const done = times.filter((t) => t.status === 'succeeded');
@@ -599,6 +620,10 @@ async function main(): Promise<void> {
             workerOverheadMs: runMean - costMs,
             cpu: Number.isFinite(cpuTotal) ? cpu : null,
             cpuCeiling: Number.isFinite(cpuTotal) ? (os.availableParallelism() * 1000) / cpuTotal / ((count * 1000) / costMs) : null,
+            // The cores less what others used meanwhile (their CPU over the run's span).
+            cpuCeilingLeft: Number.isFinite(cpuTotal + cpu.others)
+              ? ((os.availableParallelism() - (cpu.others * jobs) / spanMs) * 1000) / cpuTotal / ((count * 1000) / costMs)
+              : null,
           });
           process.stdout.write(`  ${storage}: ${costMs} ms/image × ${count} worker(s): ${jobs} jobs, ${perS.toFixed(1)}/s\n`);
         }
@@ -673,21 +698,18 @@ async function main(): Promise<void> {
     }
   }
   console.log(
-    `\nCPU per job in ms (user + system, over each throughput run: workers · API · notifier · Redis · this client = total), and the ` +
-      `ceiling the machine's ${os.availableParallelism()} cores put on throughput ÷ ideal at that CPU (others' load on the machine lowers it further)`,
+    `\nCPU per job in ms over each throughput run (user + system): workers + API + notifier + Redis + this client + S3 server = total; ` +
+      `others (the rest of the machine); then the ceiling on throughput ÷ ideal at that CPU: with all ${os.availableParallelism()} cores / with what others left`,
   );
-  row('', results.map((r) => r.storage));
-  for (const costMs of COSTS) {
-    for (const count of WORKERS) {
-      row(
-        `${costMs} ms/image, ${count} worker${count > 1 ? 's' : ''}`,
-        results.map((r) => {
-          const t = r.throughput.find((x) => x.costMs === costMs && x.workers === count);
-          if (!t?.cpu) return '—';
-          const c = t.cpu;
-          const total = c.workers + c.api + c.notifier + c.redis + c.client;
-          return `${[c.workers, c.api, c.notifier, c.redis, c.client].map((v) => v.toFixed(1)).join('·')}=${total.toFixed(1)} ≤${t.cpuCeiling?.toFixed(2)}`;
-        }),
+  for (const r of results) {
+    for (const t of r.throughput) {
+      const c = t.cpu;
+      if (!c) continue;
+      const total = c.workers + c.api + c.notifier + c.redis + c.client + c.storage;
+      const parts = [c.workers, c.api, c.notifier, c.redis, c.client, c.storage].map((v) => v.toFixed(1)).join(' + ');
+      console.log(
+        `  ${`${r.storage}, ${t.costMs} ms/image, ${t.workers} worker${t.workers > 1 ? 's' : ''}`.padEnd(34)}${parts} = ${total.toFixed(1)}; others ${c.others.toFixed(1)}; ` +
+          `ceiling ${t.cpuCeiling?.toFixed(2)} / ${t.cpuCeilingLeft?.toFixed(2)}`,
       );
     }
   }
@@ -722,6 +744,8 @@ async function main(): Promise<void> {
     throughput_20ms: ratio(20)?.toFixed(3) ?? 'na',
     cpu_ceiling_100ms: at(100)?.cpuCeiling?.toFixed(2) ?? 'na',
     cpu_ceiling_20ms: at(20)?.cpuCeiling?.toFixed(2) ?? 'na',
+    cpu_left_100ms: at(100)?.cpuCeilingLeft?.toFixed(2) ?? 'na',
+    cpu_left_20ms: at(20)?.cpuCeilingLeft?.toFixed(2) ?? 'na',
     wait_p50_ms: Number.isFinite(worst(50)) ? worst(50).toFixed(0) : 'na',
     wait_p90_ms: Number.isFinite(worst(90)) ? worst(90).toFixed(0) : 'na',
     post_rps: post ? post.rps.toFixed(0) : 'na',
