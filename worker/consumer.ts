@@ -47,7 +47,12 @@ class GatedWorker extends Worker<JobPayload, JobResult> {
   }
 
   protected override async moveToActive(client: RedisClient, token: string, name?: string): Promise<Job<JobPayload, JobResult>> {
-    if (!(await this.gate.take(token, () => this.stopping()))) return undefined as unknown as Job<JobPayload, JobResult>;
+    if (!this.gate.tryTake(token)) {
+      // This loop may have been woken for a new job (it took the queue's wake-up marker, BullMQ's
+      // "0" member): put one back, so that a worker whose GPU is free takes that job meanwhile.
+      await client.zadd(this.keys.marker, 0, '0');
+      if (!(await this.gate.take(token, () => this.stopping()))) return undefined as unknown as Job<JobPayload, JobResult>;
+    }
     try {
       const job = await super.moveToActive(client, token, name);
       if (!job) this.gate.release(token);
