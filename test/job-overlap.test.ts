@@ -253,6 +253,38 @@ describe('the job loop overlaps encoding and upload with the next generation', (
     await waitFor('both done', async () => (await state(h!.queue, first)) === 'completed' && (await state(h!.queue, second)) === 'completed');
   });
 
+  it('a job that arrives while one worker generates and another idles goes to the idle one, whichever loop woke first', async () => {
+    h = await harness();
+    const timelineA: Timeline = [];
+    const timelineB: Timeline = [];
+    const gpuA = heldPipeline(timelineA);
+    const gpuB = heldPipeline(timelineB);
+    const storage = heldStore([], { open: true });
+    // Both idle first: every loop blocks on the queue's wake-up marker, and the one that a job wakes
+    // may be the busy worker's second loop.
+    await h.runner('a', gpuA.pipeline, storage.store);
+    await h.runner('b', gpuB.pipeline, storage.store);
+    await sleep(300);
+    for (let round = 0; round < 6; round++) {
+      const first = await h.add(2 * round + 1);
+      await waitFor('the first job generating', () => gpuA.seen.running + gpuB.seen.running === 1);
+      const [busy, idle] = gpuA.seen.running === 1 ? [gpuA, gpuB] : [gpuB, gpuA];
+      const idleCalls = idle.seen.calls;
+      const second = await h.add(2 * round + 2);
+      // The second job starts on the idle worker while the first still generates.
+      await waitFor(`round ${round}: the second job on the idle worker`, () => idle.seen.calls === idleCalls + 1, 5000);
+      expect(busy.seen.running).toBe(1);
+      gpuA.finish(2 * round + 1);
+      gpuB.finish(2 * round + 1);
+      gpuA.finish(2 * round + 2);
+      gpuB.finish(2 * round + 2);
+      await waitFor('both done', async () => (await state(h!.queue, first)) === 'completed' && (await state(h!.queue, second)) === 'completed');
+      await sleep(100);
+    }
+    expect(gpuA.seen.maxRunning).toBe(1);
+    expect(gpuB.seen.maxRunning).toBe(1);
+  });
+
   it('cancel reaches the generating job while the one before it uploads, and that one still succeeds', async () => {
     h = await harness();
     const timeline: Timeline = [];

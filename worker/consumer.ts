@@ -38,6 +38,8 @@ class GatedWorker extends Worker<JobPayload, JobResult> {
     processor: (job: Job<JobPayload, JobResult>, token?: string, signal?: AbortSignal) => Promise<JobResult>,
     options: WorkerOptions,
     private readonly gate: GpuGate,
+    /** The worker's command connection (ioredis), for the wake-up marker. */
+    private readonly commands: Redis,
   ) {
     super(GENERATE_QUEUE, processor, options);
   }
@@ -50,7 +52,7 @@ class GatedWorker extends Worker<JobPayload, JobResult> {
     if (!this.gate.tryTake(token)) {
       // This loop may have been woken for a new job (it took the queue's wake-up marker, BullMQ's
       // "0" member): put one back, so that a worker whose GPU is free takes that job meanwhile.
-      await client.zadd(this.keys.marker, 0, '0');
+      await this.commands.zadd(this.keys.marker as string, 0, '0');
       if (!(await this.gate.take(token, () => this.stopping()))) return undefined as unknown as Job<JobPayload, JobResult>;
     }
     try {
@@ -156,7 +158,7 @@ export class JobConsumer {
     const loops = options.overlap === false ? 1 : 2;
     this.workers = Array.from({ length: loops }, (_, i) => {
       // One stalled-job check per process is enough.
-      const worker: GatedWorker = new GatedWorker((job, token, signal) => this.process(worker, job, token, signal), i === 0 ? workerOptions : { ...workerOptions, skipStalledCheck: true }, this.gate);
+      const worker: GatedWorker = new GatedWorker((job, token, signal) => this.process(worker, job, token, signal), i === 0 ? workerOptions : { ...workerOptions, skipStalledCheck: true }, this.gate, options.connection);
       worker.on('error', (err) => options.logger.error({ err }, 'queue error'));
       // The lock lapsed (a Redis outage longer than it) and the job may already run elsewhere: stop
       // this run rather than race it; the stalled check gives the job to one worker.
