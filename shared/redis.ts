@@ -32,8 +32,7 @@ export function createRedis(url: string, role: RedisRole, extra: RedisOptions = 
     ...extra,
   };
   if (role === 'api') {
-    // Commands issued in the same tick (many requests at once) go out in one write.
-    return new Redis(url, { ...common, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: false, enableAutoPipelining: true });
+    return new Redis(url, { ...common, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: false });
   }
   return new Redis(url, { ...common, maxRetriesPerRequest: null });
 }
