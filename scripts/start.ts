@@ -51,18 +51,24 @@ async function main(): Promise<void> {
   watchParent(() => shutdown.request('parent exited'));
 
   starting = (async () => {
-    if (!fs.existsSync(path.join(config.model.dir, 'model_index.json'))) {
-      if (!config.model.autoTiny) {
-        logger.fatal({ modelDir: config.model.dir }, 'MODEL_DIR holds no model_index.json; point it at an ONNX export');
+    // Every catalogue model needs its export; the tiny ones (nothing configured, or MODEL_DIR
+    // alone) are written when missing, each with its own weights.
+    for (const model of config.models) {
+      if (fs.existsSync(path.join(model.dir, 'model_index.json'))) continue;
+      if (!config.model.autoTiny || model.tinySeed === undefined) {
+        logger.fatal({ model: model.name, modelDir: model.dir }, `model ${model.name}: ${model.dir} holds no model_index.json; point its dir (MODELS_FILE) or MODEL_DIR at an ONNX export`);
         process.exit(3);
       }
-      logger.warn({ modelDir: config.model.dir }, `no model found: writing the tiny random-weight test model. ${TINY_MODEL_NOTE}`);
-      await writeTinyModel(config.model.dir);
+      logger.warn(
+        { model: model.name, modelDir: model.dir, triggerWords: model.triggerWords },
+        `no model found: writing the tiny random-weight test model ${model.name} (weight seed ${model.tinySeed}). ${TINY_MODEL_NOTE}`,
+      );
+      await writeTinyModel(model.dir, { seed: model.tinySeed });
     }
     api = await startApi(config, createLogger('api', config.logLevel)).catch((err: unknown) => {
       if (!(err instanceof ModelCapabilitiesError)) throw err;
       // As api/main.ts and a worker whose model does not load: exit 3, not worth a restart loop.
-      logger.fatal({ modelDir: config.model.dir, file: err.file }, `the served model cannot be read: ${err.message}`);
+      logger.fatal({ model: err.model, file: err.file }, `the served model${err.model ? ` ${err.model}` : ''} cannot be read: ${err.message}`);
       process.exit(3);
     });
     autoscaler = await startAutoscaler(config, createLogger('autoscaler', config.logLevel), { cwd: process.cwd() });

@@ -63,6 +63,8 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
   const consumer: JobConsumer = new JobConsumer({
     connection: deps.connection,
     prefix: config.queuePrefix,
+    // The queue of the model this worker holds (WORKER_MODEL): it takes no other model's jobs.
+    queue: config.model.queue,
     processor: deps.wrap ? deps.wrap(processor) : processor,
     logger,
     lockDurationMs: config.worker.lockDurationMs,
