@@ -203,6 +203,21 @@ export const WorkersSchema = z.object({
       min_workers: z.int(),
       max_workers: z.int(),
       last_decision: z.object({ action: z.string(), reason: z.string(), at: iso }).nullable(),
+      models: z
+        .array(
+          z.object({
+            name: z.string(),
+            load: z.int(),
+            desired: z.int(),
+            target: z.int(),
+            workers: z.int(),
+            min_workers: z.int(),
+            max_workers: z.int(),
+            oldest_waiting_since: iso.nullable().meta({ description: 'When its oldest waiting job was created: with fewer slots than models with work, the oldest gets the next slot.' }),
+            last_decision: z.object({ action: z.string(), reason: z.string(), at: iso }).nullable(),
+          }),
+        )
+        .meta({ description: "Each model's own scaling: its load, what the policy asks for within its bounds, its live workers." }),
       slots: z.array(
         z.object({
           id: z.string(),

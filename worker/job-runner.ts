@@ -8,7 +8,7 @@ import { createProcessor, type ProcessorDeps, type Processor } from './processor
 import { StorageGate } from './storage-gate.js';
 
 export interface JobRunnerDeps {
-  config: Pick<Readonly<Config>, 'queuePrefix' | 'worker' | 'storageRetry'>;
+  config: Pick<Readonly<Config>, 'queuePrefix' | 'worker' | 'storageRetry'> & { model?: { queue: string } };
   connection: Redis;
   pipeline: Pipeline;
   store: ImageStore;
@@ -64,7 +64,7 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
     connection: deps.connection,
     prefix: config.queuePrefix,
     // The queue of the model this worker holds (WORKER_MODEL): it takes no other model's jobs.
-    queue: config.model.queue,
+    queue: config.model?.queue,
     processor: deps.wrap ? deps.wrap(processor) : processor,
     logger,
     lockDurationMs: config.worker.lockDurationMs,

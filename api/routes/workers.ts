@@ -100,6 +100,17 @@ function autoscalerView(s: AutoscalerStatus) {
     min_workers: s.bounds.min,
     max_workers: s.bounds.max,
     last_decision: s.lastDecision ? { action: s.lastDecision.action, reason: s.lastDecision.reason, at: new Date(s.lastDecision.at).toISOString() } : null,
+    models: (s.models ?? []).map((m) => ({
+      name: m.name,
+      load: m.load,
+      desired: m.desired,
+      target: m.target,
+      workers: m.workers,
+      min_workers: m.bounds.min,
+      max_workers: m.bounds.max,
+      oldest_waiting_since: m.oldestWaitingAt === null ? null : new Date(m.oldestWaitingAt).toISOString(),
+      last_decision: m.lastDecision ? { action: m.lastDecision.action, reason: m.lastDecision.reason, at: new Date(m.lastDecision.at).toISOString() } : null,
+    })),
     slots: s.slots.map((slot) => ({
       id: slot.id,
       kind: slot.kind,
