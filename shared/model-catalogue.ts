@@ -230,7 +230,8 @@ export type RoutedBy = 'explicit' | 'default' | `trigger word "${string}"`;
 
 export type RouteResult = { ok: true; model: ModelEntry; routedBy: RoutedBy } | { ok: false; message: string };
 
-const escape = (word: string) => word.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&');
+/** Trigger words hold letters, digits, _ and - only; anything else a regular expression would read is escaped all the same. */
+const escape = (word: string) => word.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const matchers = new WeakMap<readonly ModelEntry[], Array<{ model: ModelEntry; word: string; re: RegExp }>>();
 
 function triggerMatchers(catalogue: readonly ModelEntry[]) {
