@@ -84,15 +84,17 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     generateQueues: config.models.map((m) => m.queue),
     onError: (err, jobId) => logger.debug({ err, jobId }, 'finished job could not be read for metrics'),
   });
+  const queueLoad = new ModelQueueLoads(connection, config.queuePrefix, config.models);
   const metrics = config.metrics.enabled
     ? createMetrics({
         monitor,
         jobEvents: config.metrics.jobEvents ? monitor : undefined,
         webhookEvents: config.metrics.jobEvents ? monitor : undefined,
         workers,
+        models: config.models,
+        loads: queueLoad,
       })
     : undefined;
-  const queueLoad = new ModelQueueLoads(connection, config.queuePrefix, config.models);
   const outbox = webhookOutboxFor(connection, config);
   // Finished jobs and their images go when JOB_KEEP_AGE_S / JOB_KEEP_COUNT say, idle or not.
   const retention = new RetentionSweeper({
