@@ -8,7 +8,7 @@ import { parseAllowList, type AllowList } from './webhooks/address-policy.js';
 import { parseSchedule } from './webhooks/schedule.js';
 import { secretBytes } from './webhooks/signing.js';
 import type { S3StoreOptions } from './storage/s3-store.js';
-import { BUILTIN_BASE_SEED, builtinCatalogue, CatalogueError, defaultModel, readCatalogueFile, singleModelCatalogue, type ModelEntry } from './model-catalogue.js';
+import { BUILTIN_BASE_SEED, builtinCatalogue, CatalogueError, defaultModel, parseCatalogueText, readCatalogueFile, singleModelCatalogue, type ModelEntry } from './model-catalogue.js';
 
 /**
  * The one configuration schema of every process. `loadConfig` turns environment variables into a
@@ -92,6 +92,8 @@ export const EnvSchema = z.object({
 
   /** JSON catalogue of the served models (shared/model-catalogue.ts); overrides MODEL_DIR. */
   MODELS_FILE: optionalString,
+  /** The same catalogue inline (container platforms: a ConfigMap value); MODELS_FILE wins when both are set. */
+  MODELS_JSON: optionalString,
   /** One model, without a catalogue. Neither set: the two tiny models (base, and `unqtkn` fine-tuned). */
   MODEL_DIR: optionalString,
   MODEL_NAME: optionalString,
@@ -410,11 +412,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
   let models: ModelEntry[] = [];
   try {
     if (e.MODELS_FILE !== undefined) models = readCatalogueFile(e.MODELS_FILE, catalogueDefaults);
+    else if (e.MODELS_JSON !== undefined) models = parseCatalogueText(e.MODELS_JSON, 'MODELS_JSON', catalogueDefaults);
     else if (e.MODEL_DIR !== undefined || e.MODEL_NAME !== undefined) models = singleModelCatalogue(e.MODEL_DIR ?? DEFAULT_MODEL_DIR, e.MODEL_NAME, catalogueDefaults, e.MODEL_AUTO_TINY ? BUILTIN_BASE_SEED : undefined);
     else models = builtinCatalogue(catalogueDefaults);
   } catch (err) {
     if (!(err instanceof CatalogueError)) throw err;
-    for (const problem of err.problems) problems.push(`MODELS_FILE: ${problem}`);
+    const variable = e.MODELS_FILE === undefined && e.MODELS_JSON !== undefined ? 'MODELS_JSON' : 'MODELS_FILE';
+    for (const problem of err.problems) problems.push(`${variable}: ${problem}`);
   }
   let served: ModelEntry | undefined = models.length > 0 ? defaultModel(models) : undefined;
   if (e.WORKER_MODEL !== undefined && models.length > 0) {

@@ -183,6 +183,17 @@ export function readCatalogueFile(file: string, defaults: AutoscalingDefaults, c
   return parseCatalogue(input, defaults, cwd);
 }
 
+/** A catalogue given as JSON text (MODELS_JSON); `source` names it in errors. */
+export function parseCatalogueText(text: string, source: string, defaults: AutoscalingDefaults, cwd = process.cwd()): ModelEntry[] {
+  let input: unknown;
+  try {
+    input = JSON.parse(text);
+  } catch (err) {
+    throw new CatalogueError([`${source} is not JSON: ${(err as Error).message}`]);
+  }
+  return parseCatalogue(input, defaults, cwd);
+}
+
 /** MODEL_DIR alone: a catalogue of one, on the `generate` queue as before. */
 export function singleModelCatalogue(dir: string, name: string | undefined, defaults: AutoscalingDefaults, tinySeed?: number): ModelEntry[] {
   const resolved = path.resolve(dir);
