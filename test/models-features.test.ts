@@ -132,3 +132,39 @@ describe('job features on a model of its own queue', () => {
     expect([payload.type, payload.data.id, payload.data.model]).toEqual(['job.completed', first.id, TUNED]);
   });
 });
+
+describe('request checks against the routed model', () => {
+  let idle: TestStack;
+  let folder: string;
+  beforeAll(async () => {
+    folder = fs.mkdtempSync(path.join(os.tmpdir(), 'sdjobs-model-checks-'));
+    // The fine-tune is a static 64 px export: it takes that size only; the base takes any.
+    await writeTinyModel(path.join(folder, 'fixed'), { fixedSize: 64, seed: 4242 });
+    const catalogue = path.join(folder, 'models.json');
+    fs.writeFileSync(catalogue, JSON.stringify({ models: [{ name: 'base', dir: inject('tinyModelDir') }, { name: 'fixed', dir: path.join(folder, 'fixed'), trigger_words: ['sks'] }] }));
+    idle = await startStack({ MODELS_FILE: catalogue, STORAGE_LOCAL_DIR: path.join(folder, 'images') }, { worker: false, notifier: false });
+  });
+  afterAll(async () => {
+    await idle?.close();
+    fs.rmSync(folder, { recursive: true, force: true });
+  });
+
+  it('checks sizes against the export the prompt routes to, and names the field', async () => {
+    const submit = (body: Record<string, unknown>) =>
+      fetch(`${idle.api.url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const refused = await submit({ prompt: 'photo of sks dog', img_size: 128 });
+    expect(refused.status).toBe(400);
+    expect(JSON.stringify(await refused.json())).toMatch(/"field":"img_size"/);
+    // The same request routed (or named) to the base model is fine.
+    expect((await submit({ prompt: 'photo of a dog', img_size: 128 })).status).toBe(202);
+    expect((await submit({ prompt: 'photo of sks dog', img_size: 128, model: 'base' })).status).toBe(202);
+    // Without a size, each model's own default: 64 for the fixed export.
+    const routed = (await (await submit({ prompt: 'photo of sks dog' })).json()) as Record<string, any>;
+    expect([routed.model, routed.input.width, routed.input.height]).toEqual(['fixed', 64, 64]);
+    const models = (await (await fetch(`${idle.api.url}/v1/models`)).json()) as { models: Array<Record<string, any>> };
+    expect(models.models.map((m) => [m.name, m.capabilities.fixed_size])).toEqual([
+      ['base', null],
+      ['fixed', { width: 64, height: 64 }],
+    ]);
+  });
+});
