@@ -258,7 +258,7 @@ const OPERATIONS: Operation[] = [
     build: () => ({
       operationId: 'listModels',
       tags: ['operations'],
-      summary: 'The served models: state (available, loading, idle, unavailable with the load error and the next try), workers, capabilities',
+      summary: 'The served models: default, trigger words, state (available, loading, idle, unavailable with the load error and the next try), workers by state, load, capabilities',
       responses: { '200': json(ref('Models'), 'The models.'), '503': errorResponse('Redis is unreachable.') },
     }),
   },
