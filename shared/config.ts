@@ -3,6 +3,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { DEFAULT_PROMPT_MODIFIERS, PromptModifiersSchema, type PromptModifiers } from './prompt-variations.js';
 import { parseAllowList, type AllowList } from './webhooks/address-policy.js';
 import { parseSchedule } from './webhooks/schedule.js';
@@ -128,7 +129,8 @@ export const EnvSchema = z.object({
   AUTOSCALER_DOWNSCALE_TO_ZERO_DELAY_S: z.preprocess(emptyAsUnset, decimalNumber(0, 86_400, 'a number of seconds').optional()),
   AUTOSCALER_INTERVAL_MS: int(1000, 20, 60_000),
   AUTOSCALER_GPUS: optionalString.pipe(z.string().regex(/^(none|\d+(,\d+)*)$/, 'expected none or GPU indices like 0,1').optional()),
-  AUTOSCALER_CPU_SLOTS: int(1, 1, 256),
+  /** Empty: one per served model (the two built-in tiny models: 2), at most one per CPU core. */
+  AUTOSCALER_CPU_SLOTS: optionalInt(1, 256),
   /** What serves a GPU slot: auto = cuda for NVIDIA GPUs (nvidia-smi), webgpu for other GPUs (DRM render nodes). */
   AUTOSCALER_GPU_PROVIDER: oneOf(['auto', 'cuda', 'webgpu']).default('auto'),
   AUTOSCALER_STOP_GRACE_S: seconds(120),
@@ -480,7 +482,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       intervalMs: e.AUTOSCALER_INTERVAL_MS,
       gpus:
         e.AUTOSCALER_GPUS === undefined ? 'detect' : e.AUTOSCALER_GPUS === 'none' ? 'none' : [...new Set(e.AUTOSCALER_GPUS.split(',').map(Number))],
-      cpuSlots: e.AUTOSCALER_CPU_SLOTS,
+      cpuSlots: e.AUTOSCALER_CPU_SLOTS ?? Math.max(1, Math.min(models.length, availableParallelism())),
       gpuProvider: e.AUTOSCALER_GPU_PROVIDER,
       stopGraceS: e.AUTOSCALER_STOP_GRACE_S,
       readyTimeoutS: e.AUTOSCALER_READY_TIMEOUT_S,
