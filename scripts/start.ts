@@ -1,5 +1,3 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import { startApi, type RunningApi } from '../api/server.js';
 import { startAutoscaler, type RunningAutoscaler } from '../autoscaler/autoscaler.js';
 import { startNotifier, type RunningNotifier } from '../notifier/notifier.js';
@@ -7,7 +5,7 @@ import { loadConfigOrExit } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
 import { ModelCapabilitiesError } from '../shared/model-capabilities.js';
 import { handleShutdownSignals, watchParent } from '../shared/signals.js';
-import { TINY_MODEL_NOTE, writeTinyModel } from './tiny-model/index.js';
+import { writeMissingTinyModels } from './tiny-model/index.js';
 
 /**
  * `npm start`: the whole service on one machine. The API and the autoscaler run here; the
@@ -53,17 +51,10 @@ async function main(): Promise<void> {
   starting = (async () => {
     // Every catalogue model needs its export; the tiny ones (nothing configured, or MODEL_DIR
     // alone) are written when missing, each with its own weights.
-    for (const model of config.models) {
-      if (fs.existsSync(path.join(model.dir, 'model_index.json'))) continue;
-      if (!config.model.autoTiny || model.tinySeed === undefined) {
-        logger.fatal({ model: model.name, modelDir: model.dir }, `model ${model.name}: ${model.dir} holds no model_index.json; point its dir (MODELS_FILE) or MODEL_DIR at an ONNX export`);
-        process.exit(3);
-      }
-      logger.warn(
-        { model: model.name, modelDir: model.dir, triggerWords: model.triggerWords },
-        `no model found: writing the tiny random-weight test model ${model.name} (weight seed ${model.tinySeed}). ${TINY_MODEL_NOTE}`,
-      );
-      await writeTinyModel(model.dir, { seed: model.tinySeed });
+    const missing = await writeMissingTinyModels(config, logger);
+    if (missing) {
+      logger.fatal({ model: missing.name, modelDir: missing.dir }, `model ${missing.name}: ${missing.dir} holds no model_index.json; point its dir (MODELS_FILE) or MODEL_DIR at an ONNX export`);
+      process.exit(3);
     }
     api = await startApi(config, createLogger('api', config.logLevel)).catch((err: unknown) => {
       if (!(err instanceof ModelCapabilitiesError)) throw err;

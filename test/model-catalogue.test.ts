@@ -4,6 +4,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../shared/config.js';
 import { builtinCatalogue, CatalogueError, parseCatalogue, routeModel, type ModelEntry } from '../shared/model-catalogue.js';
+import { writeMissingTinyModels } from '../scripts/tiny-model/index.js';
 
 const defaults = { minWorkers: 0, initialWorkers: 0, maxWorkers: undefined };
 
@@ -152,5 +153,34 @@ describe('the router', () => {
     const builtin = builtinCatalogue(defaults, '/srv');
     expect(routeModel(builtin, undefined, 'photo of unqtkn dog having breakfast')).toMatchObject({ ok: true, model: { name: 'tiny-sd-unqtkn' }, routedBy: 'trigger word "unqtkn"' });
     expect(routeModel(builtin, undefined, 'a lighthouse at dusk')).toMatchObject({ ok: true, model: { name: 'tiny-sd' }, routedBy: 'default' });
+  });
+});
+
+describe('npm start with nothing configured', () => {
+  it('writes the two tiny models that are missing, with different weights, and leaves present ones alone', async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'sdjobs-builtin-'));
+    try {
+      const models = builtinCatalogue({ minWorkers: 0, initialWorkers: 0, maxWorkers: undefined }, root);
+      const warned: string[] = [];
+      const logger = { warn: (_fields: object, message: string) => void warned.push(message) };
+      expect(await writeMissingTinyModels({ models, model: { autoTiny: true } }, logger)).toBeNull();
+      expect(warned.map((m) => m.split(' (')[0])).toEqual([
+        'no model found: writing the tiny random-weight test model tiny-sd',
+        'no model found: writing the tiny random-weight test model tiny-sd-unqtkn',
+      ]);
+      const weights = (name: string) => fs.readFileSync(path.join(root, 'models', name, 'unet', 'model.onnx_data'));
+      expect(weights('tiny-sd').length).toBe(weights('tiny-sd-unqtkn').length);
+      expect(weights('tiny-sd').equals(weights('tiny-sd-unqtkn'))).toBe(false);
+      // Present now: nothing written again.
+      expect(await writeMissingTinyModels({ models, model: { autoTiny: true } }, logger)).toBeNull();
+      expect(warned).toHaveLength(2);
+      // A catalogue model that is not a tiny one, or MODEL_AUTO_TINY=false: reported, not written.
+      const real = parseCatalogue({ models: [{ name: 'sd15', dir: 'nowhere' }] }, defaults, root);
+      expect(await writeMissingTinyModels({ models: real, model: { autoTiny: true } }, logger)).toMatchObject({ name: 'sd15' });
+      const off = builtinCatalogue(defaults, path.join(root, 'other'));
+      expect(await writeMissingTinyModels({ models: off, model: { autoTiny: false } }, logger)).toMatchObject({ name: 'tiny-sd' });
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
   });
 });
