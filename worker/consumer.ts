@@ -11,6 +11,8 @@ export type WorkerState = 'starting' | 'ready' | 'busy' | 'draining' | 'stopped'
 export interface ConsumerOptions {
   connection: Redis;
   prefix: string;
+  /** The queue of this worker's model; default: the default model's (`generate`). */
+  queue?: string;
   processor: Processor;
   logger: Logger;
   /** How long a job's lock lives without renewal; BullMQ renews it at half this while the job runs. */
@@ -35,7 +37,7 @@ export class JobConsumer {
   constructor(private readonly options: ConsumerOptions) {
     this.lockDurationMs = options.lockDurationMs ?? 30_000;
     this.worker = new Worker<JobPayload, JobResult>(
-      GENERATE_QUEUE,
+      options.queue ?? GENERATE_QUEUE,
       async (job, token, signal) => {
         this.setState('busy');
         if (job.id !== undefined && token !== undefined) this.running = { id: job.id, token };
