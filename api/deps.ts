@@ -6,7 +6,7 @@ import type { ModelState, PublishedModel } from '../shared/model-registry.js';
 import type { QueueMonitor } from '../shared/queue-monitor.js';
 import type { IdempotencyStore } from '../shared/idempotency.js';
 import type { ImageStore } from '../shared/storage/index.js';
-import type { QueueLoadSource } from '../shared/queue-load.js';
+import type { ModelQueueLoads, QueueLoadSource } from '../shared/queue-load.js';
 import type { WorkerDirectory } from '../shared/worker-registry.js';
 import type { WebhookOutbox } from '../shared/webhooks/deliveries.js';
 import type { TenantSecretStore } from '../shared/webhooks/tenant-secrets.js';
@@ -42,7 +42,7 @@ export interface AppDeps {
   /** The worker registry and autoscaler status: GET /v1/workers. */
   workers?: WorkerDirectory;
   /** The queue's full load (waiting + prioritized + due delayed + active): GET /v1/queue, KEDA's metric. */
-  queueLoad?: Pick<QueueLoadSource, 'read'>;
+  queueLoad?: Pick<QueueLoadSource, 'read'> & Partial<Pick<ModelQueueLoads, 'readModel' | 'readAll'>>;
   /** Sends a webhook event whose delivery gave up again (POST /v1/jobs/:id/webhooks/redeliver); absent, that answers 501. */
   webhooks?: Pick<WebhookOutbox, 'redeliver'>;
   /** Per-API-key state in Redis: webhook signing secrets and rate limits; absent, neither. */

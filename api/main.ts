@@ -13,7 +13,7 @@ async function main(): Promise<void> {
   const api = await startApi(config, logger).catch((err: unknown) => {
     if (!(err instanceof ModelCapabilitiesError)) throw err;
     // The same exit code as a worker whose model does not load: not worth a restart loop.
-    logger.fatal({ modelDir: config.model.dir, file: err.file }, `the served model cannot be read: ${err.message}`);
+    logger.fatal({ model: err.model, file: err.file }, `the served model${err.model ? ` ${err.model}` : ''} cannot be read: ${err.message}`);
     process.exit(3);
   });
   logger.info({ url: api.url }, `API listening on ${api.url}`);

@@ -1,6 +1,7 @@
 import type { RequestHandler } from 'express';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { FinishedJob, QueueMonitor } from '../shared/queue-monitor.js';
+import type { ModelQueueLoads } from '../shared/queue-load.js';
+import type { BullQueueMonitor, FinishedJob, QueueMonitor } from '../shared/queue-monitor.js';
 import type { WorkerDirectory } from '../shared/worker-registry.js';
 
 /**
@@ -15,8 +16,8 @@ const COUNTS_REUSE_MS = 500;
 const WORKER_STATES = ['starting', 'ready', 'busy', 'draining'] as const;
 
 export interface MetricsSources {
-  /** Queue counts at scrape time. */
-  monitor?: Pick<QueueMonitor, 'counts'> | undefined;
+  /** Queue counts at scrape time (by queue, when it can tell them apart). */
+  monitor?: (Pick<QueueMonitor, 'counts'> & Partial<Pick<BullQueueMonitor, 'countsByQueue'>>) | undefined;
   /** Job outcomes and durations; leave out on all API replicas but one, or each counts every job. */
   jobEvents?: Pick<QueueMonitor, 'onJobFinished'> | undefined;
   /** Webhook delivery outcomes from the notifier's queue. */
@@ -25,6 +26,10 @@ export interface MetricsSources {
   workers?: Pick<WorkerDirectory, 'list'> | undefined;
   /** Process metrics (CPU, memory, event loop, GC). */
   defaultMetrics?: boolean;
+  /** The served models and their queues: series start at zero for each, and queue counts are told apart by model. */
+  models?: readonly { name: string; queue: string }[];
+  /** Each model's full load (waiting + prioritized + due retries + running) at scrape time. */
+  loads?: Pick<ModelQueueLoads, 'readAll'> | undefined;
 }
 
 export interface ApiMetrics {
@@ -47,14 +52,22 @@ export function createMetrics(sources: MetricsSources = {}): ApiMetrics {
   if (sources.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
 
   const { monitor, workers } = sources;
+  const modelNames = (sources.models ?? []).map((m) => m.name);
+  const modelOfQueue = new Map((sources.models ?? []).map((m) => [m.queue, m.name]));
 
-  // One read of the counts serves both gauges of a scrape, whichever collects first.
-  let counting: { at: number; result: Promise<Record<string, number> | null> } | undefined;
+  // One read of the counts serves both gauges of a scrape, whichever collects first. By model
+  // when the monitor tells the queues apart: [model (null: all together), counts].
+  type Counts = Array<[string | null, Record<string, number>]>;
+  let counting: { at: number; result: Promise<Counts | null> } | undefined;
   const countsNow = () => {
     if (!monitor) return Promise.resolve(null);
     if (!counting || Date.now() - counting.at > COUNTS_REUSE_MS) {
       // A scrape during a Redis outage still answers: the outage shows as sdjobs_queue_up 0.
-      counting = { at: Date.now(), result: monitor.counts().catch(() => null) };
+      const read = async (): Promise<Counts> =>
+        monitor.countsByQueue && modelOfQueue.size > 0
+          ? [...(await monitor.countsByQueue())].map(([queue, counts]) => [modelOfQueue.get(queue) ?? queue, counts])
+          : [[null, await monitor.counts()]];
+      counting = { at: Date.now(), result: read().catch(() => null) };
     }
     return counting.result;
   };
@@ -70,60 +83,83 @@ export function createMetrics(sources: MetricsSources = {}): ApiMetrics {
     });
     new Gauge({
       name: 'sdjobs_jobs',
-      help: 'Jobs in the generate queue by BullMQ state, read at scrape time (completed and failed are bounded by JOB_KEEP_*).',
-      labelNames: ['state'],
+      help: "Jobs in each model's queue by BullMQ state, read at scrape time (completed and failed are bounded by JOB_KEEP_*).",
+      labelNames: ['state', 'model'],
       registers,
       async collect() {
         this.reset();
-        for (const [state, count] of Object.entries((await countsNow()) ?? {})) this.set({ state }, count);
+        for (const [model, counts] of (await countsNow()) ?? []) {
+          for (const [state, count] of Object.entries(counts)) this.set(model === null ? { state } : { state, model }, count);
+        }
+      },
+    });
+  }
+  if (sources.loads) {
+    const loads = sources.loads;
+    new Gauge({
+      name: 'sdjobs_queue_load',
+      help: "Each model's full load at scrape time: waiting + prioritized + due retries + running jobs (what the autoscaler and KEDA scale on).",
+      labelNames: ['model'],
+      registers,
+      async collect() {
+        this.reset();
+        try {
+          for (const [model, load] of await loads.readAll()) this.set({ model }, load.load);
+        } catch {
+          // Left empty: sdjobs_queue_up shows the outage.
+        }
       },
     });
   }
 
   const finished = new Counter({
     name: 'sdjobs_jobs_finished_total',
-    help: 'Jobs that reached a final state, by outcome (succeeded, failed, canceled, expired).',
-    labelNames: ['outcome'],
+    help: 'Jobs that reached a final state, by outcome (succeeded, failed, canceled, expired) and model.',
+    labelNames: ['outcome', 'model'],
     registers,
   });
-  for (const outcome of ['succeeded', 'failed', 'canceled', 'expired']) finished.inc({ outcome }, 0);
+  for (const model of modelNames) for (const outcome of ['succeeded', 'failed', 'canceled', 'expired']) finished.inc({ outcome, model }, 0);
 
   const queueWait = new Histogram({
     name: 'sdjobs_job_queue_wait_seconds',
-    help: 'Time from submission to the start of the job (its last attempt, when retried).',
+    help: 'Time from submission to the start of the job (its last attempt, when retried), by model.',
+    labelNames: ['model'],
     buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800],
     registers,
   });
   const runTime = new Histogram({
     name: 'sdjobs_job_run_seconds',
-    help: 'Time a worker spent on the job (its last attempt), by outcome.',
-    labelNames: ['outcome'],
+    help: 'Time a worker spent on the job (its last attempt), by outcome and model.',
+    labelNames: ['outcome', 'model'],
     buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300],
     registers,
   });
   const stepTime = new Histogram({
     name: 'sdjobs_job_step_seconds',
-    help: 'UNet time per denoising step of a succeeded job (all its images together).',
+    help: 'UNet time per denoising step of a succeeded job (all its images together), by model.',
+    labelNames: ['model'],
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers,
   });
   const images = new Counter({
     name: 'sdjobs_images_generated_total',
-    help: 'Images generated and stored; rate(sdjobs_images_generated_total[5m]) gives images per second.',
+    help: 'Images generated and stored, by model; rate(sdjobs_images_generated_total[5m]) gives images per second.',
+    labelNames: ['model'],
     registers,
   });
 
   if (workers) {
     new Gauge({
       name: 'sdjobs_workers',
-      help: 'Workers by lifecycle state (starting, ready, busy, draining), from their heartbeats.',
-      labelNames: ['state'],
+      help: 'Workers by lifecycle state (starting, ready, busy, draining) and the model they hold, from their heartbeats.',
+      labelNames: ['state', 'model'],
       registers,
       async collect() {
         this.reset();
-        for (const state of WORKER_STATES) this.set({ state }, 0);
         try {
-          for (const worker of await workers.list()) this.inc({ state: worker.state });
+          const list = await workers.list();
+          for (const model of new Set([...modelNames, ...list.map((w) => w.model)])) for (const state of WORKER_STATES) this.set({ state, model }, 0);
+          for (const worker of list) this.inc({ state: worker.state, model: worker.model });
         } catch {
           // Left at zero: the registry lives in the same Redis, whose outage sdjobs_queue_up shows.
         }
@@ -166,15 +202,17 @@ export function createMetrics(sources: MetricsSources = {}): ApiMetrics {
   };
 
   const observeJob = (job: FinishedJob) => {
-    finished.inc({ outcome: job.outcome });
-    if (job.startedAt !== null && job.createdAt !== null) queueWait.observe(Math.max(0, job.startedAt - job.createdAt) / SECONDS);
+    // A job that could not be read back has no model: `unknown`.
+    const model = job.model ?? 'unknown';
+    finished.inc({ outcome: job.outcome, model });
+    if (job.startedAt !== null && job.createdAt !== null) queueWait.observe({ model }, Math.max(0, job.startedAt - job.createdAt) / SECONDS);
     if (job.startedAt !== null && job.finishedAt !== null) {
-      runTime.observe({ outcome: job.outcome }, Math.max(0, job.finishedAt - job.startedAt) / SECONDS);
+      runTime.observe({ outcome: job.outcome, model }, Math.max(0, job.finishedAt - job.startedAt) / SECONDS);
     }
     if (job.outcome === 'succeeded') {
-      images.inc(job.images);
+      images.inc({ model }, job.images);
       const unetMs = job.timingsMs?.unet;
-      if (typeof unetMs === 'number' && job.steps) stepTime.observe(unetMs / job.steps / SECONDS);
+      if (typeof unetMs === 'number' && job.steps) stepTime.observe({ model }, unetMs / job.steps / SECONDS);
     }
   };
 

@@ -1,5 +1,7 @@
 import type { ModelCapabilities } from '../shared/model-capabilities.js';
+import type { ModelEntry } from '../shared/model-catalogue.js';
 import type { ModelState } from '../shared/model-registry.js';
+import type { QueueLoad } from '../shared/queue-load.js';
 import type { AppDeps } from './deps.js';
 import { HttpError } from './http-errors.js';
 
@@ -33,11 +35,15 @@ export async function refuseUnavailableModel(deps: Pick<AppDeps, 'modelStates'>,
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
-/** A model as GET /v1/models lists it: keyed by name, so more models are more entries. */
-export function modelView(name: string, isDefault: boolean, capabilities: ModelCapabilities | null, state: ModelState | null) {
+/** A model as GET /v1/models lists it. */
+export function modelView(entry: ModelEntry, capabilities: ModelCapabilities | null, state: ModelState | null, load: QueueLoad | null, defaultSteps: number) {
   return {
-    name,
-    default: isDefault,
+    name: entry.name,
+    default: entry.isDefault,
+    trigger_words: entry.triggerWords,
+    queue: entry.queue,
+    autoscaling: { min_workers: entry.autoscaling.minWorkers, initial_workers: entry.autoscaling.initialWorkers, max_workers: entry.autoscaling.maxWorkers ?? null },
+    load: load ? { queued: load.load - load.active, running: load.active, total: load.load } : null,
     state: state?.state ?? 'unknown',
     error: state?.error ?? null,
     unavailable_since: iso(state?.since ?? null),
@@ -51,6 +57,8 @@ export function modelView(name: string, isDefault: boolean, capabilities: ModelC
           default_size: capabilities.defaultSize,
           fixed_size: capabilities.fixedSize ?? null,
           default_scheduler: capabilities.defaultScheduler,
+          schedulers: Object.keys(capabilities.maxStepsByScheduler),
+          default_steps: defaultSteps,
           dtype: capabilities.dtype,
         }
       : null,

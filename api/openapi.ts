@@ -258,7 +258,7 @@ const OPERATIONS: Operation[] = [
     build: () => ({
       operationId: 'listModels',
       tags: ['operations'],
-      summary: 'The served models: state (available, loading, idle, unavailable with the load error and the next try), workers, capabilities',
+      summary: 'The served models: default, trigger words, state (available, loading, idle, unavailable with the load error and the next try), workers by state, load, capabilities',
       responses: { '200': json(ref('Models'), 'The models.'), '503': errorResponse('Redis is unreachable.') },
     }),
   },
@@ -268,8 +268,11 @@ const OPERATIONS: Operation[] = [
     build: () => ({
       operationId: 'queueLoad',
       tags: ['operations'],
-      summary: "The queue's load: what the autoscaler and KEDA's metrics-api scaler read",
-      responses: { '200': json(ref('QueueLoad'), 'The load.'), '503': errorResponse('Redis is unreachable.') },
+      summary: "The queues' load: what the autoscaler and KEDA's metrics-api scaler read (one model's with ?model=)",
+      parameters: [
+        { name: 'model', in: 'query', required: false, description: "A served model's name: that model's load alone (each model's KEDA ScaledObject reads its own).", schema: { type: 'string' } },
+      ],
+      responses: { '200': json(ref('QueueLoad'), 'The load.'), '400': errorResponse('`model` names no served model.'), '503': errorResponse('Redis is unreachable.') },
     }),
   },
   {
@@ -384,6 +387,8 @@ function syncOperation(operationId: string, summary: string, schemas: Schemas): 
         description: 'The image (PNG unless output_format says otherwise).',
         headers: {
           'X-Job-Id': { description: 'The job id.', schema: { type: 'string' } },
+          'Content-Location': { description: 'The job: `/v1/jobs/<id>` (its model, routed_by, timings).', schema: { type: 'string' } },
+          'X-Model': { description: 'The model that made the image.', schema: { type: 'string' } },
           'X-Seed': { description: 'The seed used.', schema: { type: 'string' } },
           'X-Nsfw-Content-Detected': { description: "The safety checker's verdict, when the nsfw filter ran.", schema: { type: 'string', enum: ['true', 'false'] } },
           'X-Image-Blocked': { description: 'true: every try was screened out and the PNG is black.', schema: { type: 'string', enum: ['true', 'false'] } },
@@ -414,7 +419,10 @@ export function generationRequestJsonSchema(config: Readonly<Config>): Json {
     const description = FIELD_DESCRIPTIONS[name];
     if (description && property.description === undefined) property.description = description;
   }
-  if (properties.model) properties.model.examples = [config.model.name];
+  if (properties.model) {
+    properties.model.examples = ['auto', ...config.models.map((m) => m.name)];
+    properties.model.default = 'auto';
+  }
   if (properties.num_inference_steps) properties.num_inference_steps.default = config.limits.defaultSteps;
   if (properties.guidance_scale) properties.guidance_scale.default = config.limits.defaultGuidance;
   if (properties.num_images) properties.num_images.default = 1;
@@ -449,7 +457,8 @@ export function buildOpenApiDocument(ctx: OpenApiContext, version: string): Json
       title: 'sd-jobs',
       version,
       description:
-        `Stable Diffusion image generation as a job service. Serving model \`${ctx.config.model.name}\`. ` +
+        `Stable Diffusion image generation as a job service. Serving ${ctx.config.models.map((m) => `\`${m.name}\`${m.isDefault ? ' (default)' : ''}${m.triggerWords.length > 0 ? ` (trigger words: ${m.triggerWords.join(', ')})` : ''}`).join(', ')}; ` +
+        'a request\'s `model` names one, or is `auto` (the default): the model whose trigger word the prompt holds, else the default (GET /v1/models). ' +
         'Submit with POST /v1/jobs and poll, stream /v1/jobs/{id}/events, or call GET /v1/generate for the PNG itself.',
     },
     ...(ctx.config.publicUrl ? { servers: [{ url: ctx.config.publicUrl }] } : {}),

@@ -10,6 +10,7 @@ import {
   type JobPayload,
 } from '../shared/job-schema.js';
 import { modelProblems } from '../shared/model-capabilities.js';
+import { routeModel } from '../shared/model-catalogue.js';
 import { forbiddenKeyPath } from '../shared/request-values.js';
 import { BUILTIN_FILTERS } from '../shared/filters.js';
 import { promptVariants } from '../shared/prompt-variations.js';
@@ -76,13 +77,14 @@ export async function parseGenerationRequest(
   // A problem with one entry of `filters` is a problem with the field.
   if (!parsed.success) throw invalidRequest(describeIssues(parsed.error).map((p) => (p.field.startsWith('filters.') ? { ...p, field: 'filters' } : p)));
 
-  const served = deps.config.model.name;
-  if (parsed.data.model !== undefined && parsed.data.model !== served) {
-    throw invalidRequest([{ field: 'model', message: `unknown model ${JSON.stringify(parsed.data.model)}; this service serves ${JSON.stringify(served)}` }]);
-  }
+  // The model: named, or `auto` (absent) routed by the prompt's trigger words (shared/model-catalogue.ts).
+  const route = routeModel(deps.config.models, parsed.data.model, parsed.data.prompt);
+  if (!route.ok) throw invalidRequest([{ field: 'model', message: route.message }]);
+  const served = route.model.name;
   const model = deps.models.get(served);
   if (!model) throw new HttpError(503, 'model_unavailable', `The model ${served} is not available.`, 'model');
-  const payload = toJobPayload(parsed.data, deps.config.limits, { name: served, defaultSize: model.defaultSize }, deps.drawSeed ?? drawSeed);
+  const payload = toJobPayload({ ...parsed.data, model: served }, deps.config.limits, { name: served, defaultSize: model.defaultSize }, deps.drawSeed ?? drawSeed);
+  payload.routedBy = route.routedBy;
   // What the export itself can take: the worker's pipeline checks the same again.
   const problems = modelProblems(
     model,

@@ -34,7 +34,11 @@ export const JobViewSchema = z
   .object({
     id: z.string().meta({ description: 'Job id (a UUID).' }),
     status: JobStatusSchema,
-    model: z.string(),
+    model: z.string().meta({ description: 'The model the job runs on.' }),
+    routed_by: z
+      .string()
+      .nullable()
+      .meta({ description: 'Why it runs on that model: `explicit` (the request named it), `trigger word "<word>"` (the prompt holds the word), or `default`.' }),
     input: z
       .object({
         prompt: z.string(),
@@ -199,6 +203,21 @@ export const WorkersSchema = z.object({
       min_workers: z.int(),
       max_workers: z.int(),
       last_decision: z.object({ action: z.string(), reason: z.string(), at: iso }).nullable(),
+      models: z
+        .array(
+          z.object({
+            name: z.string(),
+            load: z.int(),
+            desired: z.int(),
+            target: z.int(),
+            workers: z.int(),
+            min_workers: z.int(),
+            max_workers: z.int(),
+            oldest_waiting_since: iso.nullable().meta({ description: 'When its oldest waiting job was created: with fewer slots than models with work, the oldest gets the next slot.' }),
+            last_decision: z.object({ action: z.string(), reason: z.string(), at: iso }).nullable(),
+          }),
+        )
+        .meta({ description: "Each model's own scaling: its load, what the policy asks for within its bounds, its live workers." }),
       slots: z.array(
         z.object({
           id: z.string(),
@@ -219,6 +238,13 @@ export const ModelsSchema = z.object({
     z.object({
       name: z.string(),
       default: z.boolean(),
+      trigger_words: z.array(z.string()).meta({ description: 'Whole words (case-insensitive) that route a prompt to this model when the request says `model: auto` or nothing.' }),
+      queue: z.string().meta({ description: 'The BullMQ queue of its jobs.' }),
+      autoscaling: z.object({ min_workers: z.int(), initial_workers: z.int(), max_workers: z.int().nullable() }),
+      load: z
+        .object({ queued: z.int(), running: z.int(), total: z.int() })
+        .nullable()
+        .meta({ description: "Its jobs that need a worker: queued (waiting, prioritized, due retries) and running; null when Redis cannot say." }),
       state: ModelStateEnum,
       error: z.string().nullable().meta({ description: 'Why it could not be loaded, while unavailable.' }),
       unavailable_since: iso.nullable(),
@@ -232,6 +258,8 @@ export const ModelsSchema = z.object({
           default_size: z.int(),
           fixed_size: z.object({ width: z.int(), height: z.int() }).nullable(),
           default_scheduler: z.string(),
+          schedulers: z.array(z.string()).meta({ description: 'The diffusers scheduler classes a request may ask for (`scheduler`).' }),
+          default_steps: z.int(),
           dtype: z.string(),
         })
         .nullable()
@@ -240,7 +268,7 @@ export const ModelsSchema = z.object({
   ),
 });
 
-export const QueueLoadSchema = z.object({
+const QueueLoadFields = {
   load: z.int().meta({ description: 'waiting + prioritized + due delayed + active: what the autoscaler and KEDA scale on.' }),
   waiting: z.int(),
   prioritized: z.int(),
@@ -249,6 +277,12 @@ export const QueueLoadSchema = z.object({
   delayed: z.int(),
   paused: z.int(),
   at: iso,
+};
+
+export const QueueLoadSchema = z.object({
+  model: z.string().nullable().meta({ description: 'The model asked for (`?model=`); null: every model together.' }),
+  ...QueueLoadFields,
+  models: z.record(z.string(), z.object(QueueLoadFields)).optional().meta({ description: "Each model's own load (without `?model=`)." }),
 });
 
 export const WebhookSecretsSchema = z

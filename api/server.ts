@@ -4,7 +4,7 @@ import type { Config } from '../shared/config.js';
 import { BullJobQueue } from '../shared/job-queue.js';
 import { RedisIdempotencyStore } from '../shared/idempotency.js';
 import type { Logger } from '../shared/logger.js';
-import { readModelCapabilities } from '../shared/model-capabilities.js';
+import { ModelCapabilitiesError, readModelCapabilities, type ModelCapabilities } from '../shared/model-capabilities.js';
 import { readModel, readModelState, readUnavailableModel } from '../shared/model-registry.js';
 import { failFastOnRedis } from '../shared/errors.js';
 import { BullQueueMonitor } from '../shared/queue-monitor.js';
@@ -13,7 +13,7 @@ import { closeRedis, createRedis } from '../shared/redis.js';
 import { runShutdownSteps } from '../shared/shutdown.js';
 import { createImageStore } from '../shared/storage/index.js';
 import { WorkerRegistry } from '../shared/worker-registry.js';
-import { BullQueueLoad } from '../shared/queue-load.js';
+import { ModelQueueLoads } from '../shared/queue-load.js';
 import { RetentionSweeper } from '../shared/retention.js';
 import { createApp } from './app.js';
 import { answerClientErrors } from './client-errors.js';
@@ -48,9 +48,18 @@ export interface RunningApi {
 export async function startApi(config: Readonly<Config>, logger: Logger): Promise<RunningApi> {
   // From the export itself, before anything listens: request checks never wait for a worker.
   // Throws ModelCapabilitiesError (naming the file) when the export cannot be read.
-  const model = await readModelCapabilities(config.model.dir);
-  const models = new Map([[config.model.name, { ...model, name: config.model.name }]]);
-  logger.info({ model: config.model.name, defaultSize: model.defaultSize, fixedSize: model.fixedSize ?? null, dtype: model.dtype }, 'model capabilities read from the export');
+  const models = new Map<string, ModelCapabilities & { name: string }>();
+  for (const entry of config.models) {
+    const model = await readModelCapabilities(entry.dir).catch((err: unknown) => {
+      if (err instanceof ModelCapabilitiesError) err.model ??= entry.name;
+      throw err;
+    });
+    models.set(entry.name, { ...model, name: entry.name });
+    logger.info(
+      { model: entry.name, queue: entry.queue, default: entry.isDefault, triggerWords: entry.triggerWords, defaultSize: model.defaultSize, fixedSize: model.fixedSize ?? null, dtype: model.dtype },
+      'model capabilities read from the export',
+    );
+  }
   const connection = createRedis(config.redisUrl, 'api');
   const eventsConnection = createRedis(config.redisUrl, 'subscriber');
   connection.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
@@ -63,6 +72,7 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     maxQueuedPerOwner: config.tenants.maxQueuedJobs,
     // A worker writes its record as it takes a job, and it lives three beats past the last one.
     workerGraceMs: 2 * config.worker.heartbeatMs,
+    models: config.models,
   });
   const store = createImageStore(config.storage);
   const workers = new WorkerRegistry(connection, config.queuePrefix);
@@ -71,17 +81,20 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     createEventsConnection: () => createRedis(config.redisUrl, 'subscriber'),
     prefix: config.queuePrefix,
     webhookQueue: WEBHOOK_QUEUE,
+    generateQueues: config.models.map((m) => m.queue),
     onError: (err, jobId) => logger.debug({ err, jobId }, 'finished job could not be read for metrics'),
   });
+  const queueLoad = new ModelQueueLoads(connection, config.queuePrefix, config.models);
   const metrics = config.metrics.enabled
     ? createMetrics({
         monitor,
         jobEvents: config.metrics.jobEvents ? monitor : undefined,
         webhookEvents: config.metrics.jobEvents ? monitor : undefined,
         workers,
+        models: config.models,
+        loads: queueLoad,
       })
     : undefined;
-  const queueLoad = new BullQueueLoad(connection, config.queuePrefix);
   const outbox = webhookOutboxFor(connection, config);
   // Finished jobs and their images go when JOB_KEEP_AGE_S / JOB_KEEP_COUNT say, idle or not.
   const retention = new RetentionSweeper({
@@ -92,6 +105,7 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     keepCount: config.jobs.keepCount,
     intervalMs: config.jobs.retentionIntervalS * 1000,
     logger,
+    queues: config.models.map((m) => m.queue),
   });
   retention.start();
   const app = createApp({

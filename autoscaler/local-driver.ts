@@ -128,7 +128,7 @@ export class LocalDriver implements WorkerDriver {
     return () => this.listeners.delete(listener);
   }
 
-  start(slot: Slot): DriverWorker {
+  start(slot: Slot, model?: string): DriverWorker {
     if (this.closed) throw new Error('driver is closed');
     const report = this.slotReports().find((r) => r.id === slot.id);
     if (!report) throw new Error(`unknown slot ${slot.id}`);
@@ -145,7 +145,7 @@ export class LocalDriver implements WorkerDriver {
       child = spawn(this.command[0] as string, this.command.slice(1), {
         cwd: this.options.cwd,
         // The worker watches this process: orphaned and not adopted, it finishes its job and exits.
-        env: { WORKER_PARENT_PID: String(process.pid), ...this.workerEnv(slot, id) },
+        env: { WORKER_PARENT_PID: String(process.pid), ...this.workerEnv(slot, id), ...(model !== undefined ? { WORKER_MODEL: model } : {}) },
         stdio,
         detached: true,
       });
@@ -160,6 +160,7 @@ export class LocalDriver implements WorkerDriver {
       currentJob: null,
       startedAt: Date.now(),
       adopted: false,
+      model: model ?? null,
     };
     const m = this.track(worker, child, stderrPath);
     child.once('error', (err) => {
@@ -175,7 +176,7 @@ export class LocalDriver implements WorkerDriver {
       this.signal(m, 'SIGKILL');
     }, this.options.readyTimeoutMs);
     m.readyTimer.unref();
-    this.options.logger.info({ workerId: id, slot: slot.id, pid: worker.pid }, 'worker started');
+    this.options.logger.info({ workerId: id, slot: slot.id, pid: worker.pid, model: worker.model }, 'worker started');
     this.emit({ type: 'started', worker: { ...worker } });
     return { ...worker };
   }
@@ -259,6 +260,7 @@ export class LocalDriver implements WorkerDriver {
       currentJob: record.currentJob,
       startedAt: record.startedAt,
       adopted: true,
+      model: record.model,
     };
     // Its stderr file is named by its id, so the reason it dies is still ours to read.
     const m = this.track(worker, null, stderrFile(record.id));
@@ -326,7 +328,7 @@ export class LocalDriver implements WorkerDriver {
       health.backoffUntil = now + delay;
       const reason = detail ?? 'model could not be loaded';
       this.options.logger.error({ ...log, retryInMs: delay, failures: health.modelFailures }, `${reason}; slot ${slot} tries again in ${Math.round(delay / 1000)} s`);
-      this.emit({ type: 'model-unavailable', slot, reason, until: health.backoffUntil, failures: health.modelFailures });
+      this.emit({ type: 'model-unavailable', slot, reason, until: health.backoffUntil, failures: health.modelFailures, model: m.worker.model ?? null });
       return;
     }
     if (m.wasReady) {

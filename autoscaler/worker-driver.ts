@@ -15,8 +15,8 @@ export interface WorkerDriver {
   /** Slots a worker may use at all: not failed and not resting after a crash loop. */
   usableSlotCount(): number;
   slotReports(): SlotReport[];
-  /** Starts a worker on a free slot; throws when the slot is taken (never two on one GPU). */
-  start(slot: Slot): DriverWorker;
+  /** Starts a worker holding `model` (default: the default model) on a free slot; throws when the slot is taken (never two on one GPU). */
+  start(slot: Slot, model?: string): DriverWorker;
   /** Graceful stop: the worker finishes its current job and exits; killed after the grace period. Resolves on exit. */
   stop(id: string, reason: string): Promise<void>;
   /** Brings the driver's view up to date with the registry: worker states, and orphans on this machine to adopt. */
@@ -35,6 +35,8 @@ export interface DriverWorker {
   startedAt: number;
   /** Taken over from an autoscaler that went away. */
   adopted: boolean;
+  /** The catalogue model it holds; null or absent: the default model (started without one). */
+  model?: string | null;
 }
 
 export type DriverEvent =
@@ -57,4 +59,4 @@ export type DriverEvent =
   | { type: 'crash-loop'; slot: string; until: number; reason: string }
   | { type: 'slot-failed'; slot: string; reason: string }
   /** The slot's worker could not load the model (exit 3); the slot tries again at `until`. */
-  | { type: 'model-unavailable'; slot: string; reason: string; until: number; failures: number };
+  | { type: 'model-unavailable'; slot: string; reason: string; until: number; failures: number; model: string | null };

@@ -277,5 +277,55 @@ export const brokenModel: Experiment = {
   },
 };
 
+/**
+ * Two models on ONE slot, both with work: the slot changes hands between them (a worker drains
+ * for the other model), and the draining worker is killed with -9 mid-job, again and again.
+ * Every job of both models must still finish exactly once.
+ */
+export const twoModelsHandover: Experiment = {
+  name: 'two models, one slot: kill -9 during hand-over',
+  async run(lab, profile) {
+    await lab.newPrefix();
+    await lab.startService({ MODELS_JSON: lab.catalogue(), AUTOSCALER_CPU_SLOTS: '1', AUTOSCALER_INITIAL_WORKERS: '0', AUTOSCALER_SWAP_AFTER_S: '1' });
+    const kills = Math.max(2, Math.floor(profile.kills / 2));
+    // Alternate prompts: the tutorial's trigger word routes every other job to the fine-tuned model.
+    const body = (i: number) => ({ ...lab.options.job, prompt: i % 2 === 0 ? 'photo of unqtkn dog having breakfast' : 'a lighthouse at dusk' });
+    const load = new Load(lab, profile.submitEveryMs, kills * 4 + profile.jobs, 4, body);
+    const delays: number[] = [];
+    const extra: string[] = [];
+    const killed = new Set<string>();
+    for (let k = 0; k < kills; k++) {
+      // A worker draining for the other model while it still runs a job: the hand-over in progress.
+      // Each job is hit once: a job that kills three workers fails by design (worker_lost).
+      const victim = await waitUntil(
+        'a worker draining with a job (a hand-over)',
+        async () => (await lab.workers()).find((w) => w.state === 'draining' && w.currentJob && !killed.has(w.currentJob)),
+        90_000,
+        20,
+      ).catch(() => null);
+      if (!victim) {
+        extra.push('no hand-over seen within 90 s');
+        break;
+      }
+      const jobId = victim.currentJob as string;
+      killed.add(jobId);
+      const killedAt = Date.now();
+      process.kill(victim.pid, 'SIGKILL');
+      const back = await waitUntil(`job ${jobId} to run again`, async () => {
+        const s = await lab.jobState(jobId);
+        return (s.processedOn ?? 0) > killedAt || s.state === 'completed' ? Date.now() : null;
+      }, 90_000, 50).catch(() => null);
+      if (back === null) extra.push(`job ${jobId} did not run again after its worker was killed mid-hand-over`);
+      else delays.push(back - killedAt);
+    }
+    await load.stopAfter(profile.jobs);
+    const outcome = await settle(lab, load.ids, load.refused, profile.settleMs);
+    const models = new Set((await Promise.all(load.ids.map((id) => lab.jobState(id)))).filter((s) => s.state === 'completed').map((s) => s.model));
+    if (!models.has('tiny-sd') || !models.has('tiny-sd-unqtkn')) extra.push(`jobs of both models should succeed (did: ${[...models].join(', ')})`);
+    await lab.stopService();
+    return verdict(`${this.name} ×${delays.length}`, outcome, delays.length > 0 ? seconds(Math.max(...delays)) : null, "kill of the draining worker → its job runs again (max)", extra);
+  },
+};
+
 /** In the order they run; the service is restarted where an experiment needs it. */
-export const EXPERIMENTS: Experiment[] = [workerKills, apiKill, redisShutdown, redisKill, s3Down, leaderKill, sigtermNpm, sigintGroup, brokenModel];
+export const EXPERIMENTS: Experiment[] = [workerKills, apiKill, redisShutdown, redisKill, s3Down, leaderKill, sigtermNpm, sigintGroup, brokenModel, twoModelsHandover];

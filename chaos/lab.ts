@@ -7,6 +7,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { decodeFailure } from '../shared/job-queue.js';
 import { GENERATE_QUEUE } from '../shared/queues.js';
+import { BUILTIN_FINETUNED_MODEL, BUILTIN_FINETUNED_SEED, BUILTIN_TRIGGER_WORD, defaultQueueFor } from '../shared/model-catalogue.js';
 import { writeTinyModel } from '../scripts/tiny-model/index.js';
 import { startOwnRedis, type OwnRedis } from '../test/helpers/redis-server.js';
 import { startRestartableS3Server, type RestartableS3 } from '../test/helpers/s3-server.js';
@@ -44,6 +45,10 @@ export class Lab {
   readonly dir: string;
   readonly logFile: string;
   readonly modelDir: string;
+  /** The "fine-tuned" tiny model (other weights, trigger word `unqtkn`) for the two-model experiment. */
+  readonly tunedDir: string;
+  /** Every model queue of the two-model catalogue (the default's first): jobs are looked up in each. */
+  private queues: Queue[] = [];
   service: ServiceProcess | null = null;
   private standby: ChildProcess | null = null;
   private admin!: Redis;
@@ -56,10 +61,12 @@ export class Lab {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sdjobs-chaos-'));
     this.logFile = path.join(this.dir, 'service.log');
     this.modelDir = path.join(this.dir, 'models', 'tiny-sd');
+    this.tunedDir = path.join(this.dir, 'models', BUILTIN_FINETUNED_MODEL);
   }
 
   async setUp(): Promise<void> {
     await writeTinyModel(this.modelDir);
+    await writeTinyModel(this.tunedDir, { seed: BUILTIN_FINETUNED_SEED });
     // Each restart spends a while LOADING its AOF, as a production Redis with data does: the
     // window in which a client that skips the ready check has its commands refused.
     this.redis = await startOwnRedis({ appendfsync: 'everysec', logFile: path.join(this.dir, 'redis.log'), keyLoadDelayUs: 50 });
@@ -73,10 +80,21 @@ export class Lab {
 
   /** A fresh queue prefix for the next experiment, so counts never mix. */
   async newPrefix(): Promise<void> {
-    await this.queue?.close().catch(() => undefined);
+    await Promise.all(this.queues.map((q) => q.close().catch(() => undefined)));
     this.prefix = `chaos-${randomUUID().slice(0, 8)}`;
-    this.queue = new Queue(GENERATE_QUEUE, { connection: this.admin, prefix: this.prefix });
-    this.queue.on('error', () => undefined);
+    this.queues = [GENERATE_QUEUE, defaultQueueFor(BUILTIN_FINETUNED_MODEL, false)].map((name) => new Queue(name, { connection: this.admin, prefix: this.prefix }));
+    for (const queue of this.queues) queue.on('error', () => undefined);
+    this.queue = this.queues[0] as Queue;
+  }
+
+  /** The two-model catalogue (MODELS_JSON): tiny-sd (default) and tiny-sd-unqtkn (trigger word unqtkn). */
+  catalogue(): string {
+    return JSON.stringify({
+      models: [
+        { name: 'tiny-sd', dir: this.modelDir, default: true },
+        { name: BUILTIN_FINETUNED_MODEL, dir: this.tunedDir, trigger_words: [BUILTIN_TRIGGER_WORD] },
+      ],
+    });
   }
 
   env(extra: Record<string, string> = {}): Record<string, string> {
@@ -193,8 +211,9 @@ export class Lab {
   }
 
   /** BullMQ's view of a job, read from Redis (the API may be down). */
-  async jobState(id: string): Promise<{ state: string; code: string | null; processedOn: number | null; finishedOn: number | null }> {
-    const job = await this.queue.getJob(id);
+  async jobState(id: string): Promise<{ state: string; code: string | null; processedOn: number | null; finishedOn: number | null; model?: string }> {
+    let job = await this.queue.getJob(id);
+    for (const queue of this.queues.slice(1)) job ??= await queue.getJob(id);
     if (!job) return { state: 'missing', code: null, processedOn: null, finishedOn: null };
     const state = await job.getState();
     return {
@@ -202,6 +221,7 @@ export class Lab {
       code: state === 'failed' ? decodeFailure(job.failedReason).code : null,
       processedOn: job.processedOn ?? null,
       finishedOn: job.finishedOn ?? null,
+      model: (job.data as { model?: string }).model,
     };
   }
 
@@ -218,7 +238,7 @@ export class Lab {
         // gone
       }
     }
-    await this.queue?.close().catch(() => undefined);
+    await Promise.all(this.queues.map((q) => q.close().catch(() => undefined)));
     this.admin?.disconnect();
     await this.s3?.close().catch(() => undefined);
     await this.redis?.close().catch(() => undefined);
@@ -296,6 +316,8 @@ export class Load {
     private readonly everyMs: number,
     private readonly max: number,
     private readonly depth = 4,
+    /** The body of the i-th submission; default the lab's job. */
+    private readonly body?: (i: number) => Record<string, unknown>,
   ) {
     this.loop = this.run();
   }
@@ -312,7 +334,7 @@ export class Load {
   private async run(): Promise<void> {
     while (this.running && this.ids.length < this.max) {
       if ((await this.unfinished().catch(() => this.depth)) < this.depth) {
-        const result = await this.lab.submit();
+        const result = await this.lab.submit(this.body?.(this.ids.length + this.refused));
         if ('id' in result) this.ids.push(result.id);
         else {
           this.refused += 1;

@@ -21,6 +21,7 @@ Options:
   --seed S           seed of the first job
   --negative TEXT    negative prompt
   --scheduler NAME   e.g. euler_a, ddim, dpmpp_2m
+  --model NAME       a served model (GET /v1/models), or auto (default): routed by the prompt's trigger words
   --out DIR          where to save (default ./outputs); each run writes DIR/<timestamp>/
   --url URL          the API (default $SDJOBS_URL or http://127.0.0.1:8000)
   --key KEY          API key (default $SDJOBS_API_KEY)
@@ -56,6 +57,7 @@ function parseOptions(argv: string[]): Options | 'help' {
       seed: { type: 'string' },
       negative: { type: 'string' },
       scheduler: { type: 'string' },
+      model: { type: 'string' },
       out: { type: 'string' },
       url: { type: 'string' },
       key: { type: 'string' },
@@ -90,6 +92,8 @@ function parseOptions(argv: string[]): Options | 'help' {
   set('guidance_scale', number('guidance', values.guidance, false));
   set('negative_prompt', values.negative);
   set('scheduler', values.scheduler);
+  if (values.model !== undefined && values.model.trim() === '') throw new UsageError('--model must name a model (or auto)');
+  set('model', values.model);
   return {
     prompt,
     n,
@@ -143,7 +147,7 @@ function describe(job: JobView): string {
       return `${id} running [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${step}/${total}`;
     }
     case 'succeeded':
-      return `${id} done (seed ${job.outputs?.seed ?? job.input.seed})`;
+      return `${id} done (seed ${job.outputs?.seed ?? job.input.seed})${job.model ? ` on model ${job.model}${job.routed_by ? ` (${job.routed_by})` : ''}` : ''}`;
     default:
       return `${id} ${job.status}${job.error ? `: ${job.error.code}: ${job.error.message}` : ''}`;
   }

@@ -8,6 +8,9 @@ export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancele
 export interface JobView {
   id: string;
   status: JobStatus;
+  /** The model the job runs on, and why (`explicit`, `default`, `trigger word "…"`). */
+  model?: string;
+  routed_by?: string | null;
   input: { prompt: string; width: number; height: number; num_inference_steps: number; seed: number };
   progress: { step: number; total: number } | null;
   queue_position: number | null;

@@ -33,7 +33,8 @@ export async function startNotifier(config: Readonly<Config>, logger: Logger): P
   connection.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
   eventsConnection.on('error', (err) => logger.debug({ err: err.message }, 'redis events connection error'));
 
-  const jobs = new BullJobQueue({ connection, eventsConnection, prefix, jobs: jobSettings });
+  // Every model's queue: a job of any model may carry a webhook.
+  const jobs = new BullJobQueue({ connection, eventsConnection, prefix, jobs: jobSettings, models: config.models });
   const outbox = webhookOutboxFor(connection, config);
   const tenantSecrets = new TenantSecretStore(connection, prefix);
   const http = new WebhookHttpClient(new AddressPolicy(webhooks.allow), webhooks.timeoutMs);

@@ -1,5 +1,3 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import { startApi, type RunningApi } from '../api/server.js';
 import { startAutoscaler, type RunningAutoscaler } from '../autoscaler/autoscaler.js';
 import { startNotifier, type RunningNotifier } from '../notifier/notifier.js';
@@ -7,7 +5,7 @@ import { loadConfigOrExit } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
 import { ModelCapabilitiesError } from '../shared/model-capabilities.js';
 import { handleShutdownSignals, watchParent } from '../shared/signals.js';
-import { TINY_MODEL_NOTE, writeTinyModel } from './tiny-model/index.js';
+import { writeMissingTinyModels } from './tiny-model/index.js';
 
 /**
  * `npm start`: the whole service on one machine. The API and the autoscaler run here; the
@@ -51,18 +49,17 @@ async function main(): Promise<void> {
   watchParent(() => shutdown.request('parent exited'));
 
   starting = (async () => {
-    if (!fs.existsSync(path.join(config.model.dir, 'model_index.json'))) {
-      if (!config.model.autoTiny) {
-        logger.fatal({ modelDir: config.model.dir }, 'MODEL_DIR holds no model_index.json; point it at an ONNX export');
-        process.exit(3);
-      }
-      logger.warn({ modelDir: config.model.dir }, `no model found: writing the tiny random-weight test model. ${TINY_MODEL_NOTE}`);
-      await writeTinyModel(config.model.dir);
+    // Every catalogue model needs its export; the tiny ones (nothing configured, or MODEL_DIR
+    // alone) are written when missing, each with its own weights.
+    const missing = await writeMissingTinyModels(config, logger);
+    if (missing) {
+      logger.fatal({ model: missing.name, modelDir: missing.dir }, `model ${missing.name}: ${missing.dir} holds no model_index.json; point its dir (MODELS_FILE) or MODEL_DIR at an ONNX export`);
+      process.exit(3);
     }
     api = await startApi(config, createLogger('api', config.logLevel)).catch((err: unknown) => {
       if (!(err instanceof ModelCapabilitiesError)) throw err;
       // As api/main.ts and a worker whose model does not load: exit 3, not worth a restart loop.
-      logger.fatal({ modelDir: config.model.dir, file: err.file }, `the served model cannot be read: ${err.message}`);
+      logger.fatal({ model: err.model, file: err.file }, `the served model${err.model ? ` ${err.model}` : ''} cannot be read: ${err.message}`);
       process.exit(3);
     });
     autoscaler = await startAutoscaler(config, createLogger('autoscaler', config.logLevel), { cwd: process.cwd() });

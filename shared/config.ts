@@ -3,11 +3,13 @@ import path from 'node:path';
 import { z } from 'zod';
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { DEFAULT_PROMPT_MODIFIERS, PromptModifiersSchema, type PromptModifiers } from './prompt-variations.js';
 import { parseAllowList, type AllowList } from './webhooks/address-policy.js';
 import { parseSchedule } from './webhooks/schedule.js';
 import { secretBytes } from './webhooks/signing.js';
 import type { S3StoreOptions } from './storage/s3-store.js';
+import { BUILTIN_BASE_SEED, builtinCatalogue, CatalogueError, defaultModel, parseCatalogueText, readCatalogueFile, singleModelCatalogue, type ModelEntry } from './model-catalogue.js';
 
 /**
  * The one configuration schema of every process. `loadConfig` turns environment variables into a
@@ -89,10 +91,17 @@ export const EnvSchema = z.object({
   /** The longest wait between two storage retries (uploads, and the probe of a worker paused on a storage outage). */
   STORAGE_RETRY_MAX_DELAY_S: seconds(30, 0.05, 3600),
 
-  MODEL_DIR: z.string().default('models/tiny-sd'),
+  /** JSON catalogue of the served models (shared/model-catalogue.ts); overrides MODEL_DIR. */
+  MODELS_FILE: optionalString,
+  /** The same catalogue inline (container platforms: a ConfigMap value); MODELS_FILE wins when both are set. */
+  MODELS_JSON: optionalString,
+  /** One model, without a catalogue. Neither set: the two tiny models (base, and `unqtkn` fine-tuned). */
+  MODEL_DIR: optionalString,
   MODEL_NAME: optionalString,
-  /** `npm start` writes the random-weight tiny model into MODEL_DIR when it is missing. */
+  /** `npm start` writes the random-weight tiny model(s) when missing (MODEL_DIR, or the two built-in ones). */
   MODEL_AUTO_TINY: bool(true),
+  /** The catalogue model a worker holds (set by the autoscaler); empty: the default model. */
+  WORKER_MODEL: optionalString,
   WORKER_PROVIDER: oneOf(['cpu', 'cuda', 'webgpu']).default('cpu'),
   WORKER_DEVICE_ID: int(0, 0, 63),
   WORKER_CPU_THREADS: int(0, 0, 256),
@@ -122,7 +131,8 @@ export const EnvSchema = z.object({
   AUTOSCALER_DOWNSCALE_TO_ZERO_DELAY_S: z.preprocess(emptyAsUnset, decimalNumber(0, 86_400, 'a number of seconds').optional()),
   AUTOSCALER_INTERVAL_MS: int(1000, 20, 60_000),
   AUTOSCALER_GPUS: optionalString.pipe(z.string().regex(/^(none|\d+(,\d+)*)$/, 'expected none or GPU indices like 0,1').optional()),
-  AUTOSCALER_CPU_SLOTS: int(1, 1, 256),
+  /** Empty: one per served model (the two built-in tiny models: 2), at most one per CPU core. */
+  AUTOSCALER_CPU_SLOTS: optionalInt(1, 256),
   /** What serves a GPU slot: auto = cuda for NVIDIA GPUs (nvidia-smi), webgpu for other GPUs (DRM render nodes). */
   AUTOSCALER_GPU_PROVIDER: oneOf(['auto', 'cuda', 'webgpu']).default('auto'),
   AUTOSCALER_STOP_GRACE_S: seconds(120),
@@ -133,6 +143,8 @@ export const EnvSchema = z.object({
   /** A slot whose worker could not load the model tries again after a wait doubling from the restart backoff up to this. */
   AUTOSCALER_MODEL_RETRY_MAX_S: seconds(300, 0.1),
   AUTOSCALER_LEADER_TTL_MS: int(5000, 200, 600_000),
+  /** With more models wanting work than slots: how long a model's oldest job waits before a worker of another model drains to hand over its slot. */
+  AUTOSCALER_SWAP_AFTER_S: seconds(5, 0, 86_400),
   AUTOSCALER_ID: optionalString,
 
   DEFAULT_STEPS: int(20, 1, 500),
@@ -189,6 +201,9 @@ export const EnvSchema = z.object({
 
 export type Env = z.infer<typeof EnvSchema>;
 
+/** MODEL_NAME without MODEL_DIR: the base tiny model's folder, as before catalogues. */
+const DEFAULT_MODEL_DIR = 'models/tiny-sd';
+
 export interface Config {
   host: string;
   port: number;
@@ -206,7 +221,10 @@ export interface Config {
     | ({ driver: 's3'; presignUrls: boolean } & S3StoreOptions);
   /** Storage outages: how long an upload is retried, and the longest wait between two tries. */
   storageRetry: { uploadRetryS: number; maxDelayS: number };
-  model: { dir: string; name: string; autoTiny: boolean };
+  /** The model this process serves: a worker's (WORKER_MODEL), else the catalogue's default. */
+  model: { dir: string; name: string; autoTiny: boolean; queue: string };
+  /** Every served model, the default marked (shared/model-catalogue.ts). */
+  models: ModelEntry[];
   worker: {
     provider: 'cpu' | 'cuda' | 'webgpu';
     deviceId: number;
@@ -282,6 +300,8 @@ export interface AutoscalerConfig {
   crashLoopWindowS: number;
   modelRetryMaxS: number;
   leaderTtlMs: number;
+  /** A model without a worker takes a busy slot of another model once its oldest job has waited this long. */
+  swapAfterS: number;
   id: string | undefined;
 }
 
@@ -394,7 +414,24 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       problems.push(`PROMPT_MODIFIERS_FILE: cannot read a JSON object of modifier lists from ${e.PROMPT_MODIFIERS_FILE}: ${(err as Error).message}`);
     }
   }
-  if (problems.length > 0) throw new ConfigError(problems);
+  const catalogueDefaults = { minWorkers: e.AUTOSCALER_MIN_WORKERS, initialWorkers, maxWorkers: e.AUTOSCALER_MAX_WORKERS };
+  let models: ModelEntry[] = [];
+  try {
+    if (e.MODELS_FILE !== undefined) models = readCatalogueFile(e.MODELS_FILE, catalogueDefaults);
+    else if (e.MODELS_JSON !== undefined) models = parseCatalogueText(e.MODELS_JSON, 'MODELS_JSON', catalogueDefaults);
+    else if (e.MODEL_DIR !== undefined || e.MODEL_NAME !== undefined) models = singleModelCatalogue(e.MODEL_DIR ?? DEFAULT_MODEL_DIR, e.MODEL_NAME, catalogueDefaults, e.MODEL_AUTO_TINY ? BUILTIN_BASE_SEED : undefined);
+    else models = builtinCatalogue(catalogueDefaults);
+  } catch (err) {
+    if (!(err instanceof CatalogueError)) throw err;
+    const variable = e.MODELS_FILE === undefined && e.MODELS_JSON !== undefined ? 'MODELS_JSON' : 'MODELS_FILE';
+    for (const problem of err.problems) problems.push(`${variable}: ${problem}`);
+  }
+  let served: ModelEntry | undefined = models.length > 0 ? defaultModel(models) : undefined;
+  if (e.WORKER_MODEL !== undefined && models.length > 0) {
+    served = models.find((m) => m.name === e.WORKER_MODEL);
+    if (!served) problems.push(`WORKER_MODEL: no model ${JSON.stringify(e.WORKER_MODEL)} in the catalogue (it has ${models.map((m) => m.name).join(', ')})`);
+  }
+  if (problems.length > 0 || !served) throw new ConfigError(problems);
 
   const config: Config = {
     host: e.HOST,
@@ -422,11 +459,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
             presignTtlS: e.S3_PRESIGN_TTL_S,
           },
     storageRetry: { uploadRetryS: e.STORAGE_UPLOAD_RETRY_S, maxDelayS: e.STORAGE_RETRY_MAX_DELAY_S },
-    model: {
-      dir: path.resolve(e.MODEL_DIR),
-      name: e.MODEL_NAME ?? path.basename(path.resolve(e.MODEL_DIR)),
-      autoTiny: e.MODEL_AUTO_TINY,
-    },
+    model: { dir: served.dir, name: served.name, autoTiny: e.MODEL_AUTO_TINY, queue: served.queue },
+    models,
     worker: {
       provider: e.WORKER_PROVIDER,
       deviceId: e.WORKER_DEVICE_ID,
@@ -453,7 +487,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       intervalMs: e.AUTOSCALER_INTERVAL_MS,
       gpus:
         e.AUTOSCALER_GPUS === undefined ? 'detect' : e.AUTOSCALER_GPUS === 'none' ? 'none' : [...new Set(e.AUTOSCALER_GPUS.split(',').map(Number))],
-      cpuSlots: e.AUTOSCALER_CPU_SLOTS,
+      cpuSlots: e.AUTOSCALER_CPU_SLOTS ?? Math.max(1, Math.min(models.length, availableParallelism())),
       gpuProvider: e.AUTOSCALER_GPU_PROVIDER,
       stopGraceS: e.AUTOSCALER_STOP_GRACE_S,
       readyTimeoutS: e.AUTOSCALER_READY_TIMEOUT_S,
@@ -462,6 +496,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       crashLoopWindowS: e.AUTOSCALER_CRASH_LOOP_WINDOW_S,
       modelRetryMaxS: e.AUTOSCALER_MODEL_RETRY_MAX_S,
       leaderTtlMs: e.AUTOSCALER_LEADER_TTL_MS,
+      swapAfterS: e.AUTOSCALER_SWAP_AFTER_S,
       id: e.AUTOSCALER_ID,
     },
     limits: {

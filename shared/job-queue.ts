@@ -158,6 +158,11 @@ export interface BullJobQueueOptions {
    * started less than this long ago is trusted (its worker may not have said so yet).
    */
   workerGraceMs?: number;
+  /**
+   * The served models and their queues (one BullMQ queue per model); absent: one model on the
+   * `generate` queue. A payload naming no listed model goes to the first (the default) model's queue.
+   */
+  models?: readonly { name: string; queue: string }[];
 }
 
 /**
@@ -210,8 +215,12 @@ const RESERVATION_GRACE_MS = 60_000;
 const LIST_SCAN_BUDGET = 500;
 
 export class BullJobQueue implements JobQueue {
+  /** The default model's queue (the first listed). */
   private readonly queue: Queue<JobPayload, JobResult>;
-  private readonly subscription: EventSubscription | undefined;
+  /** Every model's queue, the default's first. */
+  private readonly queues: Queue<JobPayload, JobResult>[];
+  private readonly byModel = new Map<string, Queue<JobPayload, JobResult>>();
+  private readonly subscriptions: EventSubscription[] = [];
   private readonly control: JobControl;
   private readonly watcher: JobWatcher<JobRecord>;
   private readonly registry: WorkerRegistry;
@@ -220,15 +229,28 @@ export class BullJobQueue implements JobQueue {
   constructor(private readonly options: BullJobQueueOptions) {
     // Sent by its SHA1 (EVALSHA, the script loaded once), not whole with every submission.
     options.connection.defineCommand(RESERVE_COMMAND, { numberOfKeys: 2, lua: RESERVE_SCRIPT });
-    this.queue = new Queue(GENERATE_QUEUE, { connection: options.connection, prefix: options.prefix });
+    const models = options.models && options.models.length > 0 ? options.models : [{ name: '', queue: GENERATE_QUEUE }];
+    const byName = new Map<string, Queue<JobPayload, JobResult>>();
+    for (const model of models) {
+      let queue = byName.get(model.queue);
+      if (!queue) {
+        queue = new Queue<JobPayload, JobResult>(model.queue, { connection: options.connection, prefix: options.prefix });
+        queue.on('error', () => undefined);
+        byName.set(model.queue, queue);
+      }
+      this.byModel.set(model.name, queue);
+    }
+    this.queues = [...byName.values()];
+    this.queue = this.queues[0] as Queue<JobPayload, JobResult>;
     this.control = new JobControl(options.connection, options.prefix, options.jobs.keepAgeS);
     this.registry = new WorkerRegistry(options.connection, options.prefix);
-    this.queue.on('error', () => undefined);
     this.watcher = new JobWatcher<JobRecord>({ read: (id) => this.get(id), ...options.watchTiming });
-    if (options.eventsConnection) {
-      // One subscription per process serves every waiting request and every event stream.
-      this.subscription = subscribeQueueEvents(GENERATE_QUEUE, options.eventsConnection, options.prefix);
-      const { events } = this.subscription;
+    // One subscription per queue and process serves every waiting request and every event stream
+    // (BullMQ gives each its own duplicate of the connection).
+    for (const queue of options.eventsConnection ? this.queues : []) {
+      const subscription = subscribeQueueEvents(queue.name, options.eventsConnection as Redis, options.prefix);
+      this.subscriptions.push(subscription);
+      const { events } = subscription;
       const changed = ({ jobId }: { jobId: string }) => this.watcher.changed(jobId);
       for (const name of ['waiting', 'active', 'progress', 'delayed'] as const) events.on(name, changed);
       // The end of a job is read at once: a waiting client answers as soon as the job is over.
@@ -242,15 +264,34 @@ export class BullJobQueue implements JobQueue {
     }
   }
 
+  /** The queue of a payload's model (the default model's for a name not served). */
+  private queueOf(model: string): Queue<JobPayload, JobResult> {
+    return this.byModel.get(model) ?? this.queue;
+  }
+
+  /** The queue holding job `id`: one EXISTS per queue, in one round trip. */
+  private async locate(id: string): Promise<Queue<JobPayload, JobResult> | null> {
+    if (this.queues.length === 1) return this.queue;
+    const pipeline = (await this.connected()).pipeline();
+    for (const queue of this.queues) pipeline.exists(queue.toKey(id));
+    const replies = (await pipeline.exec()) ?? [];
+    const index = replies.findIndex(([err, value]) => !err && Number(value) === 1);
+    return index < 0 ? null : (this.queues[index] as Queue<JobPayload, JobResult>);
+  }
+
   /** Calls `listener` with the id of each job that finishes (succeeded, failed or canceled for good or for now). */
   onFinished(listener: (jobId: string) => void): () => void {
-    const events = this.requireEvents();
+    const all = this.requireEvents();
     const handler = ({ jobId }: { jobId: string }) => listener(jobId);
-    events.on('completed', handler);
-    events.on('failed', handler);
+    for (const events of all) {
+      events.on('completed', handler);
+      events.on('failed', handler);
+    }
     return () => {
-      events.off('completed', handler);
-      events.off('failed', handler);
+      for (const events of all) {
+        events.off('completed', handler);
+        events.off('failed', handler);
+      }
     };
   }
 
@@ -260,19 +301,19 @@ export class BullJobQueue implements JobQueue {
    * follow): BullMQ scores its finished sets by finish time.
    */
   async finishedBetween(fromMs: number, toMs: number, offset: number, limit: number): Promise<{ ids: string[]; more: boolean }> {
-    const range = (set: string) => this.options.connection.zrangebyscore(this.queue.toKey(set), fromMs, toMs, 'LIMIT', offset, limit);
-    const [completed, failed] = await Promise.all([range('completed'), range('failed')]);
-    return { ids: [...completed, ...failed], more: completed.length === limit || failed.length === limit };
+    const range = (queue: Queue, set: string) => this.options.connection.zrangebyscore(queue.toKey(set), fromMs, toMs, 'LIMIT', offset, limit);
+    const pages = await Promise.all(this.queues.flatMap((queue) => [range(queue, 'completed'), range(queue, 'failed')]));
+    return { ids: pages.flat(), more: pages.some((page) => page.length === limit) };
   }
 
   /** Resolves once the event subscription reads the stream. */
   async ready(): Promise<void> {
-    await this.requireEvents().waitUntilReady();
+    await Promise.all(this.requireEvents().map((events) => events.waitUntilReady()));
   }
 
-  private requireEvents(): QueueEvents {
-    if (!this.subscription) throw new Error('BullJobQueue was built without an events connection');
-    return this.subscription.events;
+  private requireEvents(): QueueEvents[] {
+    if (this.subscriptions.length === 0) throw new Error('BullJobQueue was built without an events connection');
+    return this.subscriptions.map((s) => s.events);
   }
 
   private fast<T>(promise: Promise<T>): Promise<T> {
@@ -303,7 +344,7 @@ export class BullJobQueue implements JobQueue {
         jobId,
         now,
         limit,
-        this.queue.toKey(''),
+        this.queueOf(payload.model).toKey(''),
         RESERVATION_GRACE_MS,
         member,
         indexMember({ createdAt: Math.max(0, now - this.options.jobs.keepAgeS * 1000 - INDEX_SLACK_MS), id: '' }),
@@ -312,7 +353,7 @@ export class BullJobQueue implements JobQueue {
     if (reserved === 0) throw new QueuedJobsLimitError(limit);
     try {
       // Expiry first: a job must never be queued without it (the worker refuses an expired one too).
-      if (payload.expiresAt !== undefined) await this.fast(client.zadd(expiryKey(this.options.prefix), payload.expiresAt, jobId));
+      if (payload.expiresAt !== undefined) await this.fast(client.zadd(expiryKey(this.options.prefix, this.queueOf(payload.model).name), payload.expiresAt, jobId));
       return await this.add(jobId, payload);
     } catch (err) {
       await client.multi().zrem(keys[0], member).zrem(keys[1], jobId).exec().catch(() => undefined);
@@ -325,9 +366,10 @@ export class BullJobQueue implements JobQueue {
     // Finished jobs stay until the retention sweeper removes them with their images
     // (shared/retention.ts): BullMQ's removeOnComplete would drop the record and orphan the files.
     const opts: JobsOptions = { jobId, attempts, backoff: { type: 'exponential', delay: backoffMs } };
-    const job = await this.fast(this.queue.add(GENERATE_JOB, payload, opts));
-    // Its real place in line (0 = next); a worker may already have taken it, then it says so.
-    const position = await this.fast(this.waitingPosition(jobId));
+    const queue = this.queueOf(payload.model);
+    const job = await this.fast(queue.add(GENERATE_JOB, payload, opts));
+    // Its real place in its model's line (0 = next); a worker may already have taken it, then it says so.
+    const position = await this.fast(this.waitingPosition(queue, jobId));
     if (position !== null) return toJobRecord(job, 'waiting', position, []);
     return (await this.get(jobId)) ?? toJobRecord(job, 'waiting', null, []);
   }
@@ -344,7 +386,13 @@ export class BullJobQueue implements JobQueue {
 
   /** Ends the queued jobs whose ttl_s ran out (status `expired`); resolves with their ids. */
   expireDue(): Promise<string[]> {
-    return this.fast(this.connected().then((client) => expireDueJobs(client, this.options.prefix, this.queue.toKey(''))));
+    return this.fast(
+      this.connected().then(async (client) => {
+        const expired: string[] = [];
+        for (const queue of this.queues) expired.push(...(await expireDueJobs(client, this.options.prefix, queue.toKey(''), Date.now(), queue.name)));
+        return expired;
+      }),
+    );
   }
 
   private async readRecord(id: string): Promise<JobRecord | null> {
@@ -352,11 +400,13 @@ export class BullJobQueue implements JobQueue {
       (async () => {
         // State first: a job finishing between the two reads then shows as running (the next read
         // fixes it), never as failed without its failure reason.
-        const state = await this.queue.getJobState(id);
+        const queue = await this.locate(id);
+        if (!queue) return null;
+        const state = await queue.getJobState(id);
         if (state === 'unknown') return null;
-        const job = await this.queue.getJob(id);
+        const job = await queue.getJob(id);
         if (!job) return null;
-        const position = state === 'waiting' ? await this.waitingPosition(id) : null;
+        const position = state === 'waiting' ? await this.waitingPosition(queue, id) : null;
         const deliveries = job.data.webhook ? await readDeliveries(this.options.connection, this.options.prefix, id) : [];
         const held = state === 'active' ? await this.heldByLiveWorker(job) : true;
         return toJobRecord(job, held ? state : 'orphaned', position, deliveries);
@@ -367,10 +417,11 @@ export class BullJobQueue implements JobQueue {
   async cancel(id: string, reason = 'the job was canceled'): Promise<CancelOutcome> {
     return this.fast(
       (async (): Promise<CancelOutcome> => {
-        if (!(await this.queue.getJob(id))) return { outcome: 'not_found' };
+        const queue = await this.locate(id);
+        if (!queue || !(await queue.getJob(id))) return { outcome: 'not_found' };
         // Marker first: a worker taking the job from now on refuses to run it.
         await this.control.markCanceled(id);
-        const removed = await this.failIfQueued(id, encodeFailure('canceled', `${reason} (before it started)`));
+        const removed = await this.failIfQueued(queue, id, encodeFailure('canceled', `${reason} (before it started)`));
         const record = await this.get(id);
         if (!record) return { outcome: 'not_found' };
         if (removed === 1) return { outcome: 'removed', record };
@@ -415,8 +466,8 @@ export class BullJobQueue implements JobQueue {
   }
 
   /** Fails job `id` with `failedReason` if no worker has taken it: 1 done, 0 it is not queued, -1 no such job. */
-  private async failIfQueued(id: string, failedReason: string): Promise<number> {
-    return (await this.options.connection.eval(CANCEL_QUEUED_SCRIPT, 0, this.queue.toKey(''), id, failedReason, Date.now(), MAX_EVENTS)) as number;
+  private async failIfQueued(queue: Queue, id: string, failedReason: string): Promise<number> {
+    return (await this.options.connection.eval(CANCEL_QUEUED_SCRIPT, 0, queue.toKey(''), id, failedReason, Date.now(), MAX_EVENTS)) as number;
   }
 
   /**
@@ -425,30 +476,32 @@ export class BullJobQueue implements JobQueue {
    */
   async failQueued(code: string, message: string): Promise<string[]> {
     const client = this.options.connection;
-    const [waiting, paused, prioritized, delayed] = await Promise.all([
-      client.lrange(this.queue.toKey('wait'), 0, -1),
-      client.lrange(this.queue.toKey('paused'), 0, -1),
-      client.zrange(this.queue.toKey('prioritized'), 0, -1),
-      client.zrange(this.queue.toKey('delayed'), 0, -1),
-    ]);
     const failed: string[] = [];
-    for (const id of [...waiting.reverse(), ...paused, ...prioritized, ...delayed]) {
-      if ((await this.failIfQueued(id, encodeFailure(code, message))) === 1) failed.push(id);
+    for (const queue of this.queues) {
+      const [waiting, paused, prioritized, delayed] = await Promise.all([
+        client.lrange(queue.toKey('wait'), 0, -1),
+        client.lrange(queue.toKey('paused'), 0, -1),
+        client.zrange(queue.toKey('prioritized'), 0, -1),
+        client.zrange(queue.toKey('delayed'), 0, -1),
+      ]);
+      for (const id of [...waiting.reverse(), ...paused, ...prioritized, ...delayed]) {
+        if ((await this.failIfQueued(queue, id, encodeFailure(code, message))) === 1) failed.push(id);
+      }
     }
     return failed;
   }
 
-  /** Position from the consuming end of the wait list (BullMQ pushes left, takes right). */
-  private async waitingPosition(id: string): Promise<number | null> {
-    const client = await this.queue.client;
-    const key = this.queue.toKey('wait');
+  /** Position from the consuming end of the model's wait list (BullMQ pushes left, takes right). */
+  private async waitingPosition(queue: Queue, id: string): Promise<number | null> {
+    const client = await queue.client;
+    const key = queue.toKey('wait');
     const [index, length] = await Promise.all([client.lpos(key, id), client.llen(key)]);
     if (index === null) return null;
     return length - 1 - index;
   }
 
   async waitForFinish(id: string, timeoutMs: number, signal?: AbortSignal): Promise<JobRecord | null> {
-    await this.requireEvents().waitUntilReady();
+    await this.ready();
     if (signal?.aborted) return null;
     return new Promise<JobRecord | null>((resolve, reject) => {
       let done = false;
@@ -484,7 +537,7 @@ export class BullJobQueue implements JobQueue {
     if (this.closed) return;
     this.closed = true;
     this.watcher.close();
-    const results = await Promise.allSettled([this.subscription?.close(), this.queue.close()]);
+    const results = await Promise.allSettled([...this.subscriptions.map((s) => s.close()), ...this.queues.map((q) => q.close())]);
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
   }

@@ -20,23 +20,32 @@ export type RecoveryOutcome = 'requeued' | 'failed' | 'not-held' | 'gone';
 export const MAX_STALLED_COUNT = 2;
 
 export class JobRecovery {
-  private readonly queue: Queue<JobPayload, JobResult>;
+  private readonly queues = new Map<string, Queue<JobPayload, JobResult>>();
 
   constructor(
     private readonly connection: Redis,
-    prefix: string,
+    private readonly prefix: string,
     private readonly maxStalledCount = MAX_STALLED_COUNT,
-  ) {
-    this.queue = new Queue(GENERATE_QUEUE, { connection, prefix });
-    this.queue.on('error', () => undefined);
+  ) {}
+
+  private queueNamed(name: string): Queue<JobPayload, JobResult> {
+    let queue = this.queues.get(name);
+    if (!queue) {
+      queue = new Queue<JobPayload, JobResult>(name, { connection: this.connection, prefix: this.prefix });
+      queue.on('error', () => undefined);
+      this.queues.set(name, queue);
+    }
+    return queue;
   }
 
-  async requeue(jobId: string, token: string, why: string): Promise<RecoveryOutcome> {
-    const job = await Job.fromId<JobPayload, JobResult>(this.queue, jobId);
+  /** `queue`: the queue of the dead worker's model (default: the default model's). */
+  async requeue(jobId: string, token: string, why: string, queueName: string = GENERATE_QUEUE): Promise<RecoveryOutcome> {
+    const queue = this.queueNamed(queueName);
+    const job = await Job.fromId<JobPayload, JobResult>(queue, jobId);
     if (!job) return 'gone';
-    const lock = await this.connection.get(`${this.queue.toKey(jobId)}:lock`);
+    const lock = await this.connection.get(`${queue.toKey(jobId)}:lock`);
     if (lock !== token) return 'not-held';
-    const stalled = await this.connection.hincrby(this.queue.toKey(jobId), 'stc', 1);
+    const stalled = await this.connection.hincrby(queue.toKey(jobId), 'stc', 1);
     try {
       if (stalled > this.maxStalledCount) {
         await job.moveToFailed(new UnrecoverableError(`worker_lost: ${why}, ${stalled} times while running this job`), token);
@@ -47,13 +56,13 @@ export class JobRecovery {
       return 'requeued';
     } catch (err) {
       // Lost the race (the lock changed hands or lapsed between the check and the move): nothing moved.
-      await this.connection.hincrby(this.queue.toKey(jobId), 'stc', -1).catch(() => undefined);
+      await this.connection.hincrby(queue.toKey(jobId), 'stc', -1).catch(() => undefined);
       if (/lock/i.test((err as Error).message)) return 'not-held';
       throw err;
     }
   }
 
   async close(): Promise<void> {
-    await this.queue.close();
+    await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
   }
 }

@@ -113,7 +113,11 @@ export function makeGenerationRequestSchema(limits: RequestLimits) {
         scheduler: z
           .enum(SCHEDULER_NAMES, { error: `scheduler must be one of: ${SCHEDULER_NAMES.join(', ')}` })
           .optional(),
-        model: z.string({ error: 'model must be a string' }).min(1, { error: 'model must not be empty' }).optional(),
+        model: z
+          .string({ error: 'model must be a string' })
+          .min(1, { error: 'model must not be empty' })
+          .optional()
+          .meta({ description: 'A served model\'s name (GET /v1/models), or `auto` (the default): the model whose trigger word the prompt holds, else the default model.' }),
         webhook: z
           .strictObject(
             {
@@ -210,6 +214,8 @@ export const JobPayloadSchema = z.object({
   numImages: z.number().int().positive(),
   scheduler: z.string().optional(),
   model: z.string(),
+  /** Why the job runs on `model`: `explicit`, `default`, or `trigger word "<word>"` (absent on jobs from before routing). */
+  routedBy: z.string().optional(),
   /** The seed was drawn by the service, not given by the client. */
   randomSeed: z.boolean(),
   /** Where to POST this job's events, and which ones. */

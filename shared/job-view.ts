@@ -15,6 +15,7 @@ export function jobView(record: JobRecord, baseUrl: string) {
     id: record.id,
     status: record.status,
     model: p.model,
+    routed_by: p.routedBy ?? null,
     input: {
       prompt: p.prompt,
       negative_prompt: p.negativePrompt,

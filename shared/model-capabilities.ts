@@ -42,6 +42,8 @@ export interface ModelCapabilities {
 
 /** An export the API cannot read; `file` names the file at fault. */
 export class ModelCapabilitiesError extends Error {
+  /** The catalogue model whose export it is, once known. */
+  model: string | undefined;
   constructor(
     message: string,
     readonly file: string,

@@ -22,6 +22,12 @@ export interface QueueLoad {
   delayed: number;
   /** Jobs in a paused queue: no worker may take them, so they are not load. */
   paused: number;
+  /**
+   * When the oldest job that needs a worker and has none was created (ms epoch; the head of the
+   * wait list, the first prioritized job, the first due retry); null when none waits. With fewer
+   * slots than models, the model whose oldest job has waited longest gets the next slot.
+   */
+  oldestWaitingAt?: number | null;
   at: number;
 }
 
@@ -40,8 +46,10 @@ export class BullQueueLoad implements QueueLoadSource {
   constructor(
     private readonly connection: Redis,
     private readonly prefix: string,
+    /** The model's queue (default: the default model's). */
+    private readonly queueName: string = GENERATE_QUEUE,
   ) {
-    this.queue = new Queue(GENERATE_QUEUE, { connection, prefix });
+    this.queue = new Queue(queueName, { connection, prefix });
     this.queue.on('error', () => undefined);
   }
 
@@ -50,7 +58,7 @@ export class BullQueueLoad implements QueueLoadSource {
    * ended (`expired`) first: they will never run, so they are no load to scale for.
    */
   async read(): Promise<QueueLoad> {
-    await expireDueJobs(this.connection, this.prefix, this.queue.toKey(''));
+    await expireDueJobs(this.connection, this.prefix, this.queue.toKey(''), Date.now(), this.queueName);
     const now = Date.now();
     const key = (type: string) => this.queue.toKey(type);
     const replies = await this.connection
@@ -61,12 +69,16 @@ export class BullQueueLoad implements QueueLoadSource {
       .llen(key('active'))
       .zcard(key('delayed'))
       .zcount(key('delayed'), '-inf', `(${(now + 1) * DELAYED_SCORE_FACTOR}`)
+      .lindex(key('wait'), -1)
+      .zrange(key('prioritized'), 0, 0)
+      .zrangebyscore(key('delayed'), '-inf', `(${(now + 1) * DELAYED_SCORE_FACTOR}`, 'LIMIT', 0, 1)
       .exec();
     if (!replies) throw new Error('queue load: transaction aborted');
-    const [waiting, paused, prioritized, active, delayed, delayedDue] = replies.map(([err, value]) => {
-      if (err) throw err;
-      return Number(value);
-    }) as [number, number, number, number, number, number];
+    for (const [err] of replies) if (err) throw err;
+    const [waiting, paused, prioritized, active, delayed, delayedDue] = replies.slice(0, 6).map(([, value]) => Number(value)) as [number, number, number, number, number, number];
+    const heads = [replies[6]?.[1] as string | null, ...((replies[7]?.[1] as string[]) ?? []), ...((replies[8]?.[1] as string[]) ?? [])].filter((id): id is string => typeof id === 'string');
+    const stamps = heads.length === 0 ? [] : await Promise.all(heads.map((id) => this.connection.hget(key(id), 'timestamp')));
+    const created = stamps.map(Number).filter((t) => Number.isFinite(t) && t > 0);
     return {
       load: waiting + prioritized + delayedDue + active,
       waiting,
@@ -75,6 +87,7 @@ export class BullQueueLoad implements QueueLoadSource {
       delayedDue,
       delayed,
       paused,
+      oldestWaitingAt: created.length > 0 ? Math.min(...created) : null,
       at: now,
     };
   }
@@ -83,5 +96,50 @@ export class BullQueueLoad implements QueueLoadSource {
     if (this.closed) return;
     this.closed = true;
     await this.queue.close();
+  }
+}
+
+/** Every model's load, from its own queue (GET /v1/queue, GET /v1/models, the autoscaler, KEDA). */
+export class ModelQueueLoads {
+  private readonly loads: Map<string, BullQueueLoad>;
+
+  constructor(connection: Redis, prefix: string, models: readonly { name: string; queue: string }[]) {
+    this.loads = new Map(models.map((m) => [m.name, new BullQueueLoad(connection, prefix, m.queue)]));
+  }
+
+  get names(): string[] {
+    return [...this.loads.keys()];
+  }
+
+  /** One model's load; null for a name not served. */
+  async readModel(name: string): Promise<QueueLoad | null> {
+    return (await this.loads.get(name)?.read()) ?? null;
+  }
+
+  async readAll(): Promise<Map<string, QueueLoad>> {
+    const entries = await Promise.all([...this.loads].map(async ([name, load]) => [name, await load.read()] as const));
+    return new Map(entries);
+  }
+
+  /** The sum over every model (the whole service's load). */
+  async read(): Promise<QueueLoad> {
+    const all = [...(await this.readAll()).values()];
+    const sum = (field: 'load' | 'waiting' | 'prioritized' | 'active' | 'delayedDue' | 'delayed' | 'paused') => all.reduce((total, l) => total + l[field], 0);
+    const oldest = all.map((l) => l.oldestWaitingAt).filter((t): t is number => typeof t === 'number');
+    return {
+      load: sum('load'),
+      waiting: sum('waiting'),
+      prioritized: sum('prioritized'),
+      active: sum('active'),
+      delayedDue: sum('delayedDue'),
+      delayed: sum('delayed'),
+      paused: sum('paused'),
+      oldestWaitingAt: oldest.length > 0 ? Math.min(...oldest) : null,
+      at: Date.now(),
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.loads.values()].map((l) => l.close()));
   }
 }

@@ -60,13 +60,15 @@ export interface BullQueueMonitorOptions {
   prefix: string;
   /** The notifier's delivery queue: on the dashboard, and its outcomes reported to `onWebhookFinished`. */
   webhookQueue?: string;
+  /** The models' queues (default: `generate` alone); counts and job outcomes cover them all. */
+  generateQueues?: readonly string[];
   /** Reports a job that finished but could not be read back (already removed, Redis blip). */
   onError?: (err: unknown, jobId: string) => void;
 }
 
 export class BullQueueMonitor implements QueueMonitor {
   readonly queues: readonly Queue[];
-  private readonly generate: Queue<JobPayload, JobResult>;
+  private readonly generate: Queue<JobPayload, JobResult>[];
   private readonly subscriptions: { subscription: EventSubscription; connection: Redis }[] = [];
   private readonly listeners = new Set<FinishedListener>();
   private readonly deliveryListeners = new Set<DeliveryListener>();
@@ -75,24 +77,35 @@ export class BullQueueMonitor implements QueueMonitor {
   private closed = false;
 
   constructor(private readonly options: BullQueueMonitorOptions) {
-    this.generate = new Queue(GENERATE_QUEUE, { connection: options.connection, prefix: options.prefix });
+    const names = options.generateQueues && options.generateQueues.length > 0 ? [...new Set(options.generateQueues)] : [GENERATE_QUEUE];
+    this.generate = names.map((name) => new Queue<JobPayload, JobResult>(name, { connection: options.connection, prefix: options.prefix }));
     const extra = options.webhookQueue ? [new Queue(options.webhookQueue, { connection: options.connection, prefix: options.prefix })] : [];
-    this.queues = [this.generate, ...extra];
+    this.queues = [...this.generate, ...extra];
     for (const queue of this.queues) queue.on('error', () => undefined);
   }
 
   async counts(): Promise<Record<string, number>> {
-    return this.generate.getJobCounts(...JOB_STATES);
+    const all = await Promise.all(this.generate.map((q) => q.getJobCounts(...JOB_STATES)));
+    const total: Record<string, number> = {};
+    for (const counts of all) for (const [state, n] of Object.entries(counts)) total[state] = (total[state] ?? 0) + n;
+    return total;
+  }
+
+  /** Jobs in each BullMQ state, by queue name. */
+  async countsByQueue(): Promise<Map<string, Record<string, number>>> {
+    return new Map(await Promise.all(this.generate.map(async (q) => [q.name, await q.getJobCounts(...JOB_STATES)] as const)));
   }
 
   onJobFinished(listener: FinishedListener): () => void {
     this.listeners.add(listener);
     if (!this.subscribedJobs && !this.closed) {
       this.subscribedJobs = true;
-      const events = this.subscribe(GENERATE_QUEUE);
-      events.on('completed', ({ jobId }) => void this.report(jobId, 'completed'));
-      // 'failed' comes once, when the job is finally failed; a retried attempt goes back to waiting/delayed.
-      events.on('failed', ({ jobId, failedReason }) => void this.report(jobId, 'failed', failedReason));
+      for (const queue of this.generate) {
+        const events = this.subscribe(queue.name);
+        events.on('completed', ({ jobId }) => void this.report(queue, jobId, 'completed'));
+        // 'failed' comes once, when the job is finally failed; a retried attempt goes back to waiting/delayed.
+        events.on('failed', ({ jobId, failedReason }) => void this.report(queue, jobId, 'failed', failedReason));
+      }
     }
     return () => this.listeners.delete(listener);
   }
@@ -121,10 +134,10 @@ export class BullQueueMonitor implements QueueMonitor {
     return subscription.events;
   }
 
-  private async report(jobId: string, state: 'completed' | 'failed', failedReason?: string): Promise<void> {
+  private async report(queue: Queue<JobPayload, JobResult>, jobId: string, state: 'completed' | 'failed', failedReason?: string): Promise<void> {
     try {
       // Already removed (retention of 0) or unreadable: the outcome still counts, without timings.
-      const job = await this.generate.getJob(jobId).catch((err: unknown) => {
+      const job = await queue.getJob(jobId).catch((err: unknown) => {
         this.options.onError?.(err, jobId);
         return undefined;
       });

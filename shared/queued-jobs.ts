@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { DEFAULT_QUEUE } from './model-catalogue.js';
 
 /**
  * Ending a job that is still queued (waiting, delayed for a retry, or prioritized) without any
@@ -50,18 +51,19 @@ end
 return expired
 `;
 
-/** The sorted set of queued jobs' expiry times, under the deployment's prefix. */
-export const expiryKey = (prefix: string) => `${prefix}:jobs:expiry`;
+/** The sorted set of a queue's queued jobs' expiry times (the default queue's keeps its name from before there were several). */
+export const expiryKey = (prefix: string, queue: string = DEFAULT_QUEUE) => (queue === DEFAULT_QUEUE ? `${prefix}:jobs:expiry` : `${prefix}:jobs:expiry:${queue}`);
 
 /**
  * Ends every queued job whose `ttl_s` has run out (status `expired`; it never runs and no longer
  * counts as load); resolves with their ids. Safe to run from any number of processes at once.
  */
-export async function expireDueJobs(redis: Redis, prefix: string, queueKeyPrefix: string, now = Date.now()): Promise<string[]> {
+export async function expireDueJobs(redis: Redis, prefix: string, queueKeyPrefix: string, now = Date.now(), queue: string = DEFAULT_QUEUE): Promise<string[]> {
   const expired: string[] = [];
+  const key = expiryKey(prefix, queue);
   for (;;) {
-    const batch = (await redis.eval(EXPIRE_DUE_SCRIPT, 1, expiryKey(prefix), queueKeyPrefix, now, MAX_EVENTS, 200)) as string[];
+    const batch = (await redis.eval(EXPIRE_DUE_SCRIPT, 1, key, queueKeyPrefix, now, MAX_EVENTS, 200)) as string[];
     expired.push(...batch);
-    if ((await redis.zcount(expiryKey(prefix), '-inf', now)) === 0) return expired;
+    if ((await redis.zcount(key, '-inf', now)) === 0) return expired;
   }
 }

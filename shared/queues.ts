@@ -1,4 +1,8 @@
-/** Queue and job names: the API enqueues, the worker consumes; both import them from here. */
+/**
+ * Queue and job names: the API enqueues, the worker consumes; both import them from here. Each
+ * model has its own queue (its catalogue entry's `queue`): the default model's is `generate`,
+ * another's `generate.<name>` (shared/model-catalogue.ts).
+ */
 export const GENERATE_QUEUE = 'generate';
 export const GENERATE_JOB = 'generate';
 

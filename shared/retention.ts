@@ -28,6 +28,8 @@ export interface RetentionOptions {
   logger: Logger;
   /** Jobs handled per page of a sweep. */
   pageSize?: number;
+  /** The models' queues (each swept with the same rules); default: the `generate` queue alone. */
+  queues?: readonly string[];
 }
 
 export interface SweepReport {
@@ -41,15 +43,16 @@ export interface SweepReport {
 const RELEASE_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
 export class RetentionSweeper {
-  private readonly queue: Queue;
+  private readonly queues: Queue[];
   private readonly id = randomUUID();
   private timer: NodeJS.Timeout | undefined;
   private sweeping: Promise<SweepReport> | undefined;
   private stopped = false;
 
   constructor(private readonly options: RetentionOptions) {
-    this.queue = new Queue(GENERATE_QUEUE, { connection: options.connection, prefix: options.prefix });
-    this.queue.on('error', () => undefined);
+    const names = options.queues && options.queues.length > 0 ? [...new Set(options.queues)] : [GENERATE_QUEUE];
+    this.queues = names.map((name) => new Queue(name, { connection: options.connection, prefix: options.prefix }));
+    for (const queue of this.queues) queue.on('error', () => undefined);
   }
 
   private get lockKey(): string {
@@ -85,14 +88,14 @@ export class RetentionSweeper {
     try {
       let removed = 0;
       let deferred = 0;
-      for (const set of ['completed', 'failed'] as const) {
+      for (const queue of this.queues) for (const set of ['completed', 'failed'] as const) {
         const skip = new Set<string>();
         for (;;) {
-          const ids = (await this.expired(set)).filter((id) => !skip.has(id));
+          const ids = (await this.expired(queue, set)).filter((id) => !skip.has(id));
           if (ids.length === 0) break;
           for (const id of ids) {
             if (this.stopped) return { removed, deferred, swept: true };
-            if (await this.removeJob(id)) removed += 1;
+            if (await this.removeJob(queue, id)) removed += 1;
             else {
               deferred += 1;
               skip.add(id);
@@ -108,10 +111,10 @@ export class RetentionSweeper {
   }
 
   /** A page of ids due for removal from a finished set: too old, or beyond the newest keepCount. */
-  private async expired(set: 'completed' | 'failed'): Promise<string[]> {
+  private async expired(queue: Queue, set: 'completed' | 'failed'): Promise<string[]> {
     const { connection, keepAgeS, keepCount } = this.options;
     const page = this.options.pageSize ?? 200;
-    const key = this.queue.toKey(set);
+    const key = queue.toKey(set);
     // BullMQ scores its finished sets by finish time (ms).
     const old = await connection.zrangebyscore(key, '-inf', Date.now() - keepAgeS * 1000, 'LIMIT', 0, page);
     const total = await connection.zcard(key);
@@ -120,7 +123,7 @@ export class RetentionSweeper {
   }
 
   /** Files first, then the job; false when the files could not be deleted (the job stays for the next sweep). */
-  private async removeJob(id: string): Promise<boolean> {
+  private async removeJob(queue: Queue, id: string): Promise<boolean> {
     try {
       await this.options.store.deletePrefix?.(jobPrefix(id));
     } catch (err) {
@@ -128,7 +131,7 @@ export class RetentionSweeper {
       return false;
     }
     // 0 when it is already gone (another sweeper, a client): fine either way.
-    await this.queue.remove(id);
+    await queue.remove(id);
     return true;
   }
 
@@ -136,6 +139,6 @@ export class RetentionSweeper {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.sweeping?.catch(() => undefined);
-    await this.queue.close();
+    await Promise.allSettled(this.queues.map((q) => q.close()));
   }
 }

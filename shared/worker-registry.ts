@@ -67,6 +67,21 @@ export interface AutoscalerStatus {
   bounds: { min: number; max: number };
   lastDecision: { action: string; reason: string; at: number } | null;
   slots: SlotReport[];
+  /** Each model's part (with a catalogue): its load, what it asks for, its workers and bounds. */
+  models?: AutoscalerModelStatus[];
+}
+
+export interface AutoscalerModelStatus {
+  name: string;
+  load: number;
+  desired: number;
+  target: number;
+  /** Live workers (draining ones excluded). */
+  workers: number;
+  bounds: { min: number; max: number };
+  /** When its oldest waiting job was created (ms epoch); null when none waits. */
+  oldestWaitingAt: number | null;
+  lastDecision: { action: string; reason: string; at: number } | null;
 }
 
 export const workersIndexKey = (prefix: string) => `${prefix}:workers`;

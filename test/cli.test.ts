@@ -100,10 +100,14 @@ describe('npm run generate', () => {
     expect(manifest.prompt).toBe('a red fox in the snow');
   });
 
-  it('takes --width/--height and reads the server from SDJOBS_URL', async () => {
+  it('takes --width/--height and --model, and reads the server from SDJOBS_URL', async () => {
     const dir = path.join(out, 'wide');
-    const run = await runCli(['a wide view', '--width', '96', '--height', '64', '--out', dir], { env: { SDJOBS_URL: stack.api.url } });
+    const run = await runCli(['a wide view', '--width', '96', '--height', '64', '--model', stack.config.model.name, '--out', dir], { env: { SDJOBS_URL: stack.api.url } });
     expect(run.code).toBe(0);
+    expect(run.stdout).toContain(`on model ${stack.config.model.name} (explicit)`);
+    const unknown = await runCli(['a wide view', '--model', 'sdxl', '--out', dir], { env: { SDJOBS_URL: stack.api.url } });
+    expect(unknown.code).toBe(3);
+    expect(unknown.stderr).toMatch(/unknown model "sdxl"/);
     const [folder] = await fs.readdir(dir);
     const png = (await fs.readdir(path.join(dir, folder as string))).find((f) => f.endsWith('.png')) as string;
     const meta = await sharp(path.join(dir, folder as string, png)).metadata();

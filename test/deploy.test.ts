@@ -4,7 +4,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { queueView } from '../api/routes/workers.js';
-import { configuredJobMaxRunS, DRAIN_SLACK_S, renderWorker } from '../scripts/k8s-worker.js';
+import { configuredJobMaxRunS, DRAIN_SLACK_S, renderCatalogue, renderWorker } from '../scripts/k8s-worker.js';
 import { API_NODE_FLAGS } from '../api/node-flags.js';
 import { CONFIG_VARIABLES, loadConfig } from '../shared/config.js';
 import { KEDA_VERSION, KUBERNETES_VERSION, loadManifestValidators } from './helpers/k8s-schemas.js';
@@ -53,7 +53,10 @@ function containerEnv(container: Json): Record<string, string> {
 }
 
 const config = find('ConfigMap', 'sd-jobs-config').data as Record<string, string>;
-const servedModel = config['MODEL_NAME'] as string;
+// The served models: the catalogue (models.json) rendered into the sd-jobs-models ConfigMap.
+const catalogueText = fs.readFileSync(path.join(dir, 'models.json'), 'utf8');
+const servedModels = (JSON.parse(find('ConfigMap', 'sd-jobs-models').data.MODELS_JSON as string) as { models: { name: string }[] }).models.map((m) => m.name);
+const servedModel = servedModels[0] as string;
 const api = find('Deployment', 'sd-jobs-api');
 const apiContainer = api.spec.template.spec.containers[0] as Json;
 const apiService = find('Service', 'sd-jobs-api');
@@ -179,6 +182,26 @@ describe('deploy/kubernetes', () => {
     expect(loadConfig(containerEnv(apiContainer)).auth.apiKeyHashes.length).toBeGreaterThan(0);
   });
 
+  it('renders the catalogue into the models ConfigMap and one worker Deployment + ScaledObject per model', () => {
+    expect(servedModels.length).toBeGreaterThanOrEqual(2);
+    const rendered = renderCatalogue(catalogueText, { maxReplicas: 4, jobMaxRunS: configuredJobMaxRunS(dir) });
+    for (const [file, text] of rendered) expect(fs.readFileSync(path.join(dir, file), 'utf8'), `${file}: re-render it with npm run k8s:worker`).toBe(text);
+    expect(workerDeployments.map((d) => d.metadata.labels['sd-jobs/model']).sort()).toEqual([...servedModels].sort());
+    // The API and the workers read the same catalogue; each worker holds its own model, on its own queue.
+    const apiModels = loadConfig(containerEnv(apiContainer)).models;
+    expect(apiModels.map((m) => m.name)).toEqual(servedModels);
+    for (const worker of workerDeployments) {
+      const model = worker.metadata.labels['sd-jobs/model'] as string;
+      const loaded = loadConfig(containerEnv(worker.spec.template.spec.containers[0] as Json));
+      expect(loaded.model.queue).toBe(apiModels.find((m) => m.name === model)?.queue);
+      const scaled = find('ScaledObject', worker.metadata.name);
+      const bounds = apiModels.find((m) => m.name === model)?.autoscaling;
+      expect([scaled.spec.minReplicaCount, scaled.spec.maxReplicaCount]).toEqual([bounds?.minWorkers, bounds?.maxWorkers ?? 4]);
+    }
+    expect(() => renderCatalogue(JSON.stringify({ models: [{ name: 'a', dir: '/models/a', trigger_words: ['two words'] }] }), { maxReplicas: 4, jobMaxRunS: 600 })).toThrow(/models\[0\] \("a"\): trigger_words/);
+    expect(() => renderCatalogue(JSON.stringify({ models: [{ name: 'a', dir: '/elsewhere/a' }] }), { maxReplicas: 4, jobMaxRunS: 600 })).toThrow(/dir must be \/models\/<folder>/);
+  });
+
   it('renders each served model’s workers from the template, with a grace period derived from JOB_MAX_RUN_S', () => {
     const jobMaxRunS = configuredJobMaxRunS(dir);
     expect(jobMaxRunS).toBe(Number(config['JOB_MAX_RUN_S']));
@@ -186,7 +209,7 @@ describe('deploy/kubernetes', () => {
     for (const worker of workerDeployments) {
       const model = worker.metadata.labels['sd-jobs/model'] as string;
       const scaled = find('ScaledObject', worker.metadata.name);
-      const rendered = renderWorker(model, { maxReplicas: scaled.spec.maxReplicaCount, jobMaxRunS });
+      const rendered = renderWorker(model, { maxReplicas: scaled.spec.maxReplicaCount, minReplicas: scaled.spec.minReplicaCount, jobMaxRunS });
       expect(fs.readFileSync(path.join(dir, worker.__file), 'utf8'), `${worker.__file}: re-render it with npm run k8s:worker -- ${model}`).toBe(rendered);
       const spec = worker.spec.template.spec;
       expect(spec.terminationGracePeriodSeconds).toBe(jobMaxRunS + DRAIN_SLACK_S);
@@ -218,6 +241,8 @@ describe('deploy/kubernetes', () => {
       expect(url.hostname).toBe(`${apiService.metadata.name}.${namespace}.svc`);
       expect(Number(url.port)).toBe(apiService.spec.ports[0].port);
       expect(url.pathname).toBe('/v1/queue');
+      // Each model scales on its own queue's load.
+      expect(url.searchParams.get('model')).toBe(worker.metadata.labels['sd-jobs/model']);
       // The field KEDA reads is the one the API fills with the full load, not the wait list.
       const sample = queueView({ load: 7, waiting: 1, prioritized: 2, delayedDue: 1, active: 3, delayed: 4, paused: 0, at: 0 });
       expect(trigger?.metadata.valueLocation).toBe('load');
@@ -269,7 +294,8 @@ describe('deploy/kubernetes-webgpu', () => {
   it.skipIf(!kubectl)(`kubectl kustomize builds it${kubectl ? '' : ' (skipped: no kubectl on this machine)'}`, () => {
     const built = parseAllDocuments(execFileSync('kubectl', ['kustomize', overlayDir], { encoding: 'utf8' })).map((d) => d.toJS() as Json);
     const deployments = built.filter((d) => d.kind === 'Deployment' && d.metadata.labels?.['app.kubernetes.io/name'] === 'sd-jobs-worker') as Json[];
-    expect(deployments.map((d) => d.metadata.name)).toEqual(workerDeployments.map((d) => d.metadata.name));
+    // kustomize orders them its own way: the same set.
+    expect(deployments.map((d) => d.metadata.name).sort()).toEqual(workerDeployments.map((d) => d.metadata.name).sort());
     for (const deployment of deployments) {
       const env = Object.fromEntries((deployment.spec.template.spec.containers[0].env as Json[]).map((e) => [e.name, e.value]));
       expect(env).toMatchObject({ WORKER_PROVIDER: 'webgpu', NVIDIA_DRIVER_CAPABILITIES: 'compute,utility,graphics' });

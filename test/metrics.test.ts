@@ -5,7 +5,8 @@ import { Queue, UnrecoverableError, Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createMetrics } from '../api/metrics.js';
 import type { FinishedJob, FinishedListener } from '../shared/queue-monitor.js';
-import { WorkerRegistry } from '../shared/worker-registry.js';
+import { WorkerRegistry, type WorkerRecord } from '../shared/worker-registry.js';
+import type { QueueLoad } from '../shared/queue-load.js';
 import { encodeFailure } from '../shared/job-queue.js';
 import { WEBHOOK_QUEUE } from '../shared/queues.js';
 import { createRedis } from '../shared/redis.js';
@@ -39,6 +40,37 @@ const job = (over: Partial<FinishedJob>): FinishedJob => ({
 });
 
 describe('createMetrics (fed by fake sources)', () => {
+  it('labels jobs, durations, queue counts, load and workers by model', async () => {
+    let listener: FinishedListener = () => undefined;
+    const metrics = createMetrics({
+      defaultMetrics: false,
+      models: [{ name: 'base', queue: 'generate' }, { name: 'dog', queue: 'generate.dog' }],
+      monitor: {
+        counts: async () => ({}),
+        countsByQueue: async () => new Map([['generate', { waiting: 2 }], ['generate.dog', { waiting: 5 }]]),
+      },
+      loads: { readAll: async () => new Map([['base', { load: 3 } as QueueLoad], ['dog', { load: 6 } as QueueLoad]]) },
+      workers: { list: async () => [{ state: 'busy', model: 'dog' } as WorkerRecord] },
+      jobEvents: {
+        onJobFinished: (fn) => {
+          listener = fn;
+          return () => undefined;
+        },
+      },
+    });
+    listener(job({ model: 'dog' }));
+    const { body } = await metrics.render();
+    expect(sample(body, 'sdjobs_jobs_finished_total', { outcome: 'succeeded', model: 'dog' })).toBe(1);
+    expect(sample(body, 'sdjobs_jobs_finished_total', { outcome: 'succeeded', model: 'base' })).toBe(0);
+    expect(sample(body, 'sdjobs_job_run_seconds_count', { outcome: 'succeeded', model: 'dog' })).toBe(1);
+    expect(sample(body, 'sdjobs_images_generated_total', { model: 'dog' })).toBe(2);
+    expect(sample(body, 'sdjobs_jobs', { state: 'waiting', model: 'base' })).toBe(2);
+    expect(sample(body, 'sdjobs_jobs', { state: 'waiting', model: 'dog' })).toBe(5);
+    expect(sample(body, 'sdjobs_queue_load', { model: 'dog' })).toBe(6);
+    expect(sample(body, 'sdjobs_workers', { state: 'busy', model: 'dog' })).toBe(1);
+    expect(sample(body, 'sdjobs_workers', { state: 'busy', model: 'base' })).toBe(0);
+  });
+
   it('turns finished jobs into outcome counters, duration histograms and an image counter', async () => {
     let listener: FinishedListener = () => undefined;
     const metrics = createMetrics({
@@ -183,13 +215,14 @@ describe('GET /metrics on a running stack', () => {
     try {
       const registry = new WorkerRegistry(redis, stack.config.queuePrefix);
       const now = Date.now();
-      const base_ = { slot: 'gpu0', currentJob: null, startedAt: now, lastSeenAt: now, jobsDone: 0, jobsFailed: 0, host: 'h', pid: 1, model: 'tiny-sd' };
+      const base_ = { slot: 'gpu0', currentJob: null, startedAt: now, lastSeenAt: now, jobsDone: 0, jobsFailed: 0, host: 'h', pid: 1, model: stack.config.model.name };
       await registry.put({ ...base_, id: 'w-busy', state: 'busy' }, 10_000);
       await registry.put({ ...base_, id: 'w-ready', state: 'ready' }, 10_000);
       const body = await (await fetch(`${base}/metrics`)).text();
       // The stack's own in-process worker heartbeats too (idle: ready).
       expect(sample(body, 'sdjobs_workers', { state: 'busy' })).toBe(1);
       expect(sample(body, 'sdjobs_workers', { state: 'ready' })).toBe(2);
+      expect(sample(body, 'sdjobs_workers', { state: 'ready', model: stack.config.model.name })).toBe(2);
       await registry.remove('w-busy');
       await registry.remove('w-ready');
     } finally {

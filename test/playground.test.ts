@@ -53,6 +53,10 @@ describe.skipIf(!haveChromium)(`playground at /${haveChromium ? '' : ' (skipped:
     expect(await page.locator('#key-panel').getAttribute('open')).not.toBeNull();
     await page.fill('#api-key', API_KEY);
     await page.locator('#api-key').dispatchEvent('change');
+    // The model picker comes from GET /v1/models (once there is a key): auto, then each model.
+    await expect.poll(() => page.locator('#model option').count()).toBe(2);
+    expect(await page.locator('#model option').evaluateAll((els) => els.map((el) => (el as HTMLOptionElement).value))).toEqual(['', stack.config.model.name]);
+    await page.selectOption('#model', stack.config.model.name);
 
     await page.fill('#prompt', 'a lighthouse on a cliff at dusk');
     await page.fill('#negative_prompt', 'blurry');
@@ -80,6 +84,7 @@ describe.skipIf(!haveChromium)(`playground at /${haveChromium ? '' : ' (skipped:
     ]);
     expect(await page.locator('#images figcaption span').allTextContents()).toEqual(['seed 1234', 'seed 1235']);
     expect(await page.locator('#current-status').textContent()).toBe('succeeded');
+    expect(await page.locator('#current-model').textContent()).toBe(`${stack.config.model.name} · explicit`);
     expect(await page.locator('#current-progress').evaluate((el) => [(el as HTMLProgressElement).value, (el as HTMLProgressElement).max])).toEqual([3, 3]);
 
     // Listed as a job of this browser.

@@ -269,8 +269,11 @@ describe('slots', () => {
 
 describe('AUTOSCALER_* configuration', () => {
   it("defaults to Ray's scale-to-zero shape: min 0, initial = min, max = one per slot", () => {
-    const { autoscaler } = loadConfig({});
+    const { autoscaler } = loadConfig({ MODEL_DIR: 'models/tiny-sd' });
     expect(autoscaler).toMatchObject({ minWorkers: 0, initialWorkers: 0, maxWorkers: undefined, targetJobsPerWorker: 1, gpus: 'detect', cpuSlots: 1 });
+    // Without GPUs, one CPU slot per served model by default (the two built-in tiny models: two, on a machine with two cores).
+    expect(loadConfig({}).autoscaler.cpuSlots).toBe(Math.min(2, os.availableParallelism()));
+    expect(loadConfig({ AUTOSCALER_CPU_SLOTS: '3' }).autoscaler.cpuSlots).toBe(3);
     expect(autoscaler.downscaleToZeroDelayS).toBe(autoscaler.downscaleDelayS);
   });
   it('reads GPU lists, decimal delays and an explicit to-zero delay', () => {

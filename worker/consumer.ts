@@ -14,6 +14,8 @@ export type WorkerState = 'starting' | 'ready' | 'busy' | 'draining' | 'stopped'
 export interface ConsumerOptions {
   connection: Redis;
   prefix: string;
+  /** The queue of this worker's model; default: the default model's (`generate`). */
+  queue?: string;
   processor: Processor;
   logger: Logger;
   /** How long a job's lock lives without renewal; BullMQ renews it at half this while the job runs. */
@@ -35,13 +37,14 @@ export interface ConsumerOptions {
  */
 class GatedWorker extends Worker<JobPayload, JobResult> {
   constructor(
+    queue: string,
     processor: (job: Job<JobPayload, JobResult>, token?: string, signal?: AbortSignal) => Promise<JobResult>,
     options: WorkerOptions,
     private readonly gate: GpuGate,
     /** The worker's command connection (ioredis), for the wake-up marker. */
     private readonly commands: Redis,
   ) {
-    super(GENERATE_QUEUE, processor, options);
+    super(queue, processor, options);
   }
 
   private stopping(): boolean {
@@ -158,7 +161,13 @@ export class JobConsumer {
     const loops = options.overlap === false ? 1 : 2;
     this.workers = Array.from({ length: loops }, (_, i) => {
       // One stalled-job check per process is enough.
-      const worker: GatedWorker = new GatedWorker((job, token, signal) => this.process(worker, job, token, signal), i === 0 ? workerOptions : { ...workerOptions, skipStalledCheck: true }, this.gate, options.connection);
+      const worker: GatedWorker = new GatedWorker(
+        options.queue ?? GENERATE_QUEUE,
+        (job, token, signal) => this.process(worker, job, token, signal),
+        i === 0 ? workerOptions : { ...workerOptions, skipStalledCheck: true },
+        this.gate,
+        options.connection,
+      );
       worker.on('error', (err) => options.logger.error({ err }, 'queue error'));
       // The lock lapsed (a Redis outage longer than it) and the job may already run elsewhere: stop
       // this run rather than race it; the stalled check gives the job to one worker.

@@ -8,7 +8,7 @@ import { createProcessor, type ProcessorDeps, type Processor } from './processor
 import { StorageGate } from './storage-gate.js';
 
 export interface JobRunnerDeps {
-  config: Pick<Readonly<Config>, 'queuePrefix' | 'worker' | 'storageRetry'>;
+  config: Pick<Readonly<Config>, 'queuePrefix' | 'worker' | 'storageRetry'> & { model?: { queue: string } };
   connection: Redis;
   pipeline: Pipeline;
   store: ImageStore;
@@ -63,6 +63,8 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
   const consumer: JobConsumer = new JobConsumer({
     connection: deps.connection,
     prefix: config.queuePrefix,
+    // The queue of the model this worker holds (WORKER_MODEL): it takes no other model's jobs.
+    queue: config.model?.queue,
     processor: deps.wrap ? deps.wrap(processor) : processor,
     logger,
     lockDurationMs: config.worker.lockDurationMs,

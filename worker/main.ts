@@ -19,8 +19,9 @@ import { watchForAdoption } from './orphan-watch.js';
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const workerId = config.worker.id ?? `${os.hostname()}-${process.pid}`;
-  const logger = createLogger('worker', config.logLevel, { workerId });
-  logger.info({ state: 'starting', modelDir: config.model.dir, provider: config.worker.provider }, 'worker starting');
+  // The model this worker holds (WORKER_MODEL, else the default) is on every line.
+  const logger = createLogger('worker', config.logLevel, { workerId, model: config.model.name });
+  logger.info({ state: 'starting', modelDir: config.model.dir, queue: config.model.queue, provider: config.worker.provider }, 'worker starting');
 
   // Registered from the start, so `starting` (model loading) shows in GET /v1/workers.
   const connection = createRedis(config.redisUrl, 'worker');

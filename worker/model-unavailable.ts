@@ -31,7 +31,8 @@ export async function reportModelUnavailable(deps: {
     logger.warn({ model, serving: serving.map((w) => w.id) }, 'another worker serves this model: its queued jobs stay for it');
     return;
   }
-  const queue = new BullJobQueue({ connection, prefix, jobs: config.jobs });
+  // This model's queue only: other models' jobs wait for their own workers.
+  const queue = new BullJobQueue({ connection, prefix, jobs: config.jobs, models: [config.model] });
   try {
     const failed = await queue.failQueued(MODEL_UNAVAILABLE, `${deps.reason} (the job did not run; submit it again once the model is available)`);
     if (failed.length > 0) logger.warn({ model, jobs: failed.length }, `failed ${failed.length} queued job(s) with ${MODEL_UNAVAILABLE}`);

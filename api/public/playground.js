@@ -61,11 +61,34 @@ async function loadSchema() {
     for (const scheduler of props.scheduler?.enum ?? []) {
       if (/^[a-z_0-9]+$/.test(scheduler)) $('scheduler').append(new Option(scheduler, scheduler));
     }
-    const model = props.model?.examples?.[0];
-    if (model) $('model').placeholder = model;
-    if (doc.security?.length || Object.keys(doc.components.securitySchemes ?? {}).length) $('key-panel').open = !localStorage.getItem(KEY_KEY);
+    keysRequired = Boolean(doc.security?.length || Object.keys(doc.components.securitySchemes ?? {}).length);
+    if (keysRequired) $('key-panel').open = !localStorage.getItem(KEY_KEY);
   } catch (err) {
     showFormError(`Could not read the API description: ${err.message}`);
+  }
+}
+
+// ---- The model picker, from GET /v1/models ----------------------------------------------------
+
+let keysRequired = false;
+
+async function loadModels() {
+  // Without a key where one is required, the list waits for it (no refused request in the console).
+  if (keysRequired && !localStorage.getItem(KEY_KEY)) return;
+  try {
+    const { models } = await api('/v1/models');
+    const picker = $('model');
+    const chosen = picker.value;
+    while (picker.options.length > 1) picker.remove(1);
+    for (const model of models) {
+      const words = model.trigger_words.length > 0 ? ` (trigger: ${model.trigger_words.join(', ')})` : '';
+      const option = new Option(`${model.name}${model.default ? ' (default)' : ''}${words}`, model.name);
+      option.title = `${model.state}; ${model.load ? `${model.load.queued} queued, ${model.load.running} running` : 'load unknown'}`;
+      picker.append(option);
+    }
+    picker.value = models.some((m) => m.name === chosen) ? chosen : '';
+  } catch {
+    // Left on "auto": the service routes by the prompt's trigger words.
   }
 }
 
@@ -128,6 +151,7 @@ $('api-key').addEventListener('change', (e) => {
   const key = e.target.value.trim();
   if (key) localStorage.setItem(KEY_KEY, key);
   else localStorage.removeItem(KEY_KEY);
+  if (key) void loadModels();
 });
 
 // ---- Following a job --------------------------------------------------------------------------
@@ -233,6 +257,7 @@ function showJob(job) {
   status.className = `status ${job.status}`;
   $('current-id').textContent = job.id;
   $('current-prompt').textContent = job.input?.prompt ?? '';
+  $('current-model').textContent = job.model ? `${job.model}${job.routed_by ? ` · ${job.routed_by}` : ''}` : '';
   const progress = $('current-progress');
   const total = job.progress?.total ?? job.input?.num_inference_steps ?? 1;
   const step = job.status === 'succeeded' ? total : (job.progress?.step ?? 0);
@@ -415,4 +440,4 @@ $('clear-history').addEventListener('click', () => {
 });
 
 renderHistory();
-void loadSchema();
+void loadSchema().then(loadModels);

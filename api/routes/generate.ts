@@ -59,7 +59,9 @@ export function generateRouter(deps: AppDeps): Router {
       'X-Seed': String(image.seed),
       ...(image.filters?.['nsfw'] ? { 'X-Nsfw-Content-Detected': String(!image.filters['nsfw'].passed) } : {}),
       'X-Image-Blocked': String(image.blocked ?? false),
-      'Content-Location': view.outputs?.images[0]?.url ?? view.links.self,
+      // The job this image is the answer of: a client can look up its model, routed_by, seed, timings.
+      'Content-Location': view.links.self,
+      'X-Model': finished.payload.model,
     });
   };
 

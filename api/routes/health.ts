@@ -28,10 +28,13 @@ export function healthRouter(deps: AppDeps): Router {
         return { ok: false, state: 'unknown', error: err instanceof Error ? err.message : String(err) };
       }
     };
-    const name = deps.config.model.name;
-    const [redis, storage, model] = await Promise.all([probe(() => deps.queue.ping()), probe(() => deps.store.check()), modelCheck(name)]);
-    const ready = redis.ok && storage.ok && model.ok;
-    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', checks: { redis, storage, models: { [name]: model } } });
+    // Every model is reported; the default one decides readiness (a fine-tune that cannot load
+    // refuses its own jobs with 503 but does not take the whole service out of rotation).
+    const names = deps.config.models.map((m) => m.name);
+    const [redis, storage, ...models] = await Promise.all([probe(() => deps.queue.ping()), probe(() => deps.store.check()), ...names.map(modelCheck)]);
+    const checks = Object.fromEntries(names.map((name, i) => [name, models[i] as Awaited<ReturnType<typeof modelCheck>>]));
+    const ready = redis.ok && storage.ok && (checks[deps.config.model.name]?.ok ?? true);
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', checks: { redis, storage, models: checks } });
   });
   return router;
 }

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { failFastOnRedis } from '../../shared/errors.js';
-import type { QueueLoad, QueueLoadSource } from '../../shared/queue-load.js';
+import type { ModelQueueLoads, QueueLoad, QueueLoadSource } from '../../shared/queue-load.js';
 import type { AutoscalerStatus, WorkerDirectory, WorkerRecord } from '../../shared/worker-registry.js';
 import type { Config } from '../../shared/config.js';
 import type { JobQueue } from '../../shared/job-queue.js';
@@ -12,7 +12,7 @@ export interface WorkersRouteDeps {
   /** Reads a running job's owner: with API keys, a worker shows only the caller's own job id. */
   queue?: Pick<JobQueue, 'get'> | undefined;
   workers?: WorkerDirectory | undefined;
-  queueLoad?: Pick<QueueLoadSource, 'read'> | undefined;
+  queueLoad?: (Pick<QueueLoadSource, 'read'> & Partial<Pick<ModelQueueLoads, 'readModel' | 'readAll'>>) | undefined;
 }
 
 const DEADLINE_MS = 1500;
@@ -47,11 +47,22 @@ export function workersRouter(deps: WorkersRouteDeps): Router {
     }
   });
 
-  router.get('/v1/queue', async (_req, res, next) => {
+  // ?model=<name>: that model's load alone (each model's KEDA ScaledObject reads its own).
+  router.get('/v1/queue', async (req, res, next) => {
     if (!deps.queueLoad) return void sendError(res, notConfigured('queue load'));
     try {
+      const model = req.query['model'];
+      if (model !== undefined) {
+        const known = typeof model === 'string' && deps.config.models.some((m) => m.name === model);
+        if (!known || !deps.queueLoad.readModel) {
+          throw new HttpError(400, 'invalid_request', `model must name a served model: ${deps.config.models.map((m) => m.name).join(', ')}`, 'model');
+        }
+        const load = await withRedis(deps.queueLoad.readModel(model as string));
+        return void res.json({ model, ...queueView(load as QueueLoad) });
+      }
       const load = await withRedis(deps.queueLoad.read());
-      res.json(queueView(load));
+      const byModel = deps.queueLoad.readAll ? await withRedis(deps.queueLoad.readAll()) : null;
+      res.json({ model: null, ...queueView(load), ...(byModel ? { models: Object.fromEntries([...byModel].map(([name, l]) => [name, queueView(l)])) } : {}) });
     } catch (err) {
       next(err);
     }
@@ -89,6 +100,17 @@ function autoscalerView(s: AutoscalerStatus) {
     min_workers: s.bounds.min,
     max_workers: s.bounds.max,
     last_decision: s.lastDecision ? { action: s.lastDecision.action, reason: s.lastDecision.reason, at: new Date(s.lastDecision.at).toISOString() } : null,
+    models: (s.models ?? []).map((m) => ({
+      name: m.name,
+      load: m.load,
+      desired: m.desired,
+      target: m.target,
+      workers: m.workers,
+      min_workers: m.bounds.min,
+      max_workers: m.bounds.max,
+      oldest_waiting_since: m.oldestWaitingAt === null ? null : new Date(m.oldestWaitingAt).toISOString(),
+      last_decision: m.lastDecision ? { action: m.lastDecision.action, reason: m.lastDecision.reason, at: new Date(m.lastDecision.at).toISOString() } : null,
+    })),
     slots: s.slots.map((slot) => ({
       id: slot.id,
       kind: slot.kind,

@@ -3,6 +3,7 @@
  * the same files, tensor names, dtypes and dynamic dims as a real export, a few hundred KB of
  * weights, deterministic to the byte. Used by tests and by `npm start` when no model is there.
  */
+import { existsSync } from 'node:fs';
 import { copyFile, mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -178,4 +179,26 @@ export async function writeTinyModel(dir: string, options: TinyModelOptions = {}
     await writeGraph(sub('safety_checker'), buildSafetyChecker({ float, kind: o.safetyChecker, batch, seed: o.seed }));
     await writeJson(path.join(sub('feature_extractor'), 'preprocessor_config.json'), preprocessorConfig());
   }
+}
+
+/**
+ * `npm start`'s first step: every catalogue model whose folder holds no `model_index.json` and
+ * that is a tiny one (`tinySeed`: the two built-in models, or MODEL_DIR with MODEL_AUTO_TINY) is
+ * written, with its own weight seed. Resolves with the first model that is missing and may not be
+ * written (a real export not there), or null.
+ */
+export async function writeMissingTinyModels(
+  config: { models: readonly { name: string; dir: string; triggerWords: string[]; tinySeed?: number }[]; model: { autoTiny: boolean } },
+  logger: { warn(fields: object, message: string): void },
+): Promise<{ name: string; dir: string } | null> {
+  for (const model of config.models) {
+    if (existsSync(path.join(model.dir, 'model_index.json'))) continue;
+    if (!config.model.autoTiny || model.tinySeed === undefined) return model;
+    logger.warn(
+      { model: model.name, modelDir: model.dir, triggerWords: model.triggerWords },
+      `no model found: writing the tiny random-weight test model ${model.name} (weight seed ${model.tinySeed}). ${TINY_MODEL_NOTE}`,
+    );
+    await writeTinyModel(model.dir, { seed: model.tinySeed });
+  }
+  return null;
 }

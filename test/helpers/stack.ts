@@ -37,7 +37,14 @@ export interface TestStack {
  */
 export async function startStack(
   env: Record<string, string>,
-  options: { worker?: boolean; pipeline?: Pipeline; notifier?: boolean; filters?: (pipeline: Pipeline, config: Readonly<Config>) => FilterSet } = {},
+  options: {
+    worker?: boolean;
+    pipeline?: Pipeline;
+    notifier?: boolean;
+    filters?: (pipeline: Pipeline, config: Readonly<Config>) => FilterSet;
+    /** The catalogue model the in-process worker holds (default: the default model), on that model's queue. */
+    workerModel?: string;
+  } = {},
 ): Promise<TestStack> {
   const config = loadConfig({
     PORT: '0',
@@ -56,13 +63,15 @@ export async function startStack(
   let workerConnection: ReturnType<typeof createRedis> | undefined;
   let ownPipeline: Pipeline | undefined;
   if (options.worker !== false) {
-    const pipeline = options.pipeline ?? (ownPipeline = await loadPipeline(config.model.dir, { cpuThreads: 1 }));
+    const held = options.workerModel === undefined ? config.model : config.models.find((m) => m.name === options.workerModel);
+    if (!held) throw new Error(`no model ${options.workerModel} in the catalogue`);
+    const pipeline = options.pipeline ?? (ownPipeline = await loadPipeline(held.dir, { cpuThreads: 1 }));
     workerConnection = createRedis(config.redisUrl, 'worker');
     // As worker/main.ts: the model's filters (or the test's own), published with the model.
     const filters = options.filters?.(pipeline, config) ?? createFilterSet(pipeline, { grayscaleMaxChroma: config.filters.grayscaleMaxChroma });
     await publishModel(workerConnection, config.queuePrefix, {
       ...pipeline.capabilities,
-      name: config.model.name,
+      name: held.name,
       filters: filters.describe(),
       publishedAt: Date.now(),
     });
@@ -73,7 +82,7 @@ export async function startStack(
       prefix: config.queuePrefix,
       workerId: 'test-worker',
       slot: 'cpu0',
-      model: config.model.name,
+      model: held.name,
       intervalMs: config.worker.heartbeatMs,
       logger: silentLogger,
     });
@@ -82,6 +91,7 @@ export async function startStack(
     consumer = new JobConsumer({
       connection: workerConnection,
       prefix: config.queuePrefix,
+      queue: held.queue,
       processor: beat.track(
         createProcessor({
           pipeline,
