@@ -69,4 +69,4 @@ COPY package.json ./
 USER app
 EXPOSE 8000
 # No image-wide HEALTHCHECK: each role is checked its own way (`node dist/scripts/healthcheck.js <role>`).
-CMD ["node", "dist/api/main.js"]
+CMD ["node", "--max-old-space-size=192", "dist/api/main.js"]

@@ -23,7 +23,11 @@ export interface AppDeps {
   /** What the model's workers published (their filters, an operator's own included); null before any has. */
   publishedModels?: { get(name: string): Promise<PublishedModel | null> };
   /** Whether each model can be served now (GET /v1/models, /readyz, and 503 for an unavailable one). */
-  modelStates?: { state(name: string): Promise<ModelState> };
+  modelStates?: {
+    state(name: string): Promise<ModelState>;
+    /** The state only when the model is unavailable, else null: a cheaper read for each submission (default: `state`). */
+    unavailable?(name: string): Promise<ModelState | null>;
+  };
   logger: Logger;
   /** Redirect image requests to presigned URLs instead of streaming them. */
   presignImages?: boolean;

@@ -1,3 +1,4 @@
+import { pino } from 'pino';
 import { loadConfigOrExit } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
 import { ModelCapabilitiesError } from '../shared/model-capabilities.js';
@@ -6,7 +7,9 @@ import { startApi } from './server.js';
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
-  const logger = createLogger('api', config.logLevel);
+  // Asynchronous writes: under load the lines queued behind a write in flight go out in one, not
+  // one blocking write(2) per line (pino flushes what is left when the process exits).
+  const logger = createLogger('api', config.logLevel, {}, pino.destination({ dest: 1, sync: false }));
   const api = await startApi(config, logger).catch((err: unknown) => {
     if (!(err instanceof ModelCapabilitiesError)) throw err;
     // The same exit code as a worker whose model does not load: not worth a restart loop.

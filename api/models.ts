@@ -17,7 +17,8 @@ const DEFAULT_RETRY_AFTER_S = 30;
 export async function refuseUnavailableModel(deps: Pick<AppDeps, 'modelStates'>, name: string): Promise<void> {
   if (!deps.modelStates) return;
   // Unreadable (Redis away, or not connected yet at start): the enqueue that follows decides.
-  const state = await deps.modelStates.state(name).catch(() => null);
+  const states = deps.modelStates;
+  const state = await (states.unavailable ? states.unavailable(name) : states.state(name)).catch(() => null);
   if (state?.state !== 'unavailable') return;
   const retryInS = state.retryAt === null ? null : Math.ceil((state.retryAt - Date.now()) / 1000);
   const when = retryInS !== null && retryInS > 0 ? ` in ${retryInS} s` : ' shortly';

@@ -5,7 +5,7 @@ import { BullJobQueue } from '../shared/job-queue.js';
 import { RedisIdempotencyStore } from '../shared/idempotency.js';
 import type { Logger } from '../shared/logger.js';
 import { ModelCapabilitiesError, readModelCapabilities, type ModelCapabilities } from '../shared/model-capabilities.js';
-import { readModel, readModelState } from '../shared/model-registry.js';
+import { readModel, readModelState, readUnavailableModel } from '../shared/model-registry.js';
 import { failFastOnRedis } from '../shared/errors.js';
 import { BullQueueMonitor } from '../shared/queue-monitor.js';
 import { WEBHOOK_QUEUE } from '../shared/queues.js';
@@ -116,7 +116,10 @@ export async function startApi(config: Readonly<Config>, logger: Logger): Promis
     presignImages: config.storage.driver === 's3' && config.storage.presignUrls,
     models,
     publishedModels: { get: (name) => readModel(connection, config.queuePrefix, name).catch(() => null) },
-    modelStates: { state: (name) => failFastOnRedis(readModelState(connection, config.queuePrefix, name), 1500) },
+    modelStates: {
+      state: (name) => failFastOnRedis(readModelState(connection, config.queuePrefix, name), 1500),
+      unavailable: (name) => failFastOnRedis(readUnavailableModel(connection, config.queuePrefix, name), 1500),
+    },
     idempotency: new RedisIdempotencyStore(connection, config.queuePrefix),
     metrics,
     monitor,

@@ -141,7 +141,7 @@ export class Autoscaler {
   }
 
   /**
-   * A worker is gone: its job (if its record names one it still holds) goes back to the queue
+   * A worker is gone: its jobs (those its record names that it still holds) go back to the queue
    * now rather than once its lock lapses, and its record is dropped rather than left to expire,
    * so the job no longer shows as running.
    */
@@ -149,10 +149,12 @@ export class Autoscaler {
     const { registry, recovery, logger } = this.deps;
     try {
       const record = await registry.get(worker.id);
-      if (recovery && record?.currentJob && record.currentJobToken) {
-        const jobId = record.currentJob;
-        const queue = this.deps.queueOf?.(record.model ?? worker.model ?? null);
-        const outcome = await recovery.requeue(jobId, record.currentJobToken, `its worker ${worker.id} died`, ...(queue !== undefined ? [queue] : []));
+      // The job it generated and the one it was still uploading (heldJobs), or the one older records name.
+      const held = record?.heldJobs ?? (record?.currentJob ? [{ id: record.currentJob, token: record.currentJobToken ?? null }] : []);
+      const queue = this.deps.queueOf?.(record?.model ?? worker.model ?? null);
+      for (const { id: jobId, token } of held) {
+        if (!recovery || !token) continue;
+        const outcome = await recovery.requeue(jobId, token, `its worker ${worker.id} died`, ...(queue !== undefined ? [queue] : []));
         if (outcome === 'requeued') logger.info({ jobId, workerId: worker.id }, "dead worker's job put back in the queue");
         else if (outcome === 'failed') logger.error({ jobId, workerId: worker.id }, "dead worker's job failed: it was running each time its worker died");
       }

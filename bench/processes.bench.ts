@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { API_NODE_FLAGS } from '../api/node-flags.js';
 import { createRedis } from '../shared/redis.js';
 import { writeTinyModel } from '../scripts/tiny-model/index.js';
 import { deletePrefix } from '../test/helpers/autoscaler.js';
@@ -27,7 +28,8 @@ const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 
 const VARIANTS = {
   tsx: (entry: string) => [process.execPath, '--import', 'tsx', path.join(root, `${entry}.ts`)],
-  compiled: (entry: string) => [process.execPath, path.join(root, 'dist', `${entry}.js`)],
+  // As the image, compose and Kubernetes run them: the API with its flags (api/node-flags.ts).
+  compiled: (entry: string) => [process.execPath, ...(entry === 'api/main' ? API_NODE_FLAGS : []), path.join(root, 'dist', `${entry}.js`)],
 } as const;
 type Variant = keyof typeof VARIANTS;
 

@@ -21,13 +21,23 @@
  *   BENCH_POST_CONNECTIONS  concurrent connections of that load [50]
  *   BENCH_SIZE, BENCH_STEPS  image side and steps of every job [512, 20]
  *   BENCH_KEEP=1         keep the temporary folder (process logs, images)
+ *   BENCH_RUNTIME        compiled: the services built with `npm run build`'s code into
+ *                        node_modules/.cache/sd-jobs-bench/dist and run as production runs them
+ *                        (`node dist/…js`, the API with api/node-flags.ts); tsx: the sources
+ *                        through tsx, as `npm start` runs them [compiled]
  *   REDIS_URL            [redis://127.0.0.1:6379]; the run uses a queue prefix of its own and deletes it
  *
  * Processes: the API (`api/main.ts`), the notifier (`notifier/main.ts`) and each worker
- * (`worker/main.ts`) run as their own Node processes, started as the autoscaler starts workers
- * (`node --import tsx …`); a worker gets `--import bench/stand-in-register.mjs`, which swaps the
- * stand-in in for `worker/pipeline/index` and nothing else. s3rver runs in a process of its own so
- * its work does not delay this process's clocks.
+ * (`worker/main.ts`) run as their own Node processes, compiled as production runs them (the
+ * autoscaler's workers: `node dist/worker/main.js`); a worker gets `--import
+ * …/bench/stand-in-register.mjs`, which swaps the stand-in (compiled beside it) in for
+ * `worker/pipeline/index` and nothing else. s3rver runs in a process of its own so its work does
+ * not delay this process's clocks.
+ *
+ * CPU: each throughput run reads the CPU time the workers, the API and the notifier used (/proc),
+ * Redis's (INFO cpu; the server is shared) and this process's, per job, and from it the ceiling the
+ * machine's cores put on throughput ÷ ideal: where that ceiling is below 1 the run is CPU-bound,
+ * not waiting on anything, and no scheduling can reach the ideal on this machine.
  *
  * Figures:
  *   throughput ÷ ideal  jobs per second at saturation (finish times between the 10th and 90th
@@ -51,10 +61,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { Queue } from 'bullmq';
+import ts from 'typescript';
+import { API_NODE_FLAGS } from '../api/node-flags.js';
+import { build } from '../scripts/build.js';
+import { encodeImage } from '../worker/image-encoding.js';
 import { GENERATE_QUEUE, WEBHOOK_QUEUE } from '../shared/queues.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
 import { WorkerRegistry } from '../shared/worker-registry.js';
 import { writeTinyModel } from '../scripts/tiny-model/index.js';
+import { naturalImage } from './natural-image.js';
 import { STAND_IN_MODEL } from './stand-in-pipeline.js';
 
 const list = (name: string, fallback: string) => (process.env[name] ?? fallback).split(',').map((s) => s.trim()).filter(Boolean);
@@ -76,11 +91,31 @@ const POST_CONNECTIONS = num('BENCH_POST_CONNECTIONS', 50);
 const SIZE = num('BENCH_SIZE', 512);
 const STEPS = num('BENCH_STEPS', 20);
 const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+const RUNTIME = (process.env['BENCH_RUNTIME'] ?? 'compiled') as 'compiled' | 'tsx';
+if (RUNTIME !== 'compiled' && RUNTIME !== 'tsx') throw new Error(`BENCH_RUNTIME: expected compiled or tsx, got ${RUNTIME}`);
 
 for (const s of STORAGES) if (s !== 'local' && s !== 's3') throw new Error(`BENCH_STORAGE: expected local and/or s3, got ${s}`);
 for (const c of COSTS) if (!(c > 0)) throw new Error('BENCH_COSTS_MS: expected milliseconds > 0');
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+/**
+ * Where the services are compiled for the run (`npm run build`'s output, and the stand-in beside
+ * it): under node_modules, so that the compiled code finds the packages as dist/ does.
+ */
+const distDir = path.join(root, 'node_modules', '.cache', 'sd-jobs-bench', 'dist');
+
+/** The services as production runs them (tsc output), plus the stand-in compiled beside them. */
+function buildServices(): void {
+  build(distDir);
+  const benchOut = path.join(distDir, 'bench');
+  fs.mkdirSync(benchOut, { recursive: true });
+  for (const name of ['stand-in-pipeline', 'natural-image']) {
+    const source = fs.readFileSync(path.join(root, 'bench', `${name}.ts`), 'utf8');
+    const { outputText } = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } });
+    fs.writeFileSync(path.join(benchOut, `${name}.js`), outputText);
+  }
+  for (const name of ['stand-in-register.mjs', 'stand-in-resolve.mjs']) fs.copyFileSync(path.join(root, 'bench', name), path.join(benchOut, name));
+}
 /** Epoch milliseconds with sub-millisecond resolution, comparable with the service's timestamps. */
 const now = () => performance.timeOrigin + performance.now();
 
@@ -96,10 +131,18 @@ interface Proc {
 
 const running = new Set<Proc>();
 
-function startProcess(name: string, entry: string, env: Record<string, string>, logDir: string, standIn = false): Proc {
+/**
+ * Starts `entry` (a TypeScript path) as production does: compiled (`node dist/<entry>.js`, the API
+ * with its flags), or through tsx with BENCH_RUNTIME=tsx; `service: false` always runs through tsx.
+ */
+function startProcess(name: string, entry: string, env: Record<string, string>, logDir: string, options: { standIn?: boolean; service?: boolean } = {}): Proc {
   const log = path.join(logDir, `${name}.log`);
   const fd = fs.openSync(log, 'a');
-  const args = ['--import', 'tsx', ...(standIn ? ['--import', './bench/stand-in-register.mjs'] : []), entry];
+  const compiled = RUNTIME === 'compiled' && options.service !== false;
+  const flags = entry === 'api/main.ts' ? [...API_NODE_FLAGS] : [];
+  const args = compiled
+    ? [...flags, ...(options.standIn ? ['--import', path.join(distDir, 'bench', 'stand-in-register.mjs')] : []), path.join(distDir, entry.replace(/\.ts$/, '.js'))]
+    : [...flags, '--import', 'tsx', ...(options.standIn ? ['--import', './bench/stand-in-register.mjs'] : []), entry];
   const child = spawn(process.execPath, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', fd, fd] });
   fs.closeSync(fd);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
@@ -129,6 +172,71 @@ function rssMb(pid: number | undefined): number | null {
   } catch {
     return null;
   }
+}
+
+/** CPU milliseconds (user + system) a process has used so far, from /proc (Linux; null elsewhere). */
+function cpuMs(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime (fields 14 and 15 of the line) in clock ticks of 1/100 s (USER_HZ).
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return null;
+  }
+}
+
+/** Redis's own CPU milliseconds so far (INFO cpu): the server is shared, so others' commands count too. */
+async function redisCpuMs(redis: ReturnType<typeof createRedis>): Promise<number | null> {
+  const info = await redis.info('cpu').catch(() => '');
+  const user = /used_cpu_user:([\d.]+)/.exec(info)?.[1];
+  const sys = /used_cpu_sys:([\d.]+)/.exec(info)?.[1];
+  return user && sys ? (Number(user) + Number(sys)) * 1000 : null;
+}
+
+/** CPU and wall milliseconds of encoding one `size` px stand-in picture as the worker does (median of 15, after a warm-up). */
+async function encodeCpuMs(size: number): Promise<{ cpu: number; wall: number; bytes: number }> {
+  const image = { width: size, height: size, data: naturalImage(size, size), seed: 0 };
+  await encodeImage(image);
+  const cpu: number[] = [];
+  const wall: number[] = [];
+  let bytes = 0;
+  for (let i = 0; i < 15; i++) {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    bytes = (await encodeImage(image)).bytes.byteLength;
+    wall.push(performance.now() - t0);
+    const c = process.cpuUsage(c0);
+    cpu.push((c.user + c.system) / 1000);
+  }
+  return { cpu: percentile(cpu, 50), wall: percentile(wall, 50), bytes };
+}
+
+/** The whole machine's busy CPU milliseconds so far (all cores, /proc/stat), or null. */
+function machineBusyMs(): number | null {
+  try {
+    const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal: everything but idle and iowait, in 1/100 s.
+    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = fields;
+    return (user + nice + system + irq + softirq + steal) * 10;
+  } catch {
+    return null;
+  }
+}
+
+/** CPU milliseconds per job, by who spent them, over one throughput run. */
+interface CpuPerJob {
+  workers: number;
+  api: number;
+  notifier: number;
+  redis: number;
+  /** This process: the clients posting and reading jobs. */
+  client: number;
+  /** The S3 server's process (s3 runs), else 0. */
+  storage: number;
+  /** Everything else on the machine (other users' work) per job of this run. */
+  others: number;
 }
 
 async function waitFor(what: string, proc: Proc | undefined, check: () => Promise<boolean>, timeoutMs = 120_000): Promise<void> {
@@ -168,6 +276,14 @@ interface ThroughputResult {
   ratio: number;
   /** Mean run time on the worker minus the pipeline's cost: encoding, upload, bookkeeping. */
   workerOverheadMs: number;
+  cpu: CpuPerJob | null;
+  /**
+   * The most jobs/s this machine's cores could give at the CPU each job took (all processes of
+   * the run), ÷ ideal; above 1: the CPU is not the limit.
+   */
+  cpuCeiling: number | null;
+  /** The same with the cores others' processes used during the run taken away. */
+  cpuCeilingLeft: number | null;
 }
 
 interface StyleResult {
@@ -327,6 +443,13 @@ async function main(): Promise<void> {
   const redis = createRedis(REDIS_URL, 'worker');
   const hooks = new WebhookReceiver();
   await hooks.start();
+  let buildS: number | null = null;
+  if (RUNTIME === 'compiled') {
+    const t0 = performance.now();
+    buildServices();
+    buildS = (performance.now() - t0) / 1000;
+  }
+  const encodeCpu = await encodeCpuMs(SIZE);
   const loadBefore = os.loadavg();
   const startedAt = Date.now();
   const results: StorageResult[] = [];
@@ -370,7 +493,7 @@ async function main(): Promise<void> {
       const storageEnv: Record<string, string> = { STORAGE_DRIVER: storage, STORAGE_LOCAL_DIR: path.join(dir, 'images') };
       if (storage === 's3') {
         const endpointFile = path.join(dir, 's3-endpoint');
-        s3 ??= startProcess('s3rver', 'bench/s3-server.ts', { S3RVER_DIR: path.join(dir, 's3'), S3RVER_ENDPOINT_FILE: endpointFile }, logDir);
+        s3 ??= startProcess('s3rver', 'bench/s3-server.ts', { S3RVER_DIR: path.join(dir, 's3'), S3RVER_ENDPOINT_FILE: endpointFile }, logDir, { service: false });
         await waitFor('s3rver', s3, async () => fs.existsSync(endpointFile));
         Object.assign(storageEnv, {
           S3_ENDPOINT: fs.readFileSync(endpointFile, 'utf8').trim(),
@@ -412,7 +535,7 @@ async function main(): Promise<void> {
         const fresh: string[] = [];
         while (workers.length < count) {
           const id = `bench-${storage}-w${workers.length + 1}-${costMs}ms`;
-          workers.push(startProcess(id, 'worker/main.ts', { ...env, WORKER_ID: id, BENCH_PIPELINE_MS: String(costMs) }, logDir, true));
+          workers.push(startProcess(id, 'worker/main.ts', { ...env, WORKER_ID: id, BENCH_PIPELINE_MS: String(costMs) }, logDir, { standIn: true }));
           fresh.push(id);
         }
         await waitFor(`${count} worker(s)`, undefined, async () => {
@@ -439,6 +562,17 @@ async function main(): Promise<void> {
           const jobs = Math.max(10 * count, Math.ceil((count * THROUGHPUT_S * 1000) / costMs));
           const ids: string[] = [];
           let next = 0;
+          const cpuSnapshot = async () => ({
+            api: cpuMs(api.child.pid),
+            notifier: cpuMs(notifier.child.pid),
+            workers: workers.map((w) => cpuMs(w.child.pid)),
+            storage: storage === 's3' ? cpuMs(s3?.child.pid) : 0,
+            redis: await redisCpuMs(workerConnection),
+            client: process.cpuUsage(),
+            machine: machineBusyMs(),
+            at: performance.now(),
+          });
+          const cpuBefore = await cpuSnapshot();
           await Promise.all(
             Array.from({ length: 16 }, async () => {
               while (next < jobs) {
@@ -453,6 +587,21 @@ async function main(): Promise<void> {
             const load = (await (await fetch(`${base}/v1/queue`)).json()) as { load: number };
             return load.load === 0;
           }, Math.max(120_000, jobs * costMs * 10));
+          const cpuAfter = await cpuSnapshot();
+          const delta = (a: number | null, b: number | null) => (a === null || b === null ? NaN : (b - a) / jobs);
+          const clientCpu = process.cpuUsage(cpuBefore.client);
+          const cpu: CpuPerJob = {
+            workers: cpuAfter.workers.reduce((sum: number, after, i) => sum + delta(cpuBefore.workers[i] ?? null, after), 0),
+            api: delta(cpuBefore.api, cpuAfter.api),
+            notifier: delta(cpuBefore.notifier, cpuAfter.notifier),
+            redis: delta(cpuBefore.redis, cpuAfter.redis),
+            client: (clientCpu.user + clientCpu.system) / 1000 / jobs,
+            storage: delta(cpuBefore.storage, cpuAfter.storage),
+            others: 0,
+          };
+          const cpuTotal = cpu.workers + cpu.api + cpu.notifier + cpu.redis + cpu.client + cpu.storage;
+          cpu.others = Math.max(0, delta(cpuBefore.machine, cpuAfter.machine) - cpuTotal);
+          const spanMs = cpuAfter.at - cpuBefore.at;
           const times: JobTimes[] = [];
           for (let i = 0; i < ids.length; i += 32) times.push(...(await Promise.all(ids.slice(i, i + 32).map((id) => client.times(id)))));
           const done = times.filter((t) => t.status === 'succeeded');
@@ -469,6 +618,12 @@ async function main(): Promise<void> {
             perS,
             ratio: perS / ((count * 1000) / costMs),
             workerOverheadMs: runMean - costMs,
+            cpu: Number.isFinite(cpuTotal) ? cpu : null,
+            cpuCeiling: Number.isFinite(cpuTotal) ? (os.availableParallelism() * 1000) / cpuTotal / ((count * 1000) / costMs) : null,
+            // The cores less what others used meanwhile (their CPU over the run's span).
+            cpuCeilingLeft: Number.isFinite(cpuTotal + cpu.others)
+              ? ((os.availableParallelism() - (cpu.others * jobs) / spanMs) * 1000) / cpuTotal / ((count * 1000) / costMs)
+              : null,
           });
           process.stdout.write(`  ${storage}: ${costMs} ms/image × ${count} worker(s): ${jobs} jobs, ${perS.toFixed(1)}/s\n`);
         }
@@ -527,7 +682,8 @@ async function main(): Promise<void> {
   const loadAfter = os.loadavg();
   const col = 30;
   const row = (label: string, cells: string[]) => console.log(`  ${label.padEnd(34)}${cells.map((c) => c.padEnd(col)).join('')}`);
-  console.log(`\nran ${((Date.now() - startedAt) / 1000).toFixed(0)} s; load average now ${loadAfter.map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(`\nservices ran ${RUNTIME === 'compiled' ? `compiled (built in ${buildS?.toFixed(1)} s; the API with ${API_NODE_FLAGS.join(' ')})` : 'through tsx'}`);
+  console.log(`ran ${((Date.now() - startedAt) / 1000).toFixed(0)} s; load average now ${loadAfter.map((l) => l.toFixed(2)).join(' ')}`);
   console.log('\nthroughput ÷ ideal at saturation (ideal = workers ÷ cost per image); worker overhead = run time − cost');
   row('', results.map((r) => r.storage));
   for (const costMs of COSTS) {
@@ -541,6 +697,25 @@ async function main(): Promise<void> {
       );
     }
   }
+  console.log(
+    `\nCPU per job in ms over each throughput run (user + system): workers + API + notifier + Redis + this client + S3 server = total; ` +
+      `others (the rest of the machine); then the ceiling on throughput ÷ ideal at that CPU: with all ${os.availableParallelism()} cores / with what others left`,
+  );
+  for (const r of results) {
+    for (const t of r.throughput) {
+      const c = t.cpu;
+      if (!c) continue;
+      const total = c.workers + c.api + c.notifier + c.redis + c.client + c.storage;
+      const parts = [c.workers, c.api, c.notifier, c.redis, c.client, c.storage].map((v) => v.toFixed(1)).join(' + ');
+      console.log(
+        `  ${`${r.storage}, ${t.costMs} ms/image, ${t.workers} worker${t.workers > 1 ? 's' : ''}`.padEnd(34)}${parts} = ${total.toFixed(1)}; others ${c.others.toFixed(1)}; ` +
+          `ceiling ${t.cpuCeiling?.toFixed(2)} / ${t.cpuCeilingLeft?.toFixed(2)}`,
+      );
+    }
+  }
+  console.log(
+    `  ${SIZE} px PNG encode alone (measured here, as the worker encodes): ${encodeCpu.cpu.toFixed(1)} ms CPU, ${encodeCpu.wall.toFixed(1)} ms wall, ${(encodeCpu.bytes / 1024).toFixed(0)} KiB`,
+  );
   console.log(`\nper-job overhead in ms, one job at a time at ${WAIT_COST} ms/image: overhead p50/p99 · beyond run p50/p90`);
   row('', results.map((r) => r.storage));
   for (const style of STYLES) {
@@ -561,11 +736,16 @@ async function main(): Promise<void> {
   console.log(`RSS after the run: API ${fmt(rssApiMb)} MB (after the POST load); worker ${results.map((r) => `${fmt(r.rssWorkerMb)} MB (${r.storage})`).join(', ')} (stand-in pipeline: no model in memory)`);
 
   const first = results[0];
-  const ratio = (costMs: number) => first?.throughput.find((t) => t.costMs === costMs && t.workers === Math.max(...WORKERS))?.ratio;
+  const at = (costMs: number) => first?.throughput.find((t) => t.costMs === costMs && t.workers === Math.max(...WORKERS));
+  const ratio = (costMs: number) => at(costMs)?.ratio;
   const worst = (p: number) => Math.max(...WAITING_STYLES.map((s) => percentile(first?.styles[s].beyondRun ?? [], p)).filter(Number.isFinite));
   const summary = {
     throughput_100ms: ratio(100)?.toFixed(3) ?? 'na',
     throughput_20ms: ratio(20)?.toFixed(3) ?? 'na',
+    cpu_ceiling_100ms: at(100)?.cpuCeiling?.toFixed(2) ?? 'na',
+    cpu_ceiling_20ms: at(20)?.cpuCeiling?.toFixed(2) ?? 'na',
+    cpu_left_100ms: at(100)?.cpuCeilingLeft?.toFixed(2) ?? 'na',
+    cpu_left_20ms: at(20)?.cpuCeilingLeft?.toFixed(2) ?? 'na',
     wait_p50_ms: Number.isFinite(worst(50)) ? worst(50).toFixed(0) : 'na',
     wait_p90_ms: Number.isFinite(worst(90)) ? worst(90).toFixed(0) : 'na',
     post_rps: post ? post.rps.toFixed(0) : 'na',

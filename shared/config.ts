@@ -119,6 +119,8 @@ export const EnvSchema = z.object({
   WORKER_LOCK_DURATION_MS: int(30_000, 1000, 3_600_000),
   /** How often workers look for jobs whose worker died (BullMQ's stalled-job check). */
   WORKER_STALLED_INTERVAL_MS: int(5_000, 200, 3_600_000),
+  /** Encode and upload a job's images while the next job generates (one generation at a time either way). */
+  WORKER_OVERLAP: bool(true),
 
   AUTOSCALER_MIN_WORKERS: int(0, 0, 1024),
   AUTOSCALER_INITIAL_WORKERS: optionalInt(0, 1024),
@@ -238,6 +240,8 @@ export interface Config {
     heartbeatMs: number;
     lockDurationMs: number;
     stalledIntervalMs: number;
+    /** Encode and upload a job while the next one generates (WORKER_OVERLAP). */
+    overlap: boolean;
   };
   autoscaler: AutoscalerConfig;
   limits: {
@@ -470,6 +474,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       heartbeatMs: e.WORKER_HEARTBEAT_MS,
       lockDurationMs: e.WORKER_LOCK_DURATION_MS,
       stalledIntervalMs: e.WORKER_STALLED_INTERVAL_MS,
+      overlap: e.WORKER_OVERLAP,
     },
     autoscaler: {
       minWorkers: e.AUTOSCALER_MIN_WORKERS,

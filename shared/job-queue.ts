@@ -205,6 +205,8 @@ redis.call('ZREMRANGEBYLEX', KEYS[1], '-', '(' .. ARGV[7])
 return 1
 `;
 
+const RESERVE_COMMAND = 'sdjobsReserveSubmission';
+
 /** Index entries outlive the jobs' retention by this much before the index forgets them. */
 const INDEX_SLACK_MS = 7 * 24 * 3600 * 1000;
 /** A reservation older than this without its job is one whose enqueue died: it no longer counts. */
@@ -225,6 +227,8 @@ export class BullJobQueue implements JobQueue {
   private closed = false;
 
   constructor(private readonly options: BullJobQueueOptions) {
+    // Sent by its SHA1 (EVALSHA, the script loaded once), not whole with every submission.
+    options.connection.defineCommand(RESERVE_COMMAND, { numberOfKeys: 2, lua: RESERVE_SCRIPT });
     const models = options.models && options.models.length > 0 ? options.models : [{ name: '', queue: GENERATE_QUEUE }];
     const byName = new Map<string, Queue<JobPayload, JobResult>>();
     for (const model of models) {
@@ -335,9 +339,7 @@ export class BullJobQueue implements JobQueue {
     const member = indexMember({ createdAt: now, id: jobId });
     const client = await this.fast(this.connected());
     const reserved = await this.fast(
-      client.eval(
-        RESERVE_SCRIPT,
-        2,
+      (client as unknown as Record<typeof RESERVE_COMMAND, (...args: (string | number)[]) => Promise<number>>)[RESERVE_COMMAND](
         ...keys,
         jobId,
         now,
@@ -460,7 +462,7 @@ export class BullJobQueue implements JobQueue {
   private async heldByLiveWorker(job: Job<JobPayload, JobResult>): Promise<boolean> {
     const grace = this.options.workerGraceMs;
     if (grace === undefined || Date.now() - (job.processedOn ?? Date.now()) < grace) return true;
-    return (await this.registry.list()).some((w) => w.currentJob === job.id);
+    return (await this.registry.list()).some((w) => w.currentJob === job.id || (w.heldJobs ?? []).some((h) => h.id === job.id));
   }
 
   /** Fails job `id` with `failedReason` if no worker has taken it: 1 done, 0 it is not queued, -1 no such job. */

@@ -126,6 +126,17 @@ export function modelState(
   };
 }
 
+/**
+ * The model's state when it is unavailable now, else null: what a submission checks. One read
+ * while its last load did not fail lately (the usual case); the workers are listed only when it did.
+ */
+export async function readUnavailableModel(redis: Redis, prefix: string, name: string, now = Date.now()): Promise<ModelState | null> {
+  const status = await readModelStatus(redis, prefix, name);
+  if (status?.state !== 'unavailable' || modelState(name, status, [], now).state !== 'unavailable') return null;
+  const state = modelState(name, status, await new WorkerRegistry(redis, prefix).list(), now);
+  return state.state === 'unavailable' ? state : null;
+}
+
 /** The model's state now: its status and the registry's live workers, read together. */
 export async function readModelState(redis: Redis, prefix: string, name: string): Promise<ModelState> {
   const [status, workers] = await Promise.all([readModelStatus(redis, prefix, name), new WorkerRegistry(redis, prefix).list()]);

@@ -35,6 +35,11 @@ export interface WorkerRecord {
    * job back in the queue at once, and only while the dead worker still holds it.
    */
   currentJobToken?: string | null;
+  /**
+   * Every job the worker holds with its lock token, the generating one first: a worker encodes and
+   * uploads one job while the next generates, so it may hold two. Absent in older records.
+   */
+  heldJobs?: Array<{ id: string; token: string | null }>;
 }
 
 export type SlotState = 'free' | 'occupied' | 'backoff' | 'crash-loop' | 'failed';

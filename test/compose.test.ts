@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Ajv } from 'ajv';
 import { parse } from 'yaml';
+import { API_NODE_FLAGS } from '../api/node-flags.js';
 import { CONFIG_VARIABLES, loadConfig } from '../shared/config.js';
 
 /**
@@ -127,8 +128,10 @@ describe.each(Object.entries(SCENARIOS))('docker-compose.yml with %s', (scenario
     expect(own.map(([name]) => name).sort()).toEqual(['api', 'autoscaler-cpu', 'autoscaler-gpu', 'model-init', 'notifier']);
     for (const [name, service] of own) {
       const command = (service.command as string[]).join(' ');
-      expect(command, name).toMatch(/node dist\/[a-z-/]+\.js/);
+      expect(command, name).toMatch(/node (?:--[a-z-]+=\d+ )*dist\/[a-z-/]+\.js/);
       expect(command, name).not.toMatch(/tsx/);
+      // The API with the flags it is measured with (api/node-flags.ts).
+      if (command.endsWith('api/main.js')) expect(command, name).toBe(['node', ...API_NODE_FLAGS, 'dist/api/main.js'].join(' '));
     }
   });
 
@@ -292,7 +295,7 @@ describe('Dockerfile', () => {
     expect(dockerfile).toMatch(/npm ci --omit=dev/);
     expect(finalStage).toMatch(/COPY --from=deps \/app\/node_modules/);
     expect(finalStage).toMatch(/COPY --from=build \/app\/dist \.\/dist/);
-    expect(finalStage).toMatch(/^CMD \["node", "dist\/api\/main\.js"\]$/m);
+    expect(finalStage).toContain(`CMD ${JSON.stringify(['node', ...API_NODE_FLAGS, 'dist/api/main.js']).replaceAll(',', ', ')}`);
     expect(dockerfile.replace(/^#.*$/gm, ''), 'no tsx at run time').not.toMatch(/tsx/);
   });
 

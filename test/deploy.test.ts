@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { queueView } from '../api/routes/workers.js';
 import { configuredJobMaxRunS, DRAIN_SLACK_S, renderCatalogue, renderWorker } from '../scripts/k8s-worker.js';
+import { API_NODE_FLAGS } from '../api/node-flags.js';
 import { CONFIG_VARIABLES, loadConfig } from '../shared/config.js';
 import { KEDA_VERSION, KUBERNETES_VERSION, loadManifestValidators } from './helpers/k8s-schemas.js';
 
@@ -140,7 +141,9 @@ describe('deploy/kubernetes', () => {
   it('runs the compiled services as a non-root user, and pins every other image', () => {
     for (const { workload, container } of ownContainers) {
       const command = (container.command as string[]).join(' ');
-      expect(command, workload.metadata.name).toMatch(/^node dist\/(api|worker|notifier|autoscaler)\/main\.js$/);
+      expect(command, workload.metadata.name).toMatch(/^node (?:--[a-z-]+=\d+ )*dist\/(api|worker|notifier|autoscaler)\/main\.js$/);
+      // The API with the flags it is measured with (api/node-flags.ts).
+      if (command.endsWith('api/main.js')) expect(command, workload.metadata.name).toBe(['node', ...API_NODE_FLAGS, 'dist/api/main.js'].join(' '));
       expect(workload.spec.template.spec.securityContext.runAsNonRoot, workload.metadata.name).toBe(true);
       expect(container.securityContext.allowPrivilegeEscalation).toBe(false);
     }

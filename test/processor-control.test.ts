@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { JobPayload } from '../shared/job-schema.js';
-import type { ImageStore } from '../shared/storage/index.js';
+import { resultKey, type ImageStore } from '../shared/storage/index.js';
 import type { GenerateOptions, GenerateRequest, Pipeline, StageTimings } from '../worker/pipeline/types.js';
 import { createProcessor, JobFailure, type RunningJob } from '../worker/processor.js';
 import { silentLogger } from './helpers/stack.js';
@@ -116,5 +116,22 @@ describe('processor control', () => {
     setTimeout(() => controller.abort(), 50);
     const failure = await failureOf(processor(job(payload()), controller.signal));
     expect(failure.code).toBe('canceled');
+  });
+
+  it("reads storage for an earlier run's result when the job was started before, and on a first start only until an upload proves storage answers", async () => {
+    const { pipeline } = fakePipeline(1);
+    const reads: string[] = [];
+    const counting: ImageStore = { ...store, get: async (key: string) => (reads.push(key), null) } as unknown as ImageStore;
+    const processor = createProcessor({ pipeline, store: counting, logger: silentLogger, workerId: 'w' });
+    const run = (id: string, attemptsStarted: number) => processor({ ...job(payload()), id, timestamp: 1, attemptsStarted });
+    // Nothing uploaded yet: the first start reads (a storage probe).
+    await run('a', 1);
+    expect(reads).toEqual([resultKey('a')]);
+    // An upload just succeeded: a first start cannot have an earlier run and skips the read...
+    await run('b', 1);
+    expect(reads).toEqual([resultKey('a')]);
+    // ...a job started before always reads, however healthy storage looks.
+    await run('c', 2);
+    expect(reads).toEqual([resultKey('a'), resultKey('c')]);
   });
 });

@@ -1,10 +1,13 @@
-import { UnrecoverableError, WaitingError, Worker } from 'bullmq';
+import { UnrecoverableError, WaitingError, Worker, type Job, type RedisClient, type WorkerOptions } from 'bullmq';
+import type { Span } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { MAX_STALLED_COUNT } from '../shared/job-recovery.js';
 import type { JobPayload } from '../shared/job-schema.js';
 import type { JobResult } from '../shared/job-queue.js';
 import type { Logger } from '../shared/logger.js';
 import { GENERATE_QUEUE } from '../shared/queues.js';
-import { LOCK_LOST, toJobFailure, type Processor } from './processor.js';
+import { GpuGate } from './gpu-gate.js';
+import { LOCK_LOST, toJobFailure, type JobStages, type Processor } from './processor.js';
 
 export type WorkerState = 'starting' | 'ready' | 'busy' | 'draining' | 'stopped';
 
@@ -20,87 +23,211 @@ export interface ConsumerOptions {
   /** How often this worker looks for jobs whose worker died (lock lapsed) and requeues them. */
   stalledIntervalMs?: number;
   onStateChange?: (state: WorkerState) => void;
+  /**
+   * Encode and upload a job while the next one generates (default true); false: one job at a
+   * time from its start to its upload.
+   */
+  overlap?: boolean;
 }
 
 /**
- * The BullMQ side of a worker: one job at a time (one GPU, one job), failures mapped to retry or
- * not by their code, graceful close that lets the running job finish.
+ * A BullMQ worker whose every take of a job first takes the GPU gate: it waits while a job of
+ * this process generates, and gives up (takes nothing) once it closes or pauses. A finished job
+ * fetches its successor in the same call only when the GPU is free.
+ */
+class GatedWorker extends Worker<JobPayload, JobResult> {
+  constructor(
+    queue: string,
+    processor: (job: Job<JobPayload, JobResult>, token?: string, signal?: AbortSignal) => Promise<JobResult>,
+    options: WorkerOptions,
+    private readonly gate: GpuGate,
+    /** The worker's command connection (ioredis), for the wake-up marker. */
+    private readonly commands: Redis,
+  ) {
+    super(queue, processor, options);
+  }
+
+  private stopping(): boolean {
+    return this.closing !== undefined || this.paused;
+  }
+
+  protected override async moveToActive(client: RedisClient, token: string, name?: string): Promise<Job<JobPayload, JobResult>> {
+    if (!this.gate.tryTake(token)) {
+      // This loop may have been woken for a new job (it took the queue's wake-up marker, BullMQ's
+      // "0" member): put one back, so that a worker whose GPU is free takes that job meanwhile.
+      await this.commands.zadd(this.keys.marker as string, 0, '0');
+      if (!(await this.gate.take(token, () => this.stopping()))) return undefined as unknown as Job<JobPayload, JobResult>;
+    }
+    try {
+      const job = await super.moveToActive(client, token, name);
+      if (!job) this.gate.release(token);
+      return job;
+    } catch (err) {
+      this.gate.release(token);
+      throw err;
+    }
+  }
+
+  private gatedFetch(token: string, fetchNext: () => boolean): () => boolean {
+    return () => fetchNext() && !this.stopping() && this.gate.tryTake(token);
+  }
+
+  /** The job a finish fetched in the same call holds the GPU; none fetched: the GPU is given back. */
+  private async holdingFetched<T>(token: string, finish: Promise<T>): Promise<T> {
+    try {
+      const next = await finish;
+      if (!next) this.gate.release(token);
+      return next;
+    } catch (err) {
+      this.gate.release(token);
+      throw err;
+    }
+  }
+
+  protected override handleCompleted(
+    result: JobResult,
+    job: Job<JobPayload, JobResult>,
+    token: string,
+    fetchNext: () => boolean = () => true,
+    span?: Span,
+  ): Promise<Job<JobPayload, JobResult>> {
+    return this.holdingFetched(token, super.handleCompleted(result, job, token, this.gatedFetch(token, fetchNext), span));
+  }
+
+  protected override handleFailed(
+    err: Error,
+    job: Job<JobPayload, JobResult>,
+    token: string,
+    fetchNext: () => boolean = () => true,
+    span?: Span,
+  ): Promise<Job<JobPayload, JobResult>> {
+    return this.holdingFetched(token, super.handleFailed(err, job, token, this.gatedFetch(token, fetchNext), span));
+  }
+
+  override close(force = false): Promise<void> {
+    const closed = super.close(force);
+    this.gate.wake();
+    return closed;
+  }
+
+  override async pause(doNotWaitActive?: boolean): Promise<void> {
+    const paused = super.pause(doNotWaitActive);
+    this.gate.wake();
+    await paused;
+    this.gate.wake();
+  }
+}
+
+interface RunningEntry {
+  id: string;
+  token: string;
+  worker: GatedWorker;
+}
+
+/**
+ * The BullMQ side of a worker: one job on the GPU at a time, and the job before it encoded and
+ * uploaded meanwhile (so the GPU never waits for storage); failures mapped to retry or not by
+ * their code; graceful close that lets the running jobs finish.
+ *
+ * Two BullMQ workers of concurrency 1 share a GPU gate: each takes a job only once the gate is
+ * free and gives it back when that job's generation ends (JobStages.generated), so the other takes
+ * the next job while this one finishes. A job is never taken to wait for the GPU: while one
+ * generates, the other loop waits before taking anything, and another worker process can take
+ * the queued jobs meanwhile.
  */
 export class JobConsumer {
-  private readonly worker: Worker<JobPayload, JobResult>;
+  private readonly workers: GatedWorker[];
+  private readonly gate = new GpuGate();
   private state: WorkerState = 'starting';
   private closing: Promise<void> | undefined;
-  /** The running job and its lock token (one job at a time). */
-  private running: { id: string; token: string } | null = null;
+  /** The jobs this worker holds (at most one generating and one finishing) and their lock tokens. */
+  private readonly running = new Map<string, RunningEntry>();
   private readonly lockDurationMs: number;
 
   constructor(private readonly options: ConsumerOptions) {
     this.lockDurationMs = options.lockDurationMs ?? 30_000;
-    this.worker = new Worker<JobPayload, JobResult>(
-      options.queue ?? GENERATE_QUEUE,
-      async (job, token, signal) => {
-        this.setState('busy');
-        if (job.id !== undefined && token !== undefined) this.running = { id: job.id, token };
-        try {
-          return await options.processor(job, signal);
-        } catch (err) {
-          const failure = toJobFailure(err);
-          if (failure.requeue && token !== undefined) {
-            // It never started here: back to the queue as it was, its attempts untouched.
-            options.logger.warn({ jobId: job.id, err: failure }, 'job put back in the queue untouched');
-            await job.moveToWait(token);
-            throw new WaitingError();
-          }
-          options.logger.warn({ jobId: job.id, code: failure.code, retryable: failure.retryable, err: failure }, 'job attempt failed');
-          if (!failure.retryable) throw new UnrecoverableError(failure.message);
-          throw failure;
-        } finally {
-          this.running = null;
-          if (this.state === 'busy') this.setState('ready');
-        }
-      },
-      {
-        connection: options.connection,
-        prefix: options.prefix,
-        concurrency: 1,
-        autorun: false,
-        lockDuration: this.lockDurationMs,
-        stalledInterval: options.stalledIntervalMs ?? 30_000,
-        maxStalledCount: 2,
-        // A finished job's completion that met a dropped connection is sent again after this, not
-        // BullMQ's 15 s: its lock is no longer renewed meanwhile.
-        runRetryDelay: 1000,
-      },
-    );
-    this.worker.on('error', (err) => options.logger.error({ err }, 'queue error'));
-    // The lock lapsed (a Redis outage longer than it) and the job may already run elsewhere: stop
-    // this run rather than race it; the stalled check gives the job to one worker.
-    this.worker.on('lockRenewalFailed', (jobIds) => {
-      for (const jobId of jobIds) this.abandon(jobId, 'its lock could not be renewed');
+    const workerOptions: WorkerOptions = {
+      connection: options.connection,
+      prefix: options.prefix,
+      concurrency: 1,
+      autorun: false,
+      lockDuration: this.lockDurationMs,
+      stalledInterval: options.stalledIntervalMs ?? 30_000,
+      maxStalledCount: MAX_STALLED_COUNT,
+      // A finished job's completion that met a dropped connection is sent again after this, not
+      // BullMQ's 15 s: its lock is no longer renewed meanwhile.
+      runRetryDelay: 1000,
+    };
+    const loops = options.overlap === false ? 1 : 2;
+    this.workers = Array.from({ length: loops }, (_, i) => {
+      // One stalled-job check per process is enough.
+      const worker: GatedWorker = new GatedWorker(
+        options.queue ?? GENERATE_QUEUE,
+        (job, token, signal) => this.process(worker, job, token, signal),
+        i === 0 ? workerOptions : { ...workerOptions, skipStalledCheck: true },
+        this.gate,
+        options.connection,
+      );
+      worker.on('error', (err) => options.logger.error({ err }, 'queue error'));
+      // The lock lapsed (a Redis outage longer than it) and the job may already run elsewhere: stop
+      // this run rather than race it; the stalled check gives the job to one worker.
+      worker.on('lockRenewalFailed', (jobIds) => {
+        for (const jobId of jobIds) this.abandon(jobId, 'its lock could not be renewed');
+      });
+      return worker;
     });
-    // After a reconnect, check the running job's lock at once instead of at the next renewal.
+    // After a reconnect, check the running jobs' locks at once instead of at the next renewal.
     let connectedBefore = false;
     options.connection.on('ready', () => {
-      if (connectedBefore) void this.recheckLock();
+      if (connectedBefore) void this.recheckLocks();
       connectedBefore = true;
     });
   }
 
+  private async process(worker: GatedWorker, job: Job<JobPayload, JobResult>, token: string | undefined, signal: AbortSignal | undefined): Promise<JobResult> {
+    const { options } = this;
+    const entry = job.id !== undefined && token !== undefined ? { id: job.id, token, worker } : undefined;
+    if (entry) this.running.set(entry.id, entry);
+    this.setState('busy');
+    const stages: JobStages = { generated: () => token !== undefined && this.gate.release(token) };
+    try {
+      return await options.processor(job, signal, stages);
+    } catch (err) {
+      stages.generated();
+      const failure = toJobFailure(err);
+      if (failure.requeue && token !== undefined) {
+        // It never started here: back to the queue as it was, its attempts untouched.
+        options.logger.warn({ jobId: job.id, err: failure }, 'job put back in the queue untouched');
+        await job.moveToWait(token);
+        throw new WaitingError();
+      }
+      options.logger.warn({ jobId: job.id, code: failure.code, retryable: failure.retryable, err: failure }, 'job attempt failed');
+      if (!failure.retryable) throw new UnrecoverableError(failure.message);
+      throw failure;
+    } finally {
+      stages.generated();
+      if (entry && this.running.get(entry.id) === entry) this.running.delete(entry.id);
+      if (this.state === 'busy' && this.running.size === 0) this.setState('ready');
+    }
+  }
+
   private abandon(jobId: string, why: string): void {
-    if (this.worker.cancelJob(jobId, LOCK_LOST)) {
+    if (this.workers.some((w) => w.cancelJob(jobId, LOCK_LOST))) {
       this.options.logger.warn({ jobId }, `job lock lost (${why}): stopping this run; the job runs once, elsewhere or here again`);
     }
   }
 
-  private async recheckLock(): Promise<void> {
-    const running = this.running;
-    if (!running) return;
-    try {
-      const lost = await this.worker.extendJobLocks([running.id], [running.token], this.lockDurationMs);
-      if (lost.includes(running.id) && this.running === running) this.abandon(running.id, 'it lapsed while Redis was away');
-    } catch (err) {
-      this.options.logger.warn({ err, jobId: running.id }, 'could not check the job lock after a reconnect');
-    }
+  private async recheckLocks(): Promise<void> {
+    await Promise.all(
+      [...this.running.values()].map(async (running) => {
+        try {
+          const lost = await running.worker.extendJobLocks([running.id], [running.token], this.lockDurationMs);
+          if (lost.includes(running.id) && this.running.get(running.id) === running) this.abandon(running.id, 'it lapsed while Redis was away');
+        } catch (err) {
+          this.options.logger.warn({ err, jobId: running.id }, 'could not check the job lock after a reconnect');
+        }
+      }),
+    );
   }
 
   get currentState(): WorkerState {
@@ -115,8 +242,8 @@ export class JobConsumer {
 
   /** Starts taking jobs; resolves once the consumer is connected. */
   async start(): Promise<void> {
-    void this.worker.run().catch((err: unknown) => this.options.logger.error({ err }, 'worker loop stopped'));
-    await this.worker.waitUntilReady();
+    for (const worker of this.workers) void worker.run().catch((err: unknown) => this.options.logger.error({ err }, 'worker loop stopped'));
+    await Promise.all(this.workers.map((w) => w.waitUntilReady()));
     this.setState('ready');
   }
 
@@ -126,32 +253,34 @@ export class JobConsumer {
    */
   hold(): void {
     if (this.closing) return;
-    void this.worker.pause(true).catch((err: unknown) => this.options.logger.error({ err }, 'could not pause the worker'));
+    for (const worker of this.workers) void worker.pause(true).catch((err: unknown) => this.options.logger.error({ err }, 'could not pause the worker'));
   }
 
   release(): void {
-    if (this.closing || !this.worker.isPaused()) return;
-    this.worker.resume();
+    if (this.closing) return;
+    for (const worker of this.workers) if (worker.isPaused()) worker.resume();
   }
 
-  /** Signal the running job (if it is `jobId`) to stop at its next denoising step. */
+  /** Signal a running job (if it is `jobId`) to stop: at its next denoising step, or its upload retries. */
   cancel(jobId: string, reason = 'canceled'): boolean {
-    return this.worker.cancelJob(jobId, reason);
+    return this.workers.some((w) => w.cancelJob(jobId, reason));
   }
 
   /**
-   * Stops taking jobs and waits for the running one (drain). `force` abandons it: BullMQ's stalled
-   * check then returns it to the queue for another worker. Idempotent.
+   * Stops taking jobs and waits for the running ones (drain). `force` abandons them: BullMQ's
+   * stalled check then returns them to the queue for another worker. Idempotent.
    */
   close(force = false): Promise<void> {
     if (force) {
       this.setState('draining');
-      return this.worker.close(true).finally(() => this.setState('stopped'));
+      return Promise.all(this.workers.map((w) => w.close(true)))
+        .then(() => undefined)
+        .finally(() => this.setState('stopped'));
     }
     this.closing ??= (async () => {
       this.setState('draining');
       try {
-        await this.worker.close();
+        await Promise.all(this.workers.map((w) => w.close()));
       } finally {
         this.setState('stopped');
       }

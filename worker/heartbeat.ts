@@ -4,6 +4,14 @@ import { withDeadline } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { WorkerRegistry, type WorkerRecord } from '../shared/worker-registry.js';
 import type { WorkerState } from './consumer.js';
+import type { JobStages } from './processor.js';
+
+interface HeldJob {
+  id: string | null;
+  token: string | null;
+  /** Still on the GPU (or before it); false once its images are being encoded and uploaded. */
+  generating: boolean;
+}
 
 export interface HeartbeatOptions {
   redis: Redis;
@@ -28,6 +36,7 @@ export class Heartbeat {
   private writing: Promise<void> = Promise.resolve();
   private stopping: Promise<void> | undefined;
   private failing = false;
+  private readonly held = new Set<HeldJob>();
 
   constructor(private readonly options: HeartbeatOptions) {
     this.registry = new WorkerRegistry(options.redis, options.prefix);
@@ -47,6 +56,7 @@ export class Heartbeat {
       model: options.model,
       paused: null,
       currentJobToken: null,
+      heldJobs: [],
     };
   }
 
@@ -72,27 +82,46 @@ export class Heartbeat {
     this.beat();
   }
 
-  /** Wraps the job processor so the record names the running job and counts finished ones. */
-  track<J extends { id?: string | undefined; token?: string | undefined }, A extends unknown[], R>(
-    fn: (job: J, ...rest: A) => Promise<R>,
-  ): (job: J, ...rest: A) => Promise<R> {
-    return async (job, ...rest) => {
-      this.record.currentJob = job.id ?? null;
-      this.record.currentJobToken = job.token ?? null;
-      this.beat();
+  /**
+   * Wraps the job processor so the record names the jobs this worker holds (the generating one
+   * as `currentJob`, every one in `heldJobs` with its lock token) and counts finished ones.
+   */
+  track<J extends { id?: string | undefined; token?: string | undefined }, R>(
+    fn: (job: J, signal?: AbortSignal, stages?: JobStages) => Promise<R>,
+  ): (job: J, signal?: AbortSignal, stages?: JobStages) => Promise<R> {
+    return async (job, signal, stages) => {
+      const held: HeldJob = { id: job.id ?? null, token: job.token ?? null, generating: true };
+      this.held.add(held);
+      this.showHeld();
+      const tracked: JobStages = {
+        generated: () => {
+          stages?.generated();
+          if (!held.generating) return;
+          held.generating = false;
+          this.showHeld();
+        },
+      };
       try {
-        const result = await fn(job, ...rest);
+        const result = await fn(job, signal, tracked);
         this.record.jobsDone += 1;
         return result;
       } catch (err) {
         this.record.jobsFailed += 1;
         throw err;
       } finally {
-        this.record.currentJob = null;
-        this.record.currentJobToken = null;
-        this.beat();
+        this.held.delete(held);
+        this.showHeld();
       }
     };
+  }
+
+  private showHeld(): void {
+    // The generating job first: it is the worker's current job; the one still uploading follows.
+    const jobs = [...this.held].sort((a, b) => Number(b.generating) - Number(a.generating)).filter((h) => h.id !== null);
+    this.record.currentJob = jobs[0]?.id ?? null;
+    this.record.currentJobToken = jobs[0]?.token ?? null;
+    this.record.heldJobs = jobs.map((h) => ({ id: h.id as string, token: h.token }));
+    this.beat();
   }
 
   /** Stops beating and removes the record; gives up after a second (the record expires anyway). Idempotent. */

@@ -69,6 +69,7 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
     logger,
     lockDurationMs: config.worker.lockDurationMs,
     stalledIntervalMs: config.worker.stalledIntervalMs,
+    overlap: config.worker.overlap,
     onStateChange: deps.onStateChange,
   });
   return { consumer, gate, stopGate: () => gate.stop() };

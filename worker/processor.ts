@@ -17,6 +17,8 @@ export interface RunningJob {
   id?: string | undefined;
   data: unknown;
   attemptsMade: number;
+  /** How many times a worker has taken the job, this time included (BullMQ's); unknown: read as maybe more than once. */
+  attemptsStarted?: number;
   /** When the job was created (BullMQ's `timestamp`): tells a stored result of this job from another's. */
   timestamp?: number;
   /** This run's lock token (BullMQ's): published in the heartbeat so a dead worker's job is put back at once. */
@@ -67,12 +69,32 @@ export interface ProcessorDeps {
   onStorageHealth?: StorageHealthListener;
 }
 
-export type Processor = (job: RunningJob, signal?: AbortSignal) => Promise<JobResult>;
+/**
+ * What the processor tells the job loop about a run as it goes: `generated` once the job no
+ * longer needs the GPU (its images exist, or its generation failed or never started), so the next
+ * job can start generating while this one's images are encoded and uploaded.
+ */
+export interface JobStages {
+  generated(): void;
+}
+
+export type Processor = (job: RunningJob, signal?: AbortSignal, stages?: JobStages) => Promise<JobResult>;
 
 export function createProcessor(deps: ProcessorDeps): Processor {
   const interval = deps.progressIntervalMs ?? 100;
   const filterSet = deps.filters ?? createFilterSet(deps.pipeline);
-  return async (job, signal) => {
+  /** When this worker's last upload succeeded (storage known to answer); 0: none yet. */
+  let lastWriteOkAt = 0;
+  return async (job, signal, stages) => {
+    try {
+      return await run(job, signal, stages);
+    } finally {
+      // Idempotent: a run that failed before or during its generation gives the GPU back here.
+      stages?.generated();
+    }
+  };
+
+  async function run(job: RunningJob, signal: AbortSignal | undefined, stages: JobStages | undefined): Promise<JobResult> {
     const jobId = job.id ?? 'unknown';
     const log = deps.logger.child({ jobId, model: deps.pipeline.capabilities.name });
     const parsed = JobPayloadSchema.safeParse(job.data);
@@ -83,11 +105,16 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       log.info('job expired in the queue: not run');
       throw new JobFailure('expired', 'the job was still queued when its ttl_s ran out; it never ran', false);
     }
-    if (deps.control && (await deps.control.isCanceled(jobId).catch(() => false))) {
+    // The cancel marker and an earlier run's stored result are read side by side: the GPU is idle
+    // until the job starts generating.
+    const canceled = deps.control ? deps.control.isCanceled(jobId).catch(() => false) : Promise.resolve(false);
+    const earlierRun = mayHaveRunBefore(job, lastWriteOkAt) ? findEarlierRun(deps, job, jobId, log) : Promise.resolve(null);
+    if (await canceled) {
+      earlierRun.catch(() => undefined);
       log.info('job was canceled before it started');
       throw new JobFailure('canceled', 'the job was canceled before it started', false);
     }
-    const earlier = await findEarlierRun(deps, job, jobId, log);
+    const earlier = await earlierRun;
     if (earlier) {
       log.info({ ranOn: earlier.workerId }, 'job result reused: an earlier run of this job stored it, its completion never reached the queue');
       return earlier;
@@ -123,6 +150,8 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       throw signal?.aborted ? abortFailure(signal) : toJobFailure(err);
     } finally {
       clearTimeout(timer);
+      // The GPU is free from here on: encoding and upload overlap the next job's generation.
+      stages?.generated();
     }
     await pending;
 
@@ -134,6 +163,8 @@ export function createProcessor(deps: ProcessorDeps): Processor {
         signal,
         onHealth: deps.onStorageHealth,
         onRetry: (err, attempt, delayMs) => log.warn({ err, key, attempt, retryInMs: delayMs }, `upload failed (${describeCause(err)}); retrying`),
+      }).then(() => {
+        lastWriteOkAt = Date.now();
       }).catch((err: unknown) => {
         if (signal?.aborted) throw abortFailure(signal);
         throw new JobFailure('storage_error', err instanceof Error ? err.message : String(err), true);
@@ -163,7 +194,22 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     if (job.timestamp !== undefined) await store(resultKey(jobId), storedResultBytes(job.timestamp, result), 'application/json');
     log.info({ ms: Math.round(generated.timings.total), images: images.length }, 'job succeeded');
     return result;
-  };
+  }
+}
+
+/** An upload within this long says storage answers: a job's first start need not read it to find out. */
+export const STORAGE_PROVEN_MS = 10_000;
+
+/**
+ * Whether the job's start reads storage for a result an earlier run stored. Only a job started
+ * before (BullMQ's attemptsStarted above 1: retried, stalled, put back) can have one; a first
+ * start reads it anyway unless an upload succeeded lately, as a probe, so that a job starting
+ * while storage is down goes back to the queue untouched instead of running to an upload that
+ * cannot happen.
+ */
+function mayHaveRunBefore(job: RunningJob, lastWriteOkAt: number): boolean {
+  if (job.attemptsStarted === undefined || job.attemptsStarted > 1) return true;
+  return Date.now() - lastWriteOkAt > STORAGE_PROVEN_MS;
 }
 
 /** What the pipeline is asked to generate for a queued job. */

@@ -54,8 +54,8 @@ export function jobsRouter(deps: AppDeps): Router {
       ({ record, replayed } = await submitIdempotently(deps, owner ?? 'open', idempotencyKey, req.body, payload));
       if (replayed) res.setHeader('Idempotent-Replayed', 'true');
     }
-    const log = deps.logger.child({ jobId: record.id, model: payload.model });
-    if (!replayed) log.info({ webhook: payload.webhook !== undefined }, 'job queued');
+    // One line, no child logger made per submission.
+    if (!replayed) deps.logger.info({ jobId: record.id, model: payload.model, webhook: payload.webhook !== undefined }, 'job queued');
 
     // Replicate's convention: Prefer: wait=N holds the answer until the job ends (or N seconds pass).
     const waitS = preferredWaitS(req.get('prefer'), deps.config.syncTimeoutS);
