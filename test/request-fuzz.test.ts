@@ -168,7 +168,10 @@ const modelArb = fc.constantFrom(0, 1, 2);
 describe('the API never queues what the worker would refuse', () => {
   it('whatever the API accepts (JSON body or query string), the worker runs', async () => {
     let accepted = 0;
-    await fc.assert(
+    // About 3 % of these requests are accepted: rounds of fresh random requests until enough were,
+    // so the property is checked on at least 25 accepted ones whatever the seed.
+    for (let round = 0; round < 6 && accepted < 25; round += 1)
+      await fc.assert(
       fc.asyncProperty(configArb, modelArb, clientRequest, async (config, m, request) => {
         const model = models[m]!;
         const deps = await depsFor(config, model.dir);
@@ -185,9 +188,9 @@ describe('the API never queues what the worker would refuse', () => {
         }
       }),
       { numRuns: 600 },
-    );
+      );
     // The generators must reach acceptance often enough for the property to mean something.
-    expect(accepted).toBeGreaterThan(20);
+    expect(accepted).toBeGreaterThanOrEqual(25);
   });
 
   it('whatever the worker would refuse, the API refuses first', async () => {
