@@ -63,7 +63,11 @@ it('sends an exhausted delivery again and keeps each attempt with its status and
   receiverUp = true;
   const answer = await redeliver(id);
   expect(answer.status).toBe(202);
-  expect(((await answer.json()) as any).webhook.deliveries[0]).toMatchObject({ state: 'pending', redeliveries: 1 });
+  // The answer shows the delivery as it stands when read: queued again, or already delivered by a
+  // notifier quicker than the answer.
+  const resent = ((await answer.json()) as any).webhook.deliveries[0];
+  expect(resent.redeliveries).toBe(1);
+  expect(['pending', 'delivered']).toContain(resent.state);
   const delivered = await until(() => getJob(id), (j) => j.webhook.deliveries[0].state === 'delivered');
   const history = delivered.webhook.deliveries[0].history;
   expect(history.map((a: any) => [a.status_code, a.state])).toEqual([
