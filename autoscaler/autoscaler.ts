@@ -6,7 +6,7 @@ import { withDeadline } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { JobRecovery } from '../shared/job-recovery.js';
 import { noteModelRetry, readModelStatus } from '../shared/model-registry.js';
-import { BullQueueLoad, type QueueLoad, type QueueLoadSource } from '../shared/queue-load.js';
+import { BullQueueLoad, sumQueueLoads, type QueueLoad, type QueueLoadSource } from '../shared/queue-load.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
 import { leaderKey, WorkerRegistry } from '../shared/worker-registry.js';
 import { LeaderLock } from './leader-lock.js';
@@ -277,7 +277,7 @@ export class Autoscaler {
       reason: (decisions.find((d) => d.action !== 'hold') ?? decisions[0] as ScaleDecision).reason,
       pending: null,
     };
-    const total = sumLoads(loads as QueueLoad[], now);
+    const total = sumQueueLoads(loads as QueueLoad[], now);
     const live = all.filter((w) => w.phase !== 'draining');
     const report: TickReport = {
       at: now,
@@ -450,23 +450,6 @@ export class Autoscaler {
     })();
     return this.closing;
   }
-}
-
-/** Every model's load added up (the oldest waiting job of them all). */
-function sumLoads(loads: readonly QueueLoad[], at: number): QueueLoad {
-  const sum = (field: 'load' | 'waiting' | 'prioritized' | 'active' | 'delayedDue' | 'delayed' | 'paused') => loads.reduce((n, l) => n + l[field], 0);
-  const oldest = loads.map((l) => l.oldestWaitingAt).filter((t): t is number => typeof t === 'number');
-  return {
-    load: sum('load'),
-    waiting: sum('waiting'),
-    prioritized: sum('prioritized'),
-    active: sum('active'),
-    delayedDue: sum('delayedDue'),
-    delayed: sum('delayed'),
-    paused: sum('paused'),
-    oldestWaitingAt: oldest.length > 0 ? Math.min(...oldest) : null,
-    at,
-  };
 }
 
 /** Idle workers first, then ones still loading, busy ones last; the youngest first within each. */

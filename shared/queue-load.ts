@@ -123,23 +123,27 @@ export class ModelQueueLoads {
 
   /** The sum over every model (the whole service's load). */
   async read(): Promise<QueueLoad> {
-    const all = [...(await this.readAll()).values()];
-    const sum = (field: 'load' | 'waiting' | 'prioritized' | 'active' | 'delayedDue' | 'delayed' | 'paused') => all.reduce((total, l) => total + l[field], 0);
-    const oldest = all.map((l) => l.oldestWaitingAt).filter((t): t is number => typeof t === 'number');
-    return {
-      load: sum('load'),
-      waiting: sum('waiting'),
-      prioritized: sum('prioritized'),
-      active: sum('active'),
-      delayedDue: sum('delayedDue'),
-      delayed: sum('delayed'),
-      paused: sum('paused'),
-      oldestWaitingAt: oldest.length > 0 ? Math.min(...oldest) : null,
-      at: Date.now(),
-    };
+    return sumQueueLoads([...(await this.readAll()).values()], Date.now());
   }
 
   async close(): Promise<void> {
     await Promise.allSettled([...this.loads.values()].map((l) => l.close()));
   }
+}
+
+/** Several queues' loads added up (the oldest waiting job of them all), as read at `at`. */
+export function sumQueueLoads(loads: readonly QueueLoad[], at: number): QueueLoad {
+  const sum = (field: 'load' | 'waiting' | 'prioritized' | 'active' | 'delayedDue' | 'delayed' | 'paused') => loads.reduce((n, l) => n + l[field], 0);
+  const oldest = loads.map((l) => l.oldestWaitingAt).filter((t): t is number => typeof t === 'number');
+  return {
+    load: sum('load'),
+    waiting: sum('waiting'),
+    prioritized: sum('prioritized'),
+    active: sum('active'),
+    delayedDue: sum('delayedDue'),
+    delayed: sum('delayed'),
+    paused: sum('paused'),
+    oldestWaitingAt: oldest.length > 0 ? Math.min(...oldest) : null,
+    at,
+  };
 }
