@@ -285,6 +285,8 @@ export const brokenModel: Experiment = {
 export const twoModelsHandover: Experiment = {
   name: 'two models, one slot: kill -9 during hand-over',
   async run(lab, profile) {
+    // Its own service: the one-model service the suite left running is stopped, not left behind.
+    await lab.stopService();
     await lab.newPrefix();
     await lab.startService({ MODELS_JSON: lab.catalogue(), AUTOSCALER_CPU_SLOTS: '1', AUTOSCALER_INITIAL_WORKERS: '0', AUTOSCALER_SWAP_AFTER_S: '1' });
     const kills = Math.max(2, Math.floor(profile.kills / 2));
