@@ -14,24 +14,13 @@ import type { Pipeline } from '../worker/pipeline/types.js';
 import { dropTestQueue } from './helpers/queue-teardown.js';
 import { silentLogger, startStack, type TestStack } from './helpers/stack.js';
 import { startReceiver, until, type Receiver } from './helpers/webhook-receiver.js';
+import { jobPayload } from './helpers/job-payload.js';
 
 /**
  * `ttl_s`: a job still queued past it ends `expired` — a terminal status of its own, with a
  * webhook event of its own — never runs, and stops counting as load for the autoscaler and KEDA.
  */
-const payload = (extra: Partial<JobPayload> = {}): JobPayload => ({
-  prompt: 'late',
-  negativePrompt: '',
-  width: 64,
-  height: 64,
-  numInferenceSteps: 2,
-  guidanceScale: 7.5,
-  seed: 1,
-  numImages: 1,
-  model: 'tiny',
-  randomSeed: false,
-  ...extra,
-});
+const payload = (extra: Partial<JobPayload> = {}): JobPayload => jobPayload({ prompt: 'late', width: 64, height: 64, guidanceScale: 7.5, model: 'tiny', ...extra });
 
 describe('the queue and the load', () => {
   const prefix = `test-expiry-${randomUUID().slice(0, 8)}`;

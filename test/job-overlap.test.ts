@@ -15,6 +15,7 @@ import { createJobRunner, type JobRunner } from '../worker/job-runner.js';
 import type { GenerateOptions, Pipeline, StageTimings } from '../worker/pipeline/types.js';
 import { sleep, waitFor } from './helpers/autoscaler.js';
 import { dropTestQueue } from './helpers/queue-teardown.js';
+import { jobPayload } from './helpers/job-payload.js';
 
 /**
  * The job loop's overlap: a worker encodes and uploads job N while job N+1 generates, and never
@@ -104,19 +105,7 @@ function heldStore(timeline: Timeline, options: { open?: boolean } = {}) {
   return { store, puts, allow: (key: string) => holdFor(key).resolve() };
 }
 
-const payload = (seed: number, extra: Partial<JobPayload> = {}): JobPayload => ({
-  prompt: 'x',
-  negativePrompt: '',
-  width: 8,
-  height: 8,
-  numInferenceSteps: 2,
-  guidanceScale: 1,
-  seed,
-  numImages: 1,
-  model: 'fake',
-  randomSeed: false,
-  ...extra,
-});
+const payload = (seed: number, extra: Partial<JobPayload> = {}): JobPayload => jobPayload({ seed, ...extra });
 
 interface Harness {
   prefix: string;

@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { Queue, Worker } from 'bullmq';
 import { afterEach, beforeEach, expect, it, vi } from 'vitest';
 import { BullJobQueue, type JobRecord } from '../shared/job-queue.js';
-import type { JobPayload } from '../shared/job-schema.js';
 import { GENERATE_QUEUE } from '../shared/queues.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
 import { dropTestQueue } from './helpers/queue-teardown.js';
+import { jobPayload } from './helpers/job-payload.js';
 
 /**
  * The API's waits against the real Redis and BullMQ events. Progress re-reads are stretched to ten
@@ -14,18 +14,7 @@ import { dropTestQueue } from './helpers/queue-teardown.js';
  */
 
 const TEN_MINUTES = 600_000;
-const payload: JobPayload = {
-  prompt: 'a red fox',
-  negativePrompt: '',
-  width: 64,
-  height: 64,
-  numInferenceSteps: 2,
-  guidanceScale: 7.5,
-  seed: 1,
-  numImages: 1,
-  model: 'tiny',
-  randomSeed: false,
-};
+const payload = jobPayload({ prompt: 'a red fox', width: 64, height: 64, guidanceScale: 7.5, model: 'tiny' });
 
 let prefix: string;
 let connection: ReturnType<typeof createRedis>;

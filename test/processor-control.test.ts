@@ -4,6 +4,7 @@ import { resultKey, type ImageStore } from '../shared/storage/index.js';
 import type { GenerateOptions, GenerateRequest, Pipeline, StageTimings } from '../worker/pipeline/types.js';
 import { createProcessor, JobFailure, type RunningJob } from '../worker/processor.js';
 import { silentLogger } from './helpers/stack.js';
+import { jobPayload } from './helpers/job-payload.js';
 
 /** The processor's control paths with a fake pipeline: cancel markers, deadlines, the started hook. */
 
@@ -36,19 +37,7 @@ const store: ImageStore = {
   check: async () => undefined,
 } as unknown as ImageStore;
 
-const payload = (extra: Partial<JobPayload> = {}): JobPayload => ({
-  prompt: 'x',
-  negativePrompt: '',
-  width: 8,
-  height: 8,
-  numInferenceSteps: 10,
-  guidanceScale: 1,
-  seed: 1,
-  numImages: 1,
-  model: 'fake',
-  randomSeed: false,
-  ...extra,
-});
+const payload = (extra: Partial<JobPayload> = {}): JobPayload => jobPayload({ numInferenceSteps: 10, ...extra });
 const job = (data: JobPayload): RunningJob => ({ id: 'job-1', data, attemptsMade: 0, updateProgress: async () => undefined });
 
 const failureOf = async (promise: Promise<unknown>) => {

@@ -6,7 +6,6 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../shared/config.js';
-import type { JobPayload } from '../shared/job-schema.js';
 import { GENERATE_JOB, GENERATE_QUEUE } from '../shared/queues.js';
 import { closeRedis, createRedis } from '../shared/redis.js';
 import { LocalImageStore, resultKey, S3ImageStore, type ImageStore } from '../shared/storage/index.js';
@@ -17,6 +16,7 @@ import { startOwnRedis, type OwnRedis } from './helpers/redis-server.js';
 import { startRestartableS3Server, type RestartableS3 } from './helpers/s3-server.js';
 import { dropTestQueue } from './helpers/queue-teardown.js';
 import { pino } from 'pino';
+import { jobPayload } from './helpers/job-payload.js';
 
 /**
  * The worker's job loop under outside faults, in-process with a fake pipeline whose runs the test
@@ -63,18 +63,7 @@ function heldPipeline(options: { hold?: boolean } = {}) {
   };
 }
 
-const payload: JobPayload = {
-  prompt: 'x',
-  negativePrompt: '',
-  width: 8,
-  height: 8,
-  numInferenceSteps: 2,
-  guidanceScale: 1,
-  seed: 1,
-  numImages: 1,
-  model: 'fake',
-  randomSeed: false,
-};
+const payload = jobPayload();
 
 interface Harness {
   queue: Queue;
