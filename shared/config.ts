@@ -121,6 +121,8 @@ export const EnvSchema = z.object({
   WORKER_STALLED_INTERVAL_MS: int(5_000, 200, 3_600_000),
   /** Encode and upload a job's images while the next job generates (one generation at a time either way). */
   WORKER_OVERLAP: bool(true),
+  /** With the overlap: the next job is taken at most this many ms before the generation in progress is expected to end; 0: never before it ends. */
+  WORKER_EARLY_TAKE_MS: int(20, 0, 1000),
 
   AUTOSCALER_MIN_WORKERS: int(0, 0, 1024),
   AUTOSCALER_INITIAL_WORKERS: optionalInt(0, 1024),
@@ -242,6 +244,8 @@ export interface Config {
     stalledIntervalMs: number;
     /** Encode and upload a job while the next one generates (WORKER_OVERLAP). */
     overlap: boolean;
+    /** Take the next job this many ms at most before the generation in progress is expected to end (WORKER_EARLY_TAKE_MS). */
+    earlyTakeMs: number;
   };
   autoscaler: AutoscalerConfig;
   limits: {
@@ -475,6 +479,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       lockDurationMs: e.WORKER_LOCK_DURATION_MS,
       stalledIntervalMs: e.WORKER_STALLED_INTERVAL_MS,
       overlap: e.WORKER_OVERLAP,
+      earlyTakeMs: e.WORKER_EARLY_TAKE_MS,
     },
     autoscaler: {
       minWorkers: e.AUTOSCALER_MIN_WORKERS,

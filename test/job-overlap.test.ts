@@ -426,3 +426,128 @@ describe('the job loop overlaps encoding and upload with the next generation', (
     }
   });
 });
+
+/** generate() takes `ms` (a timer: the CPU idles, as with a GPU) unless the seed is in `held`: then it waits for `finish(seed)`. */
+function timedPipeline(ms: number, heldSeeds: number[] = []) {
+  const held = heldPipeline([]);
+  const times = new Map<number, { start: number; end: number }>();
+  const seen = { running: 0, maxRunning: 0, calls: 0 };
+  const pipeline: Pipeline = {
+    ...held.pipeline,
+    async generate(request, options: GenerateOptions = {}) {
+      seen.calls += 1;
+      seen.running += 1;
+      seen.maxRunning = Math.max(seen.maxRunning, seen.running);
+      const start = Date.now();
+      try {
+        if (heldSeeds.includes(request.seed)) return await held.pipeline.generate(request, options);
+        await sleep(ms);
+        return { images: [{ width: 8, height: 8, seed: request.seed, data: new Uint8Array(8 * 8 * 3) }], timings: { total: ms } as StageTimings };
+      } finally {
+        times.set(request.seed, { start, end: Date.now() });
+        seen.running -= 1;
+      }
+    },
+  };
+  return { pipeline, seen, times, finish: held.finish };
+}
+
+describe('the job loop takes the next job in the last moments of a predictable generation', () => {
+  let h: Harness | undefined;
+  afterEach(async () => {
+    await h?.close();
+    h = undefined;
+  });
+
+  it('takes the next job before the generation in progress ends, no sooner than WORKER_EARLY_TAKE_MS before its expected end, and never runs two at once', async () => {
+    h = await harness({ WORKER_EARLY_TAKE_MS: '20' });
+    const cost = 150;
+    const gpu = timedPipeline(cost);
+    const storage = heldStore([], { open: true });
+    await h.runner('w1', gpu.pipeline, storage.store);
+    const jobs: Job<JobPayload>[] = [];
+    for (let seed = 1; seed <= 8; seed++) jobs.push(await h.add(seed));
+    for (const job of jobs) await waitFor('every job done', async () => (await state(h!.queue, job)) === 'completed', 30_000);
+
+    expect(gpu.seen.maxRunning).toBe(1);
+    const early: number[] = [];
+    for (let seed = 2; seed <= 8; seed++) {
+      const before = gpu.times.get(seed - 1)!;
+      const own = gpu.times.get(seed)!;
+      // One generation at a time, in queue order.
+      expect(own.start).toBeGreaterThanOrEqual(before.end);
+      const taken = (await h.queue.getJob(jobs[seed - 1]!.id as string))!.processedOn!;
+      // A generation never ends before its timer (cost), and the estimate is of such generations:
+      // the earliest a job may be taken is that estimate less the 20 ms lead after the one before it began.
+      expect(taken).toBeGreaterThanOrEqual(before.start + cost - 20 - 2);
+      if (taken < before.end) early.push(seed);
+    }
+    // After three generations of one shape the worker knows their length and takes ahead.
+    expect(early.length).toBeGreaterThan(0);
+    for (const job of jobs) expect((await h.queue.getJob(job.id as string))?.attemptsStarted).toBe(1);
+  });
+
+  it('with WORKER_EARLY_TAKE_MS=0 a job is taken only once the generation before it ended', async () => {
+    h = await harness({ WORKER_EARLY_TAKE_MS: '0' });
+    const gpu = timedPipeline(100);
+    const storage = heldStore([], { open: true });
+    await h.runner('w1', gpu.pipeline, storage.store);
+    const jobs: Job<JobPayload>[] = [];
+    for (let seed = 1; seed <= 6; seed++) jobs.push(await h.add(seed));
+    for (const job of jobs) await waitFor('every job done', async () => (await state(h!.queue, job)) === 'completed', 30_000);
+    for (let seed = 2; seed <= 6; seed++) {
+      const taken = (await h.queue.getJob(jobs[seed - 1]!.id as string))!.processedOn!;
+      expect(taken).toBeGreaterThanOrEqual(gpu.times.get(seed - 1)!.end);
+    }
+  });
+
+  it('a job taken early whose predecessor runs long goes back to the queue untouched, and an idle worker runs it', async () => {
+    h = await harness({ WORKER_EARLY_TAKE_MS: '20' });
+    const timeline: Timeline = [];
+    // Seeds 1–4 take 100 ms each; seed 5 runs until the test ends it.
+    const gpuA = timedPipeline(100, [5]);
+    const storage = heldStore(timeline, { open: true });
+    await h.runner('a', gpuA.pipeline, storage.store);
+    const jobs: Job<JobPayload>[] = [];
+    for (let seed = 1; seed <= 6; seed++) jobs.push(await h.add(seed));
+    const sixth = jobs[5]!;
+    await waitFor('job 5 generating', () => gpuA.seen.calls === 5 && gpuA.seen.running === 1, 30_000);
+    // Job 6 is taken in what should have been job 5's last moments, waits, then goes back.
+    await waitFor('job 6 taken early', async () => (await h!.queue.getJob(sixth.id as string))?.attemptsStarted === 1, 10_000);
+    await waitFor('job 6 back in the queue', async () => (await state(h!.queue, sixth)) === 'waiting', 10_000);
+    expect(gpuA.seen.calls).toBe(5);
+    const back = await h.queue.getJob(sixth.id as string);
+    expect(back?.attemptsMade).toBe(0);
+
+    const gpuB = timedPipeline(100);
+    await h.runner('b', gpuB.pipeline, storage.store);
+    await waitFor('job 6 done', async () => (await state(h!.queue, sixth)) === 'completed', 10_000);
+    gpuA.finish(5);
+    await waitFor('job 5 done', async () => (await state(h!.queue, jobs[4]!)) === 'completed', 10_000);
+    const done = await h.queue.getJob(sixth.id as string);
+    expect(done?.returnvalue.workerId).toBe('b');
+    expect(gpuB.seen.calls).toBe(1);
+    expect(gpuA.seen.calls).toBe(5);
+    expect(gpuA.seen.maxRunning).toBe(1);
+    expect(storage.puts.get(imageKey(sixth.id as string, 0, 'png'))).toBe(1);
+  });
+
+  it('a job canceled while it waits for the GPU it was taken early for ends canceled and never generates', async () => {
+    h = await harness({ WORKER_EARLY_TAKE_MS: '20' });
+    const gpu = timedPipeline(100, [5]);
+    const storage = heldStore([], { open: true });
+    const { runner } = await h.runner('a', gpu.pipeline, storage.store);
+    const jobs: Job<JobPayload>[] = [];
+    for (let seed = 1; seed <= 6; seed++) jobs.push(await h.add(seed));
+    const sixth = jobs[5]!;
+    await waitFor('job 5 generating', () => gpu.seen.calls === 5 && gpu.seen.running === 1, 30_000);
+    await waitFor('job 6 taken early', async () => (await state(h!.queue, sixth)) === 'active', 10_000);
+    expect(runner.consumer.cancel(sixth.id as string)).toBe(true);
+    await waitFor('job 6 failed', async () => (await state(h!.queue, sixth)) === 'failed', 10_000);
+    const failed = await h.queue.getJob(sixth.id as string);
+    expect(failed?.failedReason).toMatch(/canceled/);
+    gpu.finish(5);
+    await waitFor('job 5 done', async () => (await state(h!.queue, jobs[4]!)) === 'completed', 10_000);
+    expect(gpu.seen.calls).toBe(5);
+  });
+});

@@ -6,6 +6,7 @@ import type { JobPayload } from '../shared/job-schema.js';
 import type { JobResult } from '../shared/job-queue.js';
 import type { Logger } from '../shared/logger.js';
 import { GENERATE_QUEUE } from '../shared/queues.js';
+import { GenerationClock } from './generation-clock.js';
 import { GpuGate } from './gpu-gate.js';
 import { LOCK_LOST, toJobFailure, type JobStages, type Processor } from './processor.js';
 
@@ -28,6 +29,12 @@ export interface ConsumerOptions {
    * time from its start to its upload.
    */
   overlap?: boolean;
+  /**
+   * With the overlap: take the next job at most this many ms before the generation in progress is
+   * expected to end (learnt from the worker's own generations of the same shape), so that the
+   * queue's round trips happen while the GPU still works; 0: never before it ends. Default 20.
+   */
+  earlyTakeMs?: number;
 }
 
 /**
@@ -138,6 +145,7 @@ interface RunningEntry {
 export class JobConsumer {
   private readonly workers: GatedWorker[];
   private readonly gate = new GpuGate();
+  private readonly clock: GenerationClock;
   private state: WorkerState = 'starting';
   private closing: Promise<void> | undefined;
   /** The jobs this worker holds (at most one generating and one finishing) and their lock tokens. */
@@ -159,6 +167,7 @@ export class JobConsumer {
       runRetryDelay: 1000,
     };
     const loops = options.overlap === false ? 1 : 2;
+    this.clock = new GenerationClock(loops > 1 ? (options.earlyTakeMs ?? 20) : 0);
     this.workers = Array.from({ length: loops }, (_, i) => {
       // One stalled-job check per process is enough.
       const worker: GatedWorker = new GatedWorker(
@@ -189,7 +198,7 @@ export class JobConsumer {
     const entry = job.id !== undefined && token !== undefined ? { id: job.id, token, worker } : undefined;
     if (entry) this.running.set(entry.id, entry);
     this.setState('busy');
-    const stages: JobStages = { generated: () => token !== undefined && this.gate.release(token) };
+    const stages = this.stagesOf(token);
     try {
       return await options.processor(job, signal, stages);
     } catch (err) {
@@ -209,6 +218,37 @@ export class JobConsumer {
       if (entry && this.running.get(entry.id) === entry) this.running.delete(entry.id);
       if (this.state === 'busy' && this.running.size === 0) this.setState('ready');
     }
+  }
+
+  /**
+   * The job's hold on the GPU: it waits for the GPU when it was taken early, has the end of its
+   * generation announced when that end is predictable (the next job is then taken early), and
+   * gives the GPU back when its generation ends.
+   */
+  private stagesOf(token: string | undefined): JobStages {
+    const { gate, clock } = this;
+    let announce: NodeJS.Timeout | undefined;
+    let started: { shape: string; at: number } | undefined;
+    return {
+      gpu: async (signal) => {
+        if (token === undefined) return true;
+        const early = gate.takenEarlyAt(token);
+        if (early !== undefined) clock.recordTake(performance.now() - early);
+        return gate.holds(token) || (await gate.acquire(token, clock.maxWaitMs(), signal));
+      },
+      generating: (shape) => {
+        if (token === undefined) return;
+        started = { shape, at: performance.now() };
+        const after = clock.announceAfter(shape);
+        if (after !== undefined) announce = setTimeout(() => gate.announceEnd(token), after);
+      },
+      generated: (ok) => {
+        clearTimeout(announce);
+        if (ok && started) clock.recordGeneration(started.shape, performance.now() - started.at);
+        started = undefined;
+        if (token !== undefined) gate.release(token);
+      },
+    };
   }
 
   private abandon(jobId: string, why: string): void {

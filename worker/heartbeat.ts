@@ -94,8 +94,10 @@ export class Heartbeat {
       this.held.add(held);
       this.showHeld();
       const tracked: JobStages = {
-        generated: () => {
-          stages?.generated();
+        ...(stages?.gpu ? { gpu: stages.gpu.bind(stages) } : {}),
+        ...(stages?.generating ? { generating: stages.generating.bind(stages) } : {}),
+        generated: (ok?: boolean) => {
+          stages?.generated(ok);
           if (!held.generating) return;
           held.generating = false;
           this.showHeld();

@@ -75,7 +75,16 @@ export interface ProcessorDeps {
  * job can start generating while this one's images are encoded and uploaded.
  */
 export interface JobStages {
-  generated(): void;
+  /**
+   * Resolves true once this job may use the GPU: at once, unless the job was taken early, in the
+   * last moments of the generation before it; false: that generation ran well past its estimate
+   * and the job goes back to the queue untouched. Rejects when `signal` aborts.
+   */
+  gpu?(signal?: AbortSignal): Promise<boolean>;
+  /** The job's generation begins; `shape` names generations of the same cost (size, steps, images). */
+  generating?(shape: string): void;
+  /** `ok`: the generation ran to its end (its time says how long such a generation takes). */
+  generated(ok?: boolean): void;
 }
 
 export type Processor = (job: RunningJob, signal?: AbortSignal, stages?: JobStages) => Promise<JobResult>;
@@ -119,6 +128,15 @@ export function createProcessor(deps: ProcessorDeps): Processor {
       log.info({ ranOn: earlier.workerId }, 'job result reused: an earlier run of this job stored it, its completion never reached the queue');
       return earlier;
     }
+    if (stages?.gpu) {
+      const ready = await stages.gpu(signal).catch((err: unknown) => {
+        throw signal?.aborted ? abortFailure(signal) : err;
+      });
+      if (!ready) {
+        log.info('job taken early, but the generation before it ran long: back to the queue');
+        throw new JobFailure('gpu_busy', 'the GPU did not free up in time; the job goes back to the queue', true, true);
+      }
+    }
     log.info({ attempt: job.attemptsMade + 1, width: payload.width, height: payload.height, steps: payload.numInferenceSteps }, 'job started');
     await deps.onStarted?.(job, payload).catch((err: unknown) => log.warn({ err }, 'could not emit the started event'));
 
@@ -139,10 +157,13 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     };
 
     let generated;
+    let ok = false;
     try {
       // The request's filters, else the model's; an unknown name fails the job as bad input.
       const filters = filterSet.resolve(payload.filters);
+      stages?.generating?.(generationShape(payload));
       generated = await generateScreened(deps.pipeline, toGenerateRequest(payload), filters, deps.filterMaxTries ?? 3, { signal: runSignal, onStep });
+      ok = true;
     } catch (err) {
       if (deadline.signal.aborted && !signal?.aborted) {
         throw new JobFailure('timeout', `the job ran past its ${limitS} s deadline`, false);
@@ -151,7 +172,7 @@ export function createProcessor(deps: ProcessorDeps): Processor {
     } finally {
       clearTimeout(timer);
       // The GPU is free from here on: encoding and upload overlap the next job's generation.
-      stages?.generated();
+      stages?.generated(ok);
     }
     await pending;
 
@@ -210,6 +231,12 @@ export const STORAGE_PROVEN_MS = 10_000;
 function mayHaveRunBefore(job: RunningJob, lastWriteOkAt: number): boolean {
   if (job.attemptsStarted === undefined || job.attemptsStarted > 1) return true;
   return Date.now() - lastWriteOkAt > STORAGE_PROVEN_MS;
+}
+
+/** What sets a generation's cost: generations of one shape take about as long as each other. */
+export function generationShape(payload: JobPayload): string {
+  const filters = payload.filters === undefined ? '' : [...payload.filters].sort().join(',');
+  return `${payload.width}x${payload.height}:${payload.numInferenceSteps}:${payload.numImages}:${payload.scheduler ?? ''}:${payload.guidanceScale > 1 ? 'cfg' : ''}:${filters}`;
 }
 
 /** What the pipeline is asked to generate for a queued job. */
