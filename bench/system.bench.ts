@@ -440,15 +440,17 @@ async function main(): Promise<void> {
   // it. Dynamic sizes and no safety checker, like the stand-in.
   await writeTinyModel(path.join(dir, 'model'), { safetyChecker: 'none' });
   const prefix = `bench-sys-${randomUUID().slice(0, 8)}`;
-  const redis = createRedis(REDIS_URL, 'worker');
-  const hooks = new WebhookReceiver();
-  await hooks.start();
+  // The build blocks this process for seconds: it runs before any connection is opened, which
+  // would otherwise time out meanwhile.
   let buildS: number | null = null;
   if (RUNTIME === 'compiled') {
     const t0 = performance.now();
     buildServices();
     buildS = (performance.now() - t0) / 1000;
   }
+  const redis = createRedis(REDIS_URL, 'worker');
+  const hooks = new WebhookReceiver();
+  await hooks.start();
   const encodeCpu = await encodeCpuMs(SIZE);
   const loadBefore = os.loadavg();
   const startedAt = Date.now();
