@@ -121,6 +121,8 @@ export const EnvSchema = z.object({
   WORKER_STALLED_INTERVAL_MS: int(5_000, 200, 3_600_000),
   /** Encode and upload a job's images while the next job generates (one generation at a time either way). */
   WORKER_OVERLAP: bool(true),
+  /** With the overlap: how many jobs may be encoded and uploaded at once while the next one generates. */
+  WORKER_FINISHING_JOBS: int(2, 1, 8),
   /** With the overlap: the next job is taken at most this many ms before the generation in progress is expected to end; 0: never before it ends. */
   WORKER_EARLY_TAKE_MS: int(20, 0, 1000),
 
@@ -244,6 +246,8 @@ export interface Config {
     stalledIntervalMs: number;
     /** Encode and upload a job while the next one generates (WORKER_OVERLAP). */
     overlap: boolean;
+    /** Jobs encoded and uploaded at once while the next one generates (WORKER_FINISHING_JOBS). */
+    finishingJobs: number;
     /** Take the next job this many ms at most before the generation in progress is expected to end (WORKER_EARLY_TAKE_MS). */
     earlyTakeMs: number;
   };
@@ -479,6 +483,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       lockDurationMs: e.WORKER_LOCK_DURATION_MS,
       stalledIntervalMs: e.WORKER_STALLED_INTERVAL_MS,
       overlap: e.WORKER_OVERLAP,
+      finishingJobs: e.WORKER_FINISHING_JOBS,
       earlyTakeMs: e.WORKER_EARLY_TAKE_MS,
     },
     autoscaler: {

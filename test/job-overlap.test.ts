@@ -459,9 +459,10 @@ describe('the job loop takes the next job in the last moments of a predictable g
     h = undefined;
   });
 
-  it('takes the next job before the generation in progress ends, no sooner than WORKER_EARLY_TAKE_MS before its expected end, and never runs two at once', async () => {
+  it('takes the next job before the generation in progress ends, no sooner than WORKER_EARLY_TAKE_MS before its expected end, and never runs two at once', { timeout: 60_000 }, async () => {
     h = await harness({ WORKER_EARLY_TAKE_MS: '20' });
-    const cost = 150;
+    // Long enough that timer jitter on a loaded machine stays within the 10 % that makes a shape predictable.
+    const cost = 300;
     const gpu = timedPipeline(cost);
     const storage = heldStore([], { open: true });
     await h.runner('w1', gpu.pipeline, storage.store);
@@ -504,8 +505,8 @@ describe('the job loop takes the next job in the last moments of a predictable g
   it('a job taken early whose predecessor runs long goes back to the queue untouched, and an idle worker runs it', async () => {
     h = await harness({ WORKER_EARLY_TAKE_MS: '20' });
     const timeline: Timeline = [];
-    // Seeds 1–4 take 100 ms each; seed 5 runs until the test ends it.
-    const gpuA = timedPipeline(100, [5]);
+    // Seeds 1–4 take 300 ms each; seed 5 runs until the test ends it.
+    const gpuA = timedPipeline(300, [5]);
     const storage = heldStore(timeline, { open: true });
     await h.runner('a', gpuA.pipeline, storage.store);
     const jobs: Job<JobPayload>[] = [];
@@ -534,7 +535,7 @@ describe('the job loop takes the next job in the last moments of a predictable g
 
   it('a job canceled while it waits for the GPU it was taken early for ends canceled and never generates', async () => {
     h = await harness({ WORKER_EARLY_TAKE_MS: '20' });
-    const gpu = timedPipeline(100, [5]);
+    const gpu = timedPipeline(300, [5]);
     const storage = heldStore([], { open: true });
     const { runner } = await h.runner('a', gpu.pipeline, storage.store);
     const jobs: Job<JobPayload>[] = [];

@@ -30,6 +30,12 @@ export interface ConsumerOptions {
    */
   overlap?: boolean;
   /**
+   * With the overlap: how many jobs may be encoded and uploaded at once while the next one
+   * generates (default 2): where a job's encode and upload take longer than a generation, one
+   * finishing job at a time would leave the GPU waiting for it.
+   */
+  finishingJobs?: number;
+  /**
    * With the overlap: take the next job at most this many ms before the generation in progress is
    * expected to end (learnt from the worker's own generations of the same shape), so that the
    * queue's round trips happen while the GPU still works; 0: never before it ends. Default 20.
@@ -132,15 +138,17 @@ interface RunningEntry {
 }
 
 /**
- * The BullMQ side of a worker: one job on the GPU at a time, and the job before it encoded and
+ * The BullMQ side of a worker: one job on the GPU at a time, and the jobs before it encoded and
  * uploaded meanwhile (so the GPU never waits for storage); failures mapped to retry or not by
  * their code; graceful close that lets the running jobs finish.
  *
- * Two BullMQ workers of concurrency 1 share a GPU gate: each takes a job only once the gate is
- * free and gives it back when that job's generation ends (JobStages.generated), so the other takes
- * the next job while this one finishes. A job is never taken to wait for the GPU: while one
- * generates, the other loop waits before taking anything, and another worker process can take
- * the queued jobs meanwhile.
+ * 1 + `finishingJobs` BullMQ workers of concurrency 1 share a GPU gate: each takes a job only once
+ * the gate is free and gives it back when that job's generation ends (JobStages.generated), so
+ * another loop takes the next job while this one finishes. A job is not taken to wait for the GPU:
+ * while one generates, the other loops wait before taking anything (another worker process can
+ * take the queued jobs meanwhile), except in the last moments of a generation whose length the
+ * worker has learnt (GenerationClock): then one job is taken early and waits for the GPU, at most
+ * `GenerationClock.maxWaitMs()` before it goes back to the queue.
  */
 export class JobConsumer {
   private readonly workers: GatedWorker[];
@@ -148,7 +156,7 @@ export class JobConsumer {
   private readonly clock: GenerationClock;
   private state: WorkerState = 'starting';
   private closing: Promise<void> | undefined;
-  /** The jobs this worker holds (at most one generating and one finishing) and their lock tokens. */
+  /** The jobs this worker holds (at most one generating and `finishingJobs` finishing) and their lock tokens. */
   private readonly running = new Map<string, RunningEntry>();
   private readonly lockDurationMs: number;
 
@@ -166,7 +174,7 @@ export class JobConsumer {
       // BullMQ's 15 s: its lock is no longer renewed meanwhile.
       runRetryDelay: 1000,
     };
-    const loops = options.overlap === false ? 1 : 2;
+    const loops = options.overlap === false ? 1 : 1 + Math.max(1, options.finishingJobs ?? 2);
     this.clock = new GenerationClock(loops > 1 ? (options.earlyTakeMs ?? 20) : 0);
     this.workers = Array.from({ length: loops }, (_, i) => {
       // One stalled-job check per process is enough.

@@ -70,6 +70,7 @@ export function createJobRunner(deps: JobRunnerDeps): JobRunner {
     lockDurationMs: config.worker.lockDurationMs,
     stalledIntervalMs: config.worker.stalledIntervalMs,
     overlap: config.worker.overlap,
+    finishingJobs: config.worker.finishingJobs,
     earlyTakeMs: config.worker.earlyTakeMs,
     onStateChange: deps.onStateChange,
   });
