@@ -92,8 +92,10 @@ describe('job features on a model of its own queue', () => {
   });
 
   it('expires a job of a model other than the default when its ttl_s runs out unrun', async () => {
-    // The tuned worker is busy with a long job, so this one waits in the tuned queue.
-    const long = await post({ prompt: 'unqtkn long', num_inference_steps: 150, img_size: 512 });
+    // The tuned worker is busy with a long job, so this one waits in the tuned queue. Four images
+    // of 150 steps: still generating when it is canceled below, on a quiet machine too (one image
+    // could end, and its upload finish the job, before the cancel).
+    const long = await post({ prompt: 'unqtkn long', num_inference_steps: 150, img_size: 512, num_images: 4 });
     const short = await post({ prompt: 'unqtkn short', ttl_s: 1 });
     expect(short.model).toBe(TUNED);
     let ended = await get(short.id);
