@@ -1,7 +1,7 @@
 /**
  * The worker's one GPU, as a reservation that the job loop takes before it takes a job from the
- * queue and gives back once that job's generation has ended. A worker holds at most two jobs: one
- * generating, and the one before it still being encoded and uploaded; it never takes a job that
+ * queue and gives back once that job's generation has ended. A worker holds one generating job and
+ * the jobs before it still being encoded and uploaded; it never takes a job that
  * would wait for its own GPU while another worker could run it, except in the last moments of a
  * generation whose end the holder announced (`endingSoon`): then one job may be taken early, as
  * the `next` holder, so that the queue's round trips happen while the GPU still works. That job
