@@ -128,7 +128,18 @@ describe('GenerationClock', () => {
     for (let i = 0; i < 30; i++) clock.recordTake(500);
     expect(clock.leadMs()).toBe(20);
     expect(clock.announceAfter('s')).toBe(180);
-    expect(clock.maxWaitMs()).toBeGreaterThanOrEqual(50);
+    expect(clock.maxWaitMs()).toBe(80); // 4 leads
+  });
+
+  it('lets a job taken early wait as long as the spread its predecessor is allowed, at least 50 ms', () => {
+    const clock = new GenerationClock(20);
+    for (let i = 0; i < 3; i++) clock.recordGeneration('fast', 100);
+    for (let i = 0; i < 3; i++) clock.recordGeneration('slow', 2000);
+    clock.announceAfter('fast');
+    expect(clock.maxWaitMs()).toBe(50);
+    clock.announceAfter('slow');
+    // 10 % of 2 s + 2 ms, plus the lead (5 ms before any take was measured).
+    expect(clock.maxWaitMs()).toBe(207);
   });
 
   it('never announces when early takes are off', () => {

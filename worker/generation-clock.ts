@@ -21,6 +21,8 @@ export class GenerationClock {
   private readonly byShape = new Map<string, number[]>();
   private takeMs: number | undefined;
   private takeDevMs = 0;
+  /** The spread allowed to the generation whose end was last announced (see `maxWaitMs`). */
+  private announcedSpreadMs = 0;
 
   constructor(
     /** The most a job may be taken before the GPU is expected to free up; 0: never early. */
@@ -44,7 +46,7 @@ export class GenerationClock {
     if (!samples || samples.length < MIN_SAMPLES) return undefined;
     const sorted = [...samples].sort((a, b) => a - b);
     const median = sorted[sorted.length >> 1]!;
-    if (sorted[sorted.length - 1]! - sorted[0]! > median * SPREAD + 2) return undefined;
+    if (sorted[sorted.length - 1]! - sorted[0]! > spreadAllowed(median)) return undefined;
     return median;
   }
 
@@ -78,14 +80,22 @@ export class GenerationClock {
     if (this.maxLeadMs <= 0) return undefined;
     const expected = this.estimate(shape);
     if (expected === undefined) return undefined;
+    this.announcedSpreadMs = spreadAllowed(expected);
     return Math.max(0, expected - this.leadMs());
   }
 
   /**
    * How long a job taken early waits for the GPU before it goes back to the queue: the generation
-   * before it ran well past its estimate, and an idle worker may take the job meanwhile.
+   * before it ran past its estimate by more than the spread its shape is allowed, and an idle
+   * worker may take the job meanwhile. At least 50 ms and four leads.
    */
   maxWaitMs(): number {
-    return Math.max(50, 4 * this.leadMs());
+    const lead = this.leadMs();
+    return Math.max(50, 4 * lead, lead + this.announcedSpreadMs);
   }
+}
+
+/** The spread (max − min) of a shape's generations within which it counts as predictable. */
+function spreadAllowed(medianMs: number): number {
+  return medianMs * SPREAD + 2;
 }
