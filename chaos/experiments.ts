@@ -75,7 +75,10 @@ async function busyWorker(lab: Lab, timeoutMs = 60_000) {
 export const workerKills: Experiment = {
   name: 'worker kill -9',
   async run(lab, profile) {
-    const load = new Load(lab, profile.submitEveryMs, profile.kills * 6 + profile.jobs);
+    // The load runs until the last kill (stop() below); its cap only bounds a run that hangs. It
+    // must not run out first: with a quick job loop the queue stays short, the load submits every
+    // submitEveryMs, and six kills with their restarts outlast 48 submissions.
+    const load = new Load(lab, profile.submitEveryMs, profile.kills * 30 + profile.jobs);
     const delays: number[] = [];
     for (let k = 0; k < profile.kills; k++) {
       const victim = await busyWorker(lab);
