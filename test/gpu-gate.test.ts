@@ -38,7 +38,7 @@ describe('GpuGate', () => {
     gate.announceEnd('a');
     expect(await waiting).toBe(true);
     expect(gate.nextBy).toBe('b');
-    expect(gate.holds('b')).toBe(false);
+    expect(gate.heldBy).not.toBe('b');
     expect(gate.takenEarlyAt('b')).toBeTypeOf('number');
     expect(gate.tryTake('c')).toBe(false);
 

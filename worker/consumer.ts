@@ -242,7 +242,7 @@ export class JobConsumer {
         if (token === undefined) return true;
         const early = gate.takenEarlyAt(token);
         if (early !== undefined) clock.recordTake(performance.now() - early);
-        return gate.holds(token) || (await gate.acquire(token, clock.maxWaitMs(), signal));
+        return gate.acquire(token, clock.maxWaitMs(), signal);
       },
       generating: (shape) => {
         if (token === undefined) return;

@@ -57,11 +57,6 @@ export class GpuGate {
     return undefined;
   }
 
-  /** Whether `token` holds the GPU itself (not only the place after the holder). */
-  holds(token: string): boolean {
-    return this.holder === token;
-  }
-
   /**
    * Waits until the GPU is free and takes it for `token`, unless `stop()` turns true first (the
    * worker is closing or pausing): then resolves false without taking it. `stop` is read again
@@ -82,28 +77,17 @@ export class GpuGate {
    */
   async acquire(token: string, maxWaitMs: number, signal?: AbortSignal): Promise<boolean> {
     const giveUpAt = performance.now() + maxWaitMs;
-    for (;;) {
-      if (this.holder === token) return true;
-      if (this.next !== token && !this.tryTake(token)) return false;
+    while (this.holder !== token) {
+      if (this.next !== token) return false;
       signal?.throwIfAborted();
       const left = giveUpAt - performance.now();
       if (left <= 0) {
         this.withdraw(token);
         return false;
       }
-      let timer: NodeJS.Timeout | undefined;
-      let onAbort: (() => void) | undefined;
-      await Promise.race([
-        this.changed(),
-        new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, left);
-          onAbort = resolve;
-          signal?.addEventListener('abort', onAbort, { once: true });
-        }),
-      ]);
-      clearTimeout(timer);
-      if (onAbort) signal?.removeEventListener('abort', onAbort);
+      await this.changed(left, signal);
     }
+    return true;
   }
 
   /** The holder's generation ends within moments: one job may now be taken to follow it. */
@@ -146,13 +130,18 @@ export class GpuGate {
     for (const waiter of [...this.waiters]) waiter();
   }
 
-  private changed(): Promise<void> {
+  /** Resolves on the next `wake()`, or after `timeoutMs`, or when `signal` aborts; leaves no waiter behind. */
+  private changed(timeoutMs?: number, signal?: AbortSignal): Promise<void> {
     return new Promise<void>((resolve) => {
-      const waiter = () => {
-        this.waiters.delete(waiter);
+      const done = () => {
+        this.waiters.delete(done);
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
         resolve();
       };
-      this.waiters.add(waiter);
+      this.waiters.add(done);
+      const timer = timeoutMs === undefined ? undefined : setTimeout(done, timeoutMs);
+      signal?.addEventListener('abort', done, { once: true });
     });
   }
 }
