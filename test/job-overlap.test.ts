@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { Queue, type Job } from 'bullmq';
+import { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../shared/config.js';
 import { JobRecovery } from '../shared/job-recovery.js';
 import type { JobPayload } from '../shared/job-schema.js';
@@ -423,6 +423,57 @@ describe('the job loop overlaps encoding and upload with the next generation', (
       expect(await recovery.requeue(first.id as string, record.heldJobs?.[1]?.token as string, 'again')).toBe('not-held');
     } finally {
       await recovery.close();
+    }
+  });
+
+  it("the heartbeat names a finished job until the queue has its completion: a kill in between still puts it back", async () => {
+    h = await harness();
+    const gpu = heldPipeline([]);
+    const storage = heldStore([], { open: true });
+    const { runner } = await h.runner('w-commit', gpu.pipeline, storage.store, true);
+    const registry = new WorkerRegistry(h.connection, h.prefix);
+
+    // A job whose completion reaches the queue leaves the record.
+    const done = await h.add(1);
+    gpu.finish(1);
+    await waitFor('job 1 completed', async () => (await state(h!.queue, done)) === 'completed');
+    await waitFor('the record to let it go', async () => ((await registry.get('w-commit'))?.heldJobs ?? []).length === 0);
+
+    // The next one is done here, but its completion is held on its way to Redis (as by a kill -9
+    // at that moment): the job is still active under this worker's lock, and the record says so.
+    const original = Job.prototype.moveToCompleted;
+    const reached = deferred();
+    const hold = deferred();
+    const spy = vi.spyOn(Job.prototype, 'moveToCompleted').mockImplementation(async function (this: Job, ...args: Parameters<Job['moveToCompleted']>) {
+      if (this.id === pending.id) {
+        reached.resolve();
+        await hold.promise;
+      }
+      return original.apply(this, args);
+    });
+    const pending = await h.add(2);
+    try {
+      gpu.finish(2);
+      await reached.promise;
+      // 'ready' is written once the processor has returned; the job is still named after it.
+      const record = await waitFor('the record of an idle worker', async () => {
+        const r = await registry.get('w-commit');
+        return r?.state === 'ready' ? r : null;
+      });
+      expect(record.heldJobs?.map((j) => j.id)).toEqual([pending.id]);
+      expect(await state(h.queue, pending)).toBe('active');
+
+      await runner.consumer.close(true);
+      const recovery = new JobRecovery(h.connection, h.prefix);
+      try {
+        expect(await recovery.requeue(pending.id as string, record.heldJobs?.[0]?.token as string, 'test kill')).toBe('requeued');
+        expect(await state(h.queue, pending)).toBe('waiting');
+      } finally {
+        await recovery.close();
+      }
+    } finally {
+      spy.mockRestore();
+      hold.resolve();
     }
   });
 });

@@ -56,8 +56,18 @@ class GatedWorker extends Worker<JobPayload, JobResult> {
     private readonly gate: GpuGate,
     /** The worker's command connection (ioredis), for the wake-up marker. */
     private readonly commands: Redis,
+    /** BullMQ is done with the job taken under `token`: the queue has its outcome, or sending it was given up. */
+    private readonly onSettled: (token: string) => void,
   ) {
     super(queue, processor, options);
+  }
+
+  override async processJob(job: Job<JobPayload, JobResult>, token: string, fetchNextCallback?: () => boolean): Promise<void | Job<JobPayload, JobResult>> {
+    try {
+      return await super.processJob(job, token, fetchNextCallback);
+    } finally {
+      this.onSettled(token);
+    }
   }
 
   private stopping(): boolean {
@@ -158,6 +168,8 @@ export class JobConsumer {
   private closing: Promise<void> | undefined;
   /** The jobs this worker holds (at most one generating and `finishingJobs` finishing) and their lock tokens. */
   private readonly running = new Map<string, RunningEntry>();
+  /** Per lock token: resolves the job's `JobStages.settled` once BullMQ is done with it. */
+  private readonly settling = new Map<string, () => void>();
   private readonly lockDurationMs: number;
 
   constructor(private readonly options: ConsumerOptions) {
@@ -184,6 +196,7 @@ export class JobConsumer {
         i === 0 ? workerOptions : { ...workerOptions, skipStalledCheck: true },
         this.gate,
         options.connection,
+        (token) => this.settle(token),
       );
       worker.on('error', (err) => options.logger.error({ err }, 'queue error'));
       // The lock lapsed (a Redis outage longer than it) and the job may already run elsewhere: stop
@@ -228,6 +241,11 @@ export class JobConsumer {
     }
   }
 
+  private settle(token: string): void {
+    this.settling.get(token)?.();
+    this.settling.delete(token);
+  }
+
   /**
    * The job's hold on the GPU: it waits for the GPU when it was taken early, has the end of its
    * generation announced when that end is predictable (the next job is then taken early), and
@@ -237,7 +255,9 @@ export class JobConsumer {
     const { gate, clock } = this;
     let announce: NodeJS.Timeout | undefined;
     let started: { shape: string; at: number } | undefined;
+    const settled = token === undefined ? undefined : new Promise<void>((resolve) => this.settling.set(token, resolve));
     return {
+      ...(settled ? { settled } : {}),
       gpu: async (signal) => {
         if (token === undefined) return true;
         const early = gate.takenEarlyAt(token);

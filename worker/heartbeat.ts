@@ -96,6 +96,7 @@ export class Heartbeat {
       const tracked: JobStages = {
         ...(stages?.gpu ? { gpu: stages.gpu.bind(stages) } : {}),
         ...(stages?.generating ? { generating: stages.generating.bind(stages) } : {}),
+        ...(stages?.settled ? { settled: stages.settled } : {}),
         generated: (ok?: boolean) => {
           stages?.generated(ok);
           if (!held.generating) return;
@@ -111,8 +112,14 @@ export class Heartbeat {
         this.record.jobsFailed += 1;
         throw err;
       } finally {
-        this.held.delete(held);
-        this.showHeld();
+        // Named until the queue has its outcome: a kill between the return and the completion
+        // leaves the job active under this worker's lock, and the record is what puts it back.
+        const drop = () => {
+          this.held.delete(held);
+          this.showHeld();
+        };
+        if (stages?.settled) void stages.settled.then(drop);
+        else drop();
       }
     };
   }

@@ -85,6 +85,12 @@ export interface JobStages {
   generating?(shape: string): void;
   /** `ok`: the generation ran to its end (its time says how long such a generation takes). */
   generated(ok?: boolean): void;
+  /**
+   * Resolves once the queue holds the job's outcome (completed, failed, or back in the queue),
+   * after the processor has returned: until then the job is still active under this worker's
+   * lock, and a kill leaves it to whoever puts the dead worker's jobs back.
+   */
+  settled?: Promise<void>;
 }
 
 export type Processor = (job: RunningJob, signal?: AbortSignal, stages?: JobStages) => Promise<JobResult>;
