@@ -24,7 +24,7 @@ export interface AutoscalerDeps {
   intervalMs: number;
   logger: Logger;
   /** Puts a dead worker's job back in the queue at once; without it the job waits for its lock to lapse. */
-  recovery?: Pick<JobRecovery, 'requeue'>;
+  recovery?: Pick<JobRecovery, 'requeue'> & Partial<Pick<JobRecovery, 'heldBy'>>;
   /**
    * True while the model's last load failed: one worker is kept (re)trying it, load or not, so a
    * model that comes back is found without a restart or a job (the API refuses jobs meanwhile).
@@ -149,9 +149,13 @@ export class Autoscaler {
     const { registry, recovery, logger } = this.deps;
     try {
       const record = await registry.get(worker.id);
-      // The job it generated and the one it was still uploading (heldJobs), or the one older records name.
-      const held = record?.heldJobs ?? (record?.currentJob ? [{ id: record.currentJob, token: record.currentJobToken ?? null }] : []);
+      // The job it generated and the ones it was still uploading (heldJobs), or the one older records name.
+      const named = record?.heldJobs ?? (record?.currentJob ? [{ id: record.currentJob, token: record.currentJobToken ?? null }] : []);
       const queue = this.deps.queueOf?.(record?.model ?? worker.model ?? null);
+      // And any job its lock tokens hold that the record does not name yet: one taken in the moment
+      // between BullMQ's take and the heartbeat's write.
+      const locked = record?.lockOwners && recovery?.heldBy ? await recovery.heldBy(record.lockOwners, ...(queue !== undefined ? [queue] : [])) : [];
+      const held = [...named, ...locked.filter((l) => !named.some((n) => n.id === l.id))];
       for (const { id: jobId, token } of held) {
         if (!recovery || !token) continue;
         const outcome = await recovery.requeue(jobId, token, `its worker ${worker.id} died`, ...(queue !== undefined ? [queue] : []));

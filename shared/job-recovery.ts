@@ -38,6 +38,24 @@ export class JobRecovery {
     return queue;
   }
 
+  /**
+   * The active jobs of `queueName` whose lock one of `owners` holds (a token `<owner>:<n>`, as a
+   * worker's record names its BullMQ loops), with that token.
+   */
+  async heldBy(owners: readonly string[], queueName: string = GENERATE_QUEUE): Promise<Array<{ id: string; token: string }>> {
+    if (owners.length === 0) return [];
+    const queue = this.queueNamed(queueName);
+    const active = await this.connection.lrange(queue.toKey('active'), 0, -1);
+    if (active.length === 0) return [];
+    const locks = await this.connection.mget(active.map((id) => `${queue.toKey(id)}:lock`));
+    const held: Array<{ id: string; token: string }> = [];
+    active.forEach((id, i) => {
+      const token = locks[i];
+      if (token && owners.some((owner) => token.startsWith(`${owner}:`))) held.push({ id, token });
+    });
+    return held;
+  }
+
   /** `queue`: the queue of the dead worker's model (default: the default model's). */
   async requeue(jobId: string, token: string, why: string, queueName: string = GENERATE_QUEUE): Promise<RecoveryOutcome> {
     const queue = this.queueNamed(queueName);

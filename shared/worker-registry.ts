@@ -40,6 +40,12 @@ export interface WorkerRecord {
    * uploads one job while the next generates, so it may hold two. Absent in older records.
    */
   heldJobs?: Array<{ id: string; token: string | null }>;
+  /**
+   * The ids its BullMQ loops put in front of every lock token they take a job with
+   * (`<owner>:<n>`), written before it takes any: a job taken in the moment before `heldJobs`
+   * names it is still found as this worker's when it dies. Absent in older records.
+   */
+  lockOwners?: string[];
 }
 
 export type SlotState = 'free' | 'occupied' | 'backoff' | 'crash-loop' | 'failed';

@@ -47,6 +47,9 @@ describe('workers killed one after another', () => {
       const victim = await waitFor('the busy worker record', async () =>
         (await stack.registry.list()).find((r) => r.currentJob === id && (r.heldJobs ?? []).length === 1),
       );
+      // Its record names its BullMQ loops, whose prefix is on the job's lock token: a job it took
+      // a moment before the record named it would be found by that too.
+      expect(victim.lockOwners?.some((owner) => victim.heldJobs?.[0]?.token?.startsWith(`${owner}:`))).toBe(true);
       process.kill(victim.pid, 'SIGKILL');
       kills.push({ jobId: id, at: Date.now() });
       await waitFor('the exit', () => stack.events.some((e) => e.type === 'exited' && e.worker.id === victim.id));

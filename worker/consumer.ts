@@ -298,6 +298,11 @@ export class JobConsumer {
     );
   }
 
+  /** What every lock token of this worker's starts with (`<owner>:<n>`), one per BullMQ loop. */
+  get lockOwners(): string[] {
+    return this.workers.map((w) => w.id);
+  }
+
   get currentState(): WorkerState {
     return this.state;
   }

@@ -76,6 +76,16 @@ export class Heartbeat {
     this.beat();
   }
 
+  /**
+   * Names the lock owners of the worker's BullMQ loops (`JobConsumer.lockOwners`); resolves once
+   * that record was written (or failed to be), so it lands before the worker takes a job.
+   */
+  setLockOwners(owners: readonly string[]): Promise<void> {
+    this.record.lockOwners = [...owners];
+    this.beat();
+    return this.writing;
+  }
+
   /** Why the worker takes no jobs for now (storage failing), or null again. */
   setPaused(reason: string | null): void {
     this.record.paused = reason;

@@ -130,6 +130,9 @@ async function main(): Promise<void> {
   });
   // Started by an autoscaler that died and that no other autoscaler adopted: finish and go.
   const stopOrphanWatch = watchForAdoption({ config, connection, workerId, logger, onOrphaned: () => shutdown.request('orphaned') });
+  // Whoever sees this worker die finds its jobs by their lock tokens, even one taken a moment
+  // before the heartbeat named it.
+  await heartbeat.setLockOwners(consumer.lockOwners);
   await consumer.start();
 }
 
