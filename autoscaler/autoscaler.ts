@@ -152,10 +152,10 @@ export class Autoscaler {
       // The job it generated and the ones it was still uploading (heldJobs), or the one older records name.
       const named = record?.heldJobs ?? (record?.currentJob ? [{ id: record.currentJob, token: record.currentJobToken ?? null }] : []);
       const queue = this.deps.queueOf?.(record?.model ?? worker.model ?? null);
-      // And any job its lock tokens hold that the record does not name yet: one taken in the moment
-      // between BullMQ's take and the heartbeat's write.
+      // And every job its lock tokens hold, with the token the lock has: one taken in the moment
+      // between BullMQ's take and the heartbeat's write is not named yet.
       const locked = record?.lockOwners && recovery?.heldBy ? await recovery.heldBy(record.lockOwners, ...(queue !== undefined ? [queue] : [])) : [];
-      const held = [...named, ...locked.filter((l) => !named.some((n) => n.id === l.id))];
+      const held = [...locked, ...named.filter((n) => !locked.some((l) => l.id === n.id))];
       for (const { id: jobId, token } of held) {
         if (!recovery || !token) continue;
         const outcome = await recovery.requeue(jobId, token, `its worker ${worker.id} died`, ...(queue !== undefined ? [queue] : []));

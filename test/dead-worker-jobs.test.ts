@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Queue, Worker } from 'bullmq';
 import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Autoscaler } from '../autoscaler/autoscaler.js';
 import type { LeaderLock } from '../autoscaler/leader-lock.js';
 import type { DriverEvent, DriverWorker, WorkerDriver } from '../autoscaler/worker-driver.js';
@@ -114,6 +114,11 @@ describe("a dead worker's jobs", () => {
     });
   });
 
+  // Each case takes the job it adds: the jobs earlier cases put back leave the queue.
+  beforeEach(async () => {
+    await queue.drain();
+  });
+
   afterAll(async () => {
     letGo();
     await Promise.all(workers.map((w) => w.close(true)));
@@ -135,6 +140,17 @@ describe("a dead worker's jobs", () => {
     // Counted as an interruption, as BullMQ's stalled check would.
     expect((await queue.getJob(dead.jobId))?.stalledCounter).toBe(1);
     expect(await registry.get('w-dead')).toBeNull();
+  });
+
+  it("a job the record names with a token its lock no longer has goes back by the lock's token, when one of the worker's loops holds it", async () => {
+    const retaken = await holder();
+    await retaken.worker.close(true);
+    // As after the worker put the job back and one of its loops took it again, before the heartbeat wrote that.
+    await registry.put(record('w-retaken', { lockOwners: [retaken.worker.id], currentJob: retaken.jobId, heldJobs: [{ id: retaken.jobId, token: `${retaken.worker.id}:earlier` }] }), 60_000);
+
+    exit('w-retaken');
+    await autoscaler.settled();
+    expect(await queue.getJobState(retaken.jobId)).toBe('waiting');
   });
 
   it('an older record without lock owners puts back only the jobs it names', async () => {
