@@ -37,7 +37,8 @@ export interface WorkerRecord {
   currentJobToken?: string | null;
   /**
    * Every job the worker holds with its lock token, the generating one first: a worker encodes and
-   * uploads one job while the next generates, so it may hold two. Absent in older records.
+   * uploads up to WORKER_FINISHING_JOBS jobs while the next generates, and names each until the
+   * queue has its outcome. Absent in older records.
    */
   heldJobs?: Array<{ id: string; token: string | null }>;
   /**

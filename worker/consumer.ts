@@ -223,7 +223,6 @@ export class JobConsumer {
     try {
       return await options.processor(job, signal, stages);
     } catch (err) {
-      stages.generated();
       const failure = toJobFailure(err);
       if (failure.requeue && token !== undefined) {
         // It never started here: back to the queue as it was, its attempts untouched.

@@ -103,10 +103,9 @@ export class Heartbeat {
       const held: HeldJob = { id: job.id ?? null, token: job.token ?? null, generating: true };
       this.held.add(held);
       this.showHeld();
+      // The job loop's stages as they are, with the end of the generation seen here too.
       const tracked: JobStages = {
-        ...(stages?.gpu ? { gpu: stages.gpu.bind(stages) } : {}),
-        ...(stages?.generating ? { generating: stages.generating.bind(stages) } : {}),
-        ...(stages?.settled ? { settled: stages.settled } : {}),
+        ...stages,
         generated: (ok?: boolean) => {
           stages?.generated(ok);
           if (!held.generating) return;
